@@ -1,0 +1,5 @@
+//! lakectl's job types, one module each, plus the commands around them. A new job type is a
+//! new module here implementing `lakehouse_core::Job`, and one line in `main.rs`.
+
+pub mod status;
+pub mod validate;

@@ -1,0 +1,37 @@
+//! `lakectl status`: the latest run of every job, from the run records in the lake.
+
+use std::collections::BTreeMap;
+
+use lakehouse_core::run_log::RunLog;
+use lakehouse_core::{Lake, Pipeline, Result, RunRecord};
+
+pub async fn run(pipeline: &Pipeline) -> Result<()> {
+    let runs = RunLog::new(Lake::from_config(&pipeline.lake)?)
+        .read_all()
+        .await?;
+    let mut latest: BTreeMap<&str, &RunRecord> = BTreeMap::new();
+    for run in &runs {
+        latest.insert(&run.job, run);
+    }
+    if latest.is_empty() {
+        println!("no runs recorded yet in {}", pipeline.lake.uri);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<10} {:<20} {:>10} {:>10} {:>9}",
+        "job", "outcome", "ended (UTC)", "rows in", "rows out", "version"
+    );
+    for (job, run) in latest {
+        println!(
+            "{:<20} {:<10} {:<20} {:>10} {:>10} {:>9}",
+            job,
+            run.outcome.as_str(),
+            run.ended_at.format("%Y-%m-%d %H:%M:%S"),
+            run.rows_in,
+            run.rows_out,
+            run.last_version_written
+                .map_or("-".to_string(), |v| v.to_string())
+        );
+    }
+    Ok(())
+}

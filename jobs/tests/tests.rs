@@ -1,0 +1,5 @@
+//! All integration tests of the `lakectl` binary, in one test binary (one link, one build).
+
+mod util;
+
+mod cli;

@@ -1,0 +1,701 @@
+//! The pipeline file and its layering: built-in defaults < file < `LAKECTL_*` env < CLI flags.
+//!
+//! Serde does the structural checks (unknown keys, wrong types, missing keys) and we turn its
+//! byte span into `file:line:column`. Env and CLI overrides go through one [`Pipeline::set`]
+//! so both layers accept exactly the same keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read pipeline file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax errors, unknown keys, wrong types and missing keys, located in the file.
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("command-line flag {flag}: {message}")]
+    Flag { flag: String, message: String },
+    /// Well-formed but unusable values, found after all layers are merged.
+    #[error("{}: `{key}`: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "{}: `{key}` looks like a secret; secrets are read from the environment, never from the pipeline file",
+        file.display()
+    )]
+    SecretInFile { file: PathBuf, key: String },
+}
+
+/// A whole pipeline: where the lake is, how to reach the services, and its tables per layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: String,
+    #[serde(default)]
+    pub lake: LakeConfig,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    pub producer: Option<ProducerConfig>,
+    #[serde(default)]
+    pub bronze: BTreeMap<String, BronzeTable>,
+    #[serde(default)]
+    pub silver: BTreeMap<String, SilverTable>,
+    #[serde(default)]
+    pub gold: BTreeMap<String, GoldTable>,
+    #[serde(default)]
+    pub load: BTreeMap<String, LoadTarget>,
+    /// The file this pipeline came from; relative paths inside it resolve against its folder.
+    #[serde(skip)]
+    pub source_file: PathBuf,
+    /// The Postgres URL, read from the env var named by `postgres.url_env`.
+    #[serde(skip)]
+    pub postgres_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// `file://./lake` (relative to the working directory), `s3://bucket/prefix` or `memory://`.
+    #[serde(default = "default_lake_uri")]
+    pub uri: String,
+    /// object_store options (`aws_region`, `aws_conditional_put`, ...). Keys and secrets come
+    /// from `AWS_*` env vars instead.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Write a Delta checkpoint every this many commits.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Consumer group; defaults to `lakectl-<pipeline name>`.
+    pub group_id: Option<String>,
+    /// Extra librdkafka properties, passed through as they are.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Name of the env var holding the connection URL (it carries the password).
+    #[serde(default = "default_postgres_url_env")]
+    pub url_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Retries of one unit of work after an external, retryable error.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// In continuous mode, how long to wait after a unit that found nothing to do.
+    #[serde(default = "default_idle_poll_ms")]
+    pub idle_poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    pub file: PathBuf,
+    pub topic: String,
+    /// CSV column whose value becomes the Kafka key.
+    pub key: Option<String>,
+    /// Records per second; unlimited when absent.
+    pub rate: Option<f64>,
+}
+
+/// Kafka topic → `<lake>/bronze/<table>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BronzeTable {
+    pub topic: String,
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    #[serde(default = "default_flush_bytes")]
+    pub flush_bytes: usize,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+/// Bronze table → `<lake>/silver/<table>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilverTable {
+    /// The bronze table it reads.
+    pub source: String,
+    /// Business key columns.
+    pub key: Vec<String>,
+    /// Cleaning SQL inline, or in a file next to the pipeline file.
+    pub sql: Option<String>,
+    pub sql_file: Option<PathBuf>,
+}
+
+/// SQL over silver tables → `<lake>/gold/<table>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldTable {
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    Upsert,
+    Append,
+    Replace,
+}
+
+/// A silver or gold table → a Postgres table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadTarget {
+    /// `silver.<table>` or `gold.<table>`.
+    pub source: String,
+    /// Postgres `schema.table`; defaults to the source name.
+    pub target: Option<String>,
+    #[serde(default)]
+    pub key: Vec<String>,
+    #[serde(default = "default_load_mode")]
+    pub mode: LoadMode,
+}
+
+fn default_lake_uri() -> String {
+    "file://./lake".into()
+}
+fn default_checkpoint_interval() -> u64 {
+    10
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_postgres_url_env() -> String {
+    "DATABASE_URL".into()
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_initial_backoff_ms() -> u64 {
+    500
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_idle_poll_ms() -> u64 {
+    1_000
+}
+fn default_flush_rows() -> usize {
+    100_000
+}
+fn default_flush_bytes() -> usize {
+    64 << 20
+}
+fn default_flush_interval_ms() -> u64 {
+    5_000
+}
+fn default_load_mode() -> LoadMode {
+    LoadMode::Upsert
+}
+
+macro_rules! default_via_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_via_serde!(LakeConfig, KafkaConfig, PostgresConfig, RunnerConfig);
+
+/// Env vars of the env layer and the key each one sets. Anything else under `LAKECTL_`
+/// (like `LAKECTL_PIPELINE`) belongs to the CLI.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("LAKECTL_LAKE_URI", "lake.uri"),
+    (
+        "LAKECTL_LAKE_CHECKPOINT_INTERVAL",
+        "lake.checkpoint_interval",
+    ),
+    ("LAKECTL_KAFKA_BROKERS", "kafka.brokers"),
+    ("LAKECTL_KAFKA_GROUP_ID", "kafka.group_id"),
+    ("LAKECTL_POSTGRES_URL_ENV", "postgres.url_env"),
+    ("LAKECTL_RUNNER_MAX_RETRIES", "runner.max_retries"),
+    (
+        "LAKECTL_RUNNER_INITIAL_BACKOFF_MS",
+        "runner.initial_backoff_ms",
+    ),
+    ("LAKECTL_RUNNER_MAX_BACKOFF_MS", "runner.max_backoff_ms"),
+    ("LAKECTL_RUNNER_IDLE_POLL_MS", "runner.idle_poll_ms"),
+];
+
+/// `AWS_*` variables that object_store understands become storage options of the env layer.
+const AWS_ENV_OPTIONS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT",
+    "AWS_ALLOW_HTTP",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONDITIONAL_PUT",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
+
+const SECRET_WORDS: &[&str] = &["secret", "access_key", "token", "password"];
+
+impl Pipeline {
+    /// Reads the file and applies the env and CLI layers. `env` is a lookup so tests can
+    /// pass a map instead of the process environment; `cli` holds `key=value` pairs.
+    pub fn load(
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: &[(String, String)],
+    ) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let mut pipeline = Pipeline::parse(&text, file)?;
+        pipeline.apply_env(env)?;
+        for (key, value) in cli {
+            pipeline
+                .set(key, value)
+                .map_err(|message| ConfigError::Flag {
+                    flag: format!("--set {key}"),
+                    message,
+                })?;
+        }
+        pipeline.postgres_url = env(&pipeline.postgres.url_env);
+        pipeline.check()?;
+        Ok(pipeline)
+    }
+
+    /// Parses the file layer alone (defaults < file).
+    pub fn parse(text: &str, file: &Path) -> Result<Pipeline, ConfigError> {
+        let mut pipeline: Pipeline = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        pipeline.source_file = file.to_path_buf();
+        if let Some(key) = pipeline.lake.storage_options.keys().find(|k| {
+            SECRET_WORDS
+                .iter()
+                .any(|w| k.to_ascii_lowercase().contains(w))
+        }) {
+            return Err(ConfigError::SecretInFile {
+                file: file.to_path_buf(),
+                key: format!("lake.storage_options.{key}"),
+            });
+        }
+        Ok(pipeline)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (var, key) in ENV_KEYS {
+            if let Some(value) = env(var) {
+                self.set(key, &value).map_err(|message| ConfigError::Env {
+                    var: var.to_string(),
+                    message,
+                })?;
+            }
+        }
+        for var in AWS_ENV_OPTIONS {
+            if let Some(value) = env(var) {
+                self.lake
+                    .storage_options
+                    .insert(var.to_ascii_lowercase(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one scalar key of the global sections, as the env and CLI layers do.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a non-negative integer, got {value:?}"))
+        }
+        match key {
+            "lake.uri" => self.lake.uri = value.to_string(),
+            "lake.checkpoint_interval" => self.lake.checkpoint_interval = number(value)?,
+            "kafka.brokers" => self.kafka.brokers = value.to_string(),
+            "kafka.group_id" => self.kafka.group_id = Some(value.to_string()),
+            "postgres.url_env" => self.postgres.url_env = value.to_string(),
+            "runner.max_retries" => self.runner.max_retries = number(value)?,
+            "runner.initial_backoff_ms" => self.runner.initial_backoff_ms = number(value)?,
+            "runner.max_backoff_ms" => self.runner.max_backoff_ms = number(value)?,
+            "runner.idle_poll_ms" => self.runner.idle_poll_ms = number(value)?,
+            _ => {
+                let known: Vec<&str> = ENV_KEYS.iter().map(|(_, k)| *k).collect();
+                return Err(format!(
+                    "unknown key `{key}`; settable keys: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that need every layer merged.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: self.source_file.clone(),
+            key,
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name".into(), "must not be empty".into()));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers".into(), "must not be empty".into()));
+        }
+        if self.runner.initial_backoff_ms > self.runner.max_backoff_ms {
+            return Err(invalid(
+                "runner.initial_backoff_ms".into(),
+                "must not exceed runner.max_backoff_ms".into(),
+            ));
+        }
+        crate::storage::LakeUri::parse(&self.lake.uri)
+            .map_err(|message| invalid("lake.uri".into(), message))?;
+        for (name, table) in &self.bronze {
+            check_table_name("bronze", name).map_err(|m| invalid(format!("bronze.{name}"), m))?;
+            if table.flush_rows == 0 || table.flush_bytes == 0 {
+                return Err(invalid(
+                    format!("bronze.{name}.flush_rows"),
+                    "flush limits must be greater than zero".into(),
+                ));
+            }
+        }
+        for (name, table) in &self.silver {
+            check_table_name("silver", name).map_err(|m| invalid(format!("silver.{name}"), m))?;
+            if !self.bronze.contains_key(&table.source) {
+                return Err(invalid(
+                    format!("silver.{name}.source"),
+                    format!("no bronze table named {:?} in this pipeline", table.source),
+                ));
+            }
+            if table.key.is_empty() {
+                return Err(invalid(
+                    format!("silver.{name}.key"),
+                    "needs at least one column".into(),
+                ));
+            }
+        }
+        for name in self.gold.keys() {
+            check_table_name("gold", name).map_err(|m| invalid(format!("gold.{name}"), m))?;
+        }
+        for (name, target) in &self.load {
+            let known = match target.source.split_once('.') {
+                Some(("silver", t)) => self.silver.contains_key(t),
+                Some(("gold", t)) => self.gold.contains_key(t),
+                _ => false,
+            };
+            if !known {
+                return Err(invalid(
+                    format!("load.{name}.source"),
+                    format!(
+                        "{:?} is not a silver.<table> or gold.<table> of this pipeline",
+                        target.source
+                    ),
+                ));
+            }
+            if target.mode == LoadMode::Upsert && target.key.is_empty() {
+                return Err(invalid(
+                    format!("load.{name}.key"),
+                    "mode \"upsert\" needs key columns".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Kafka consumer group of this pipeline.
+    pub fn group_id(&self) -> String {
+        self.kafka
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("lakectl-{}", self.name))
+    }
+
+    /// A path from the pipeline file, resolved against the file's folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        match self.source_file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+/// Table names become folder names and SQL identifiers: keep them plain.
+fn check_table_name(layer: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{layer} table name {name:?} must be letters, digits and underscores, not starting with a digit"
+        ))
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const MINIMAL: &str = r#"
+name = "books"
+
+[bronze.books]
+topic = "books"
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn load_with(
+        text: &str,
+        env: &[(&str, &str)],
+        cli: &[(&str, &str)],
+    ) -> Result<Pipeline, ConfigError> {
+        let (_dir, path) = write(text);
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cli: Vec<(String, String)> = cli
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Pipeline::load(&path, &|k| env.get(k).cloned(), &cli)
+    }
+
+    #[test]
+    fn defaults_apply_when_the_file_is_silent() {
+        let p = load_with(MINIMAL, &[], &[]).unwrap();
+        assert_eq!(p.lake.uri, "file://./lake");
+        assert_eq!(p.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(p.group_id(), "lakectl-books");
+        assert_eq!(p.runner.max_retries, 5);
+        assert_eq!(p.bronze["books"].flush_rows, 100_000);
+        assert_eq!(p.postgres.url_env, "DATABASE_URL");
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_below() {
+        let file = format!("{MINIMAL}\n[kafka]\nbrokers = \"file:1\"\n[runner]\nmax_retries = 7\nidle_poll_ms = 10\n");
+        // file beats default
+        let p = load_with(&file, &[], &[]).unwrap();
+        assert_eq!(p.kafka.brokers, "file:1");
+        assert_eq!(p.runner.max_retries, 7);
+        // env beats file
+        let env = [
+            ("LAKECTL_KAFKA_BROKERS", "env:2"),
+            ("LAKECTL_RUNNER_MAX_RETRIES", "9"),
+        ];
+        let p = load_with(&file, &env, &[]).unwrap();
+        assert_eq!(p.kafka.brokers, "env:2");
+        assert_eq!(p.runner.max_retries, 9);
+        assert_eq!(
+            p.runner.idle_poll_ms, 10,
+            "keys the env does not set keep the file's value"
+        );
+        // CLI beats env
+        let p = load_with(&file, &env, &[("kafka.brokers", "cli:3")]).unwrap();
+        assert_eq!(p.kafka.brokers, "cli:3");
+        assert_eq!(p.runner.max_retries, 9);
+    }
+
+    #[test]
+    fn aws_env_becomes_storage_options_and_postgres_url_comes_from_the_named_var() {
+        let file = format!("{MINIMAL}\n[postgres]\nurl_env = \"BOOKS_PG\"\n");
+        let env = [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cret"),
+            ("BOOKS_PG", "postgres://u:p@127.0.0.1/db"),
+            ("DATABASE_URL", "postgres://ignored"),
+        ];
+        let p = load_with(&file, &env, &[]).unwrap();
+        assert_eq!(
+            p.lake.storage_options["aws_endpoint_url"],
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(p.lake.storage_options["aws_secret_access_key"], "s3cret");
+        assert_eq!(
+            p.postgres_url.as_deref(),
+            Some("postgres://u:p@127.0.0.1/db")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let text = "name = \"x\"\n\n[kafka]\nbrokers = \"a:1\"\nbrokerz = \"b:2\"\n";
+        let err = load_with(text, &[], &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { line: 5, .. }), "{msg}");
+        assert!(msg.contains("brokerz"), "{msg}");
+        assert!(msg.contains("pipeline.toml:5:"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let text = "name = \"x\"\n[runner]\nmax_retries = \"five\"\n";
+        let err = load_with(text, &[], &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_key_names_the_key_and_the_table_line() {
+        let text = "name = \"x\"\n\n[bronze.books]\nflush_rows = 10\n";
+        let err = load_with(text, &[], &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{msg}");
+        assert!(msg.contains("missing field `topic`"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = load_with("name = \"x\"\n[kafka\n", &[], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let err = Pipeline::load(Path::new("/nonexistent/p.toml"), &|_| None, &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/p.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load_with(MINIMAL, &[("LAKECTL_RUNNER_MAX_RETRIES", "lots")], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Env { .. }));
+        assert!(
+            err.to_string().contains("LAKECTL_RUNNER_MAX_RETRIES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_cli_key_names_the_flag_and_lists_keys() {
+        let err = load_with(MINIMAL, &[], &[("kafka.brokerz", "x")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Flag { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--set kafka.brokerz") && msg.contains("kafka.brokers"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_file() {
+        let bad_uri = format!("{MINIMAL}\n[lake]\nuri = \"ftp://host/x\"\n");
+        let err = load_with(&bad_uri, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "lake.uri"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pipeline.toml"), "{err}");
+
+        let dangling = format!("{MINIMAL}\n[silver.clean]\nsource = \"nope\"\nkey = [\"id\"]\n");
+        let err = load_with(&dangling, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "silver.clean.source"),
+            "{err}"
+        );
+
+        let upsert_without_key =
+            format!("{MINIMAL}\n[gold.g]\nsql = \"select 1\"\n[load.g]\nsource = \"gold.g\"\n");
+        let err = load_with(&upsert_without_key, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "load.g.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_in_the_file_are_refused() {
+        let text =
+            format!("{MINIMAL}\n[lake.storage_options]\naws_secret_access_key = \"hunter2\"\n");
+        let err = load_with(&text, &[], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::SecretInFile { .. }), "{err}");
+        assert!(
+            !err.to_string().contains("hunter2"),
+            "the secret must not be echoed"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_pipeline_folder() {
+        let mut p = Pipeline::parse(MINIMAL, Path::new("/etc/pipes/p.toml")).unwrap();
+        assert_eq!(
+            p.resolve_path(Path::new("../data/x.csv")),
+            PathBuf::from("/etc/pipes/../data/x.csv")
+        );
+        p.source_file = PathBuf::from("p.toml");
+        assert_eq!(p.resolve_path(Path::new("x.csv")), PathBuf::from("x.csv"));
+    }
+
+    #[test]
+    fn the_shipped_books_pipeline_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/books.toml");
+        let p = Pipeline::load(&path, &|_| None, &[]).unwrap();
+        assert_eq!(p.bronze["books"].topic, "books");
+        assert!(p.silver.contains_key("books"));
+    }
+}

@@ -1,0 +1,252 @@
+//! One error type for the core crate. Every error knows whose fault it is and whether
+//! retrying can help, so the runner can decide on retries and the CLI on exit codes.
+
+use crate::config::ConfigError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whose fault an error is. Decides the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Bad config, bad arguments or bad input: the user must change something.
+    User,
+    /// A service we depend on (broker, object store, Postgres) failed or is unreachable.
+    External,
+    /// A bug in lakectl.
+    Internal,
+}
+
+impl Fault {
+    /// Exit codes, documented in `lakectl --help`. 2 matches clap's usage errors;
+    /// 69 and 70 are sysexits' EX_UNAVAILABLE and EX_SOFTWARE.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Fault::User => 2,
+            Fault::External => 69,
+            Fault::Internal => 70,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// Input the user handed us that we cannot use (a missing CSV file, a bad argument).
+    #[error("{0}")]
+    Input(String),
+
+    /// A service did not answer or refused; `service` names it for the user.
+    #[error("{service} is unavailable: {message}")]
+    Unavailable { service: String, message: String },
+
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error("delta table: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    /// SQL planning or execution; user SQL errors are the user's fault.
+    #[error("sql: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error (a bug in lakectl, please report it): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn unavailable(service: impl Into<String>, message: impl ToString) -> Self {
+        Error::Unavailable {
+            service: service.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Config(_) | Error::Input(_) => Fault::User,
+            Error::Unavailable { .. } | Error::Kafka(_) | Error::Io { .. } => Fault::External,
+            Error::ObjectStore(e) => object_store_fault(e),
+            Error::Delta(e) => delta_fault(e),
+            Error::DataFusion(e) => datafusion_fault(e),
+            Error::Arrow(_) | Error::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// Whether running the same unit of work again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } | Error::Io { .. } => true,
+            Error::Kafka(e) => kafka_retryable(e),
+            Error::ObjectStore(e) => object_store_fault(e) == Fault::External,
+            Error::Delta(e) => delta_retryable(e),
+            Error::DataFusion(e) => datafusion_fault(e) == Fault::External,
+            Error::Config(_) | Error::Input(_) | Error::Arrow(_) | Error::Internal(_) => false,
+        }
+    }
+}
+
+fn object_store_fault(e: &object_store::Error) -> Fault {
+    use object_store::Error as E;
+    match e {
+        E::NotImplemented { .. } | E::UnknownConfigurationKey { .. } | E::InvalidPath { .. } => {
+            Fault::User
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Fault::User,
+        E::JoinError { .. } => Fault::Internal,
+        // Generic covers network failures and HTTP 5xx, NotFound/Precondition are
+        // races with other writers or a service that lost state: all outside our code.
+        _ => Fault::External,
+    }
+}
+
+fn delta_fault(e: &deltalake::DeltaTableError) -> Fault {
+    use deltalake::DeltaTableError as D;
+    match e {
+        D::ObjectStore { source } => object_store_fault(source),
+        D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => Fault::External,
+        D::NotATable(_) | D::InvalidTableLocation(_) | D::SchemaMismatch { .. } => Fault::User,
+        D::Generic(_) | D::GenericError { .. } => Fault::External,
+        _ => Fault::Internal,
+    }
+}
+
+fn delta_retryable(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::DeltaTableError as D;
+    match e {
+        D::ObjectStore { source } => object_store_fault(source) == Fault::External,
+        // Commit conflicts are resolved by re-reading the table and trying again.
+        D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => true,
+        D::Generic(_) | D::GenericError { .. } => true,
+        _ => false,
+    }
+}
+
+fn datafusion_fault(e: &datafusion::error::DataFusionError) -> Fault {
+    use datafusion::error::DataFusionError as D;
+    match e {
+        D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => Fault::User,
+        D::ObjectStore(source) => object_store_fault(source),
+        D::IoError(_) => Fault::External,
+        D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_fault(inner),
+        _ => Fault::Internal,
+    }
+}
+
+fn kafka_retryable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError as K;
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e {
+        K::ClientConfig(..) | K::Subscription(_) | K::SetPartitionOffset(_) => false,
+        _ => !matches!(
+            e.rdkafka_error_code(),
+            Some(C::UnknownTopicOrPartition | C::TopicAuthorizationFailed | C::InvalidConfig)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_errors_are_not_retried() {
+        let e = Error::Input("no such file: x.csv".into());
+        assert_eq!(e.fault(), Fault::User);
+        assert!(!e.is_retryable());
+        assert_eq!(e.fault().exit_code(), 2);
+    }
+
+    #[test]
+    fn unavailable_services_are_external_and_retried() {
+        let e = Error::unavailable("kafka broker 127.0.0.1:1", "connection refused");
+        assert_eq!(e.fault(), Fault::External);
+        assert!(e.is_retryable());
+        assert_eq!(e.fault().exit_code(), 69);
+        assert!(e.to_string().contains("kafka broker 127.0.0.1:1"));
+    }
+
+    #[test]
+    fn internal_errors_are_bugs_and_not_retried() {
+        let e = Error::Internal("impossible state".into());
+        assert_eq!(e.fault(), Fault::Internal);
+        assert!(!e.is_retryable());
+        assert_eq!(e.fault().exit_code(), 70);
+    }
+
+    #[test]
+    fn object_store_network_failures_are_retried_but_auth_failures_are_not() {
+        let network = Error::ObjectStore(object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        });
+        assert_eq!(network.fault(), Fault::External);
+        assert!(network.is_retryable());
+
+        let denied = Error::ObjectStore(object_store::Error::PermissionDenied {
+            path: "lake/x".into(),
+            source: "403".into(),
+        });
+        assert_eq!(denied.fault(), Fault::User);
+        assert!(!denied.is_retryable());
+    }
+
+    #[test]
+    fn delta_commit_conflicts_are_retried_schema_mismatches_are_not() {
+        let conflict = Error::Delta(deltalake::DeltaTableError::VersionAlreadyExists(3));
+        assert!(conflict.is_retryable());
+        let mismatch = Error::Delta(deltalake::DeltaTableError::SchemaMismatch {
+            msg: "column x".into(),
+        });
+        assert_eq!(mismatch.fault(), Fault::User);
+        assert!(!mismatch.is_retryable());
+    }
+
+    #[test]
+    fn kafka_transport_errors_are_retried_config_errors_are_not() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        let transport = Error::Kafka(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert_eq!(transport.fault(), Fault::External);
+        assert!(transport.is_retryable());
+        let bad_subscription = Error::Kafka(KafkaError::Subscription("^[".into()));
+        assert!(!bad_subscription.is_retryable());
+        let unknown_topic = Error::Kafka(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+        assert!(!unknown_topic.is_retryable());
+    }
+
+    #[test]
+    fn config_errors_are_user_errors() {
+        let e = Error::Config(ConfigError::Env {
+            var: "LAKECTL_RUNNER_MAX_RETRIES".into(),
+            message: "not a number".into(),
+        });
+        assert_eq!(e.fault(), Fault::User);
+        assert!(!e.is_retryable());
+    }
+}

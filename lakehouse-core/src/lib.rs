@@ -1,0 +1,16 @@
+//! Everything lakectl jobs share: the pipeline config, the object store and Delta helpers,
+//! Kafka client plumbing, the runner with its run records, errors and telemetry.
+
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod run_log;
+pub mod runner;
+pub mod storage;
+pub mod telemetry;
+pub mod testing;
+
+pub use config::{ConfigError, Pipeline};
+pub use error::{Error, Fault, Result};
+pub use runner::{Job, Mode, Outcome, RunRecord, Runner, UnitReport};
+pub use storage::{Lake, Layer};

@@ -1,0 +1,291 @@
+//! Where the lake lives. The lake URI picks the object store: a local folder (`file://`),
+//! S3 or any S3-compatible server (`s3://bucket/prefix`, configured by `AWS_*`), or
+//! `memory://` for unit tests. Every Delta table of a pipeline is opened through one
+//! shared store, so a `memory://` lake keeps its tables for the life of the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Once};
+
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The medallion layers; each is a folder under the lake root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Bronze,
+    Silver,
+    Quarantine,
+    Gold,
+    /// lakectl's own bookkeeping (run records).
+    System,
+}
+
+impl Layer {
+    pub fn folder(self) -> &'static str {
+        match self {
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Quarantine => "quarantine",
+            Layer::Gold => "gold",
+            Layer::System => "_lakectl",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.folder())
+    }
+}
+
+/// A parsed lake URI: always absolute and always ending in `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeUri(Url);
+
+impl LakeUri {
+    /// Accepts `file://./rel`, `file:///abs`, a bare path, `s3://bucket[/prefix]` and `memory://`.
+    /// Relative local paths resolve against the working directory.
+    pub fn parse(uri: &str) -> std::result::Result<LakeUri, String> {
+        let uri = uri.trim();
+        let local = |path: &str| -> std::result::Result<Url, String> {
+            let path = std::path::Path::new(if path.is_empty() { "." } else { path });
+            let absolute = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| format!("cannot resolve {path:?}: {e}"))?
+                    .join(path)
+            };
+            Url::from_directory_path(&absolute)
+                .map_err(|_| format!("{} is not a usable folder path", absolute.display()))
+        };
+        let url = if let Some(path) = uri.strip_prefix("file://") {
+            local(path)?
+        } else if !uri.contains("://") {
+            local(uri)?
+        } else {
+            let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+            match url.scheme() {
+                "s3" | "s3a" if url.host_str().is_some_and(|h| !h.is_empty()) => url,
+                "s3" | "s3a" => return Err(format!("{uri:?} names no bucket")),
+                "memory" => Url::parse("memory:///").expect("static URL"),
+                other => {
+                    return Err(format!(
+                        "unsupported scheme {other:?}; use file://, s3:// or memory://"
+                    ))
+                }
+            }
+        };
+        Ok(LakeUri(with_trailing_slash(url)))
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
+/// The lake of one pipeline: its root and the object store behind it.
+#[derive(Clone)]
+pub struct Lake {
+    root: LakeUri,
+    options: HashMap<String, String>,
+    /// The store with `/` at the bucket (or filesystem) root, as delta-rs expects.
+    store: Arc<dyn ObjectStore>,
+}
+
+impl fmt::Debug for Lake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Options hold secrets: never print them.
+        f.debug_struct("Lake")
+            .field("root", &self.root.0.as_str())
+            .finish()
+    }
+}
+
+impl Lake {
+    pub fn open(uri: &str, options: &BTreeMap<String, String>) -> Result<Lake> {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+
+        let root = LakeUri::parse(uri).map_err(|m| Error::Input(format!("lake.uri: {m}")))?;
+        let options: HashMap<String, String> = options
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let bucket_root = {
+            let mut url = root.0.clone();
+            url.set_path("/");
+            url
+        };
+        // Building a client does no I/O: any failure here is the configuration's fault.
+        let (store, _) = object_store::parse_url_opts(&bucket_root, options.clone())
+            .map_err(|e| Error::Input(format!("lake {}: {e}", root.url())))?;
+        Ok(Lake {
+            root,
+            options,
+            store: Arc::from(store),
+        })
+    }
+
+    pub fn from_config(config: &crate::config::LakeConfig) -> Result<Lake> {
+        Lake::open(&config.uri, &config.storage_options)
+    }
+
+    pub fn root(&self) -> &Url {
+        self.root.url()
+    }
+
+    pub fn is_s3(&self) -> bool {
+        matches!(self.root.url().scheme(), "s3" | "s3a")
+    }
+
+    /// The object store at the bucket root, and the path of `relative` under the lake root.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn path(&self, relative: &str) -> StorePath {
+        let root = self.root.url().path().trim_matches('/');
+        let relative = relative.trim_matches('/');
+        StorePath::from(if root.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{root}/{relative}")
+        })
+    }
+
+    /// `<lake>/<layer>/<table>/`.
+    pub fn table_url(&self, layer: Layer, table: &str) -> Url {
+        self.root
+            .url()
+            .join(&format!("{}/{}/", layer.folder(), table))
+            .expect("table names are checked to be plain identifiers")
+    }
+
+    /// Opens a table handle without loading it; works before the table exists.
+    pub fn table(&self, layer: Layer, table: &str) -> Result<DeltaTable> {
+        let url = self.table_url(layer, table);
+        Ok(DeltaTableBuilder::from_url(url.clone())?
+            .with_storage_backend(self.store.clone(), url)
+            .with_storage_options(self.options.clone())
+            .build()?)
+    }
+
+    /// Loads the table if it exists; otherwise returns an unloaded handle (`version()` is
+    /// `None`) that a write will create the table through.
+    pub async fn table_or_new(&self, layer: Layer, table: &str) -> Result<DeltaTable> {
+        let mut t = self.table(layer, table)?;
+        if t.verify_deltatable_existence().await? {
+            t.load().await?;
+        }
+        Ok(t)
+    }
+
+    /// Opens and loads a table; `None` when it does not exist yet.
+    pub async fn load_table(&self, layer: Layer, table: &str) -> Result<Option<DeltaTable>> {
+        let t = self.table_or_new(layer, table).await?;
+        Ok(t.version().is_some().then_some(t))
+    }
+
+    /// Answers whether the lake's bucket/folder is reachable, for `lakectl validate`.
+    pub async fn probe(&self) -> Result<()> {
+        use futures::TryStreamExt;
+        let prefix = self.path("");
+        let listing = self.store.list(Some(&prefix)).try_next().await;
+        match listing {
+            Ok(_) => Ok(()),
+            // A local lake folder that does not exist yet is created on the first write.
+            Err(object_store::Error::NotFound { .. }) if !self.is_s3() => Ok(()),
+            Err(e) => Err(Error::unavailable(
+                format!("object store {}", self.root.url()),
+                e,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_file_uris_become_absolute_folders() {
+        let cwd = std::env::current_dir().unwrap();
+        let uri = LakeUri::parse("file://./lake").unwrap();
+        assert_eq!(uri.url().scheme(), "file");
+        assert_eq!(uri.url().to_file_path().unwrap(), cwd.join("./lake"));
+        assert!(uri.url().path().ends_with('/'));
+        assert_eq!(
+            LakeUri::parse("lake")
+                .unwrap()
+                .url()
+                .to_file_path()
+                .unwrap(),
+            cwd.join("lake")
+        );
+        assert_eq!(
+            LakeUri::parse("/tmp/l").unwrap().url().as_str(),
+            "file:///tmp/l/"
+        );
+    }
+
+    #[test]
+    fn s3_and_memory_uris_parse_and_others_are_refused() {
+        assert_eq!(
+            LakeUri::parse("s3://lake/p").unwrap().url().as_str(),
+            "s3://lake/p/"
+        );
+        assert_eq!(
+            LakeUri::parse("memory://").unwrap().url().as_str(),
+            "memory:///"
+        );
+        assert!(LakeUri::parse("s3:///nobucket").is_err());
+        assert!(LakeUri::parse("gs://b/x")
+            .unwrap_err()
+            .contains("unsupported scheme"));
+    }
+
+    #[test]
+    fn table_urls_follow_the_layer_layout() {
+        let lake = Lake::open("s3://lake/pipelines/books", &Default::default()).unwrap();
+        assert_eq!(
+            lake.table_url(Layer::Bronze, "books").as_str(),
+            "s3://lake/pipelines/books/bronze/books/"
+        );
+        assert_eq!(
+            lake.path("silver/books").as_ref(),
+            "pipelines/books/silver/books"
+        );
+    }
+
+    #[test]
+    fn incomplete_credentials_are_a_user_error() {
+        let mut opts = BTreeMap::new();
+        opts.insert("aws_secret_access_key".to_string(), "hunter2".to_string());
+        let err = Lake::open("s3://lake", &opts).unwrap_err();
+        assert_eq!(err.fault(), crate::Fault::User, "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn debug_output_hides_storage_options() {
+        let mut opts = BTreeMap::new();
+        opts.insert("aws_access_key_id".to_string(), "AKIA".to_string());
+        opts.insert("aws_secret_access_key".to_string(), "hunter2".to_string());
+        let lake = Lake::open("s3://lake", &opts).unwrap();
+        assert!(!format!("{lake:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,82 @@
+//! Logging and progress. Logs go to stderr, human-readable by default or JSON lines for log
+//! shippers; progress is a live bar on a terminal and a periodic log line otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` refines the default filter.
+pub fn init_logging(format: LogFormat, verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},rdkafka=warn,deltalake=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Progress of one run.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    job: String,
+    last_log: Mutex<Instant>,
+}
+
+impl Progress {
+    pub fn new(job: &str) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}")
+                    .expect("static template"),
+            );
+            bar.set_prefix(job.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            bar,
+            job: job.to_string(),
+            last_log: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn update(&self, units: u64, rows_in: u64, rows_out: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!(
+                "{units} units, {rows_in} rows in, {rows_out} rows out"
+            )),
+            None => {
+                let mut last = self.last_log.lock().expect("progress lock");
+                if last.elapsed() >= LOG_EVERY {
+                    *last = Instant::now();
+                    tracing::info!(job = %self.job, units, rows_in, rows_out, "progress");
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, starts the service stack empty,
+# runs every test against it, and stops the services even when tests fail.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# Build output lives outside the clone so fresh clones (CI) reuse it.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+bash scripts/install-deps.sh
+
+started=$SECONDS
+bash scripts/services.sh up --fresh
+trap 'bash scripts/services.sh down' EXIT
+# shellcheck source=/dev/null
+source .lakectl/services.env
+echo "[test] services ready in $((SECONDS - started)) s"
+
+cargo test --workspace --locked --no-fail-fast
+echo "[test] all tests passed in $((SECONDS - started)) s"
