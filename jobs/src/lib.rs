@@ -1,5 +1,7 @@
 //! lakectl's job types, one module each, plus the commands around them. A new job type is a
 //! new module here implementing `lakehouse_core::Job`, and one line in `main.rs`.
 
+pub mod bronze;
+pub mod produce;
 pub mod status;
 pub mod validate;

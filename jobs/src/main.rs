@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use jobs::produce::{OnBadRow, Passes, ProduceOptions};
 use lakehouse_core::telemetry::{self, LogFormat};
 use lakehouse_core::{Fault, Pipeline};
 
@@ -73,6 +74,8 @@ enum Command {
         /// Pipeline file; same as -p.
         file: Option<PathBuf>,
     },
+    /// Replay a CSV file into a Kafka topic as JSON records (defaults from [producer]).
+    Produce(ProduceArgs),
     /// Run a job type over the tables of the pipeline.
     Run {
         #[command(subcommand)]
@@ -80,6 +83,44 @@ enum Command {
     },
     /// Show the latest run of every job recorded in the lake.
     Status,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// CSV file: UTF-8 with or without BOM, LF or CRLF, a header row.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Kafka topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Column whose value is the record key (same key, same partition).
+    #[arg(long, value_name = "COLUMN")]
+    key: Option<String>,
+    /// Records per second, e.g. 500 or 500/s; unlimited by default.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Replay the file N times; from the second pass the key value gets the suffix #<pass>.
+    #[arg(long = "loop", value_name = "N", conflicts_with = "forever")]
+    passes: Option<u64>,
+    /// Replay the file until stopped (SIGINT/SIGTERM).
+    #[arg(long)]
+    forever: bool,
+    /// Stop after N records.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// What to do with a row that has the wrong number of fields or invalid UTF-8.
+    #[arg(long, value_enum, default_value = "fail")]
+    on_bad_row: OnBadRow,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.trim_end_matches("/s");
+    match n.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "expected a positive number of records per second, got {s:?}"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -165,23 +206,87 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             jobs::status::run(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?).await?;
         }
+        Command::Produce(args) => {
+            let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
+            let options = produce_options(&pipeline, args)?;
+            let cancel = lakehouse_core::runner::cancel_on_signals()?;
+            let report = jobs::produce::run(&pipeline, options.clone(), cancel).await?;
+            let seconds = report.elapsed.as_secs_f64();
+            println!(
+                "{} -> topic {}: sent {}, delivered {}, failed {}, bad rows skipped {} in {:.2} s ({:.0} records/s)",
+                options.file.display(),
+                options.topic,
+                report.sent,
+                report.delivered,
+                report.failed,
+                report.bad_rows.len(),
+                seconds,
+                report.delivered as f64 / seconds.max(1e-9)
+            );
+            for bad in &report.bad_rows {
+                println!("  bad row skipped: {bad}");
+            }
+        }
         Command::Run { stage } => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
-            let (name, args) = match stage {
-                Stage::Bronze(a) => ("bronze", a),
-                Stage::Silver(a) => ("silver", a),
-                Stage::Gold(a) => ("gold", a),
-                Stage::Load(a) => ("load", a),
-            };
-            anyhow::bail!(
-                "`lakectl run {name}` is not available in this build yet (pipeline {}, once={}, tables {:?})",
-                pipeline.name,
-                args.once,
-                args.tables
-            );
+            match stage {
+                Stage::Bronze(args) => {
+                    jobs::bronze::run_tables(&pipeline, &args.tables, mode(args)).await?
+                }
+                Stage::Silver(_) | Stage::Gold(_) | Stage::Load(_) => {
+                    return Err(lakehouse_core::Error::Input(
+                        "this stage is not implemented yet; `lakectl run bronze` is".into(),
+                    )
+                    .into())
+                }
+            }
         }
     }
     Ok(())
+}
+
+fn mode(args: &RunArgs) -> lakehouse_core::Mode {
+    if args.once {
+        lakehouse_core::Mode::Once
+    } else {
+        lakehouse_core::Mode::Continuous
+    }
+}
+
+/// The pipeline's [producer] section overlaid with the flags given.
+fn produce_options(pipeline: &Pipeline, args: &ProduceArgs) -> anyhow::Result<ProduceOptions> {
+    let base = ProduceOptions::from_pipeline(pipeline);
+    let missing = |flag: &str| {
+        lakehouse_core::Error::Input(format!(
+            "no {flag}: pass it or set it in the [producer] section of {}",
+            pipeline.source_file.display()
+        ))
+    };
+    let file = match (&args.file, &base) {
+        (Some(file), _) => file.clone(),
+        (None, Some(base)) => base.file.clone(),
+        (None, None) => return Err(missing("--file").into()),
+    };
+    let topic = match (&args.topic, &base) {
+        (Some(topic), _) => topic.clone(),
+        (None, Some(base)) => base.topic.clone(),
+        (None, None) => return Err(missing("--topic").into()),
+    };
+    Ok(ProduceOptions {
+        file,
+        topic,
+        key: args
+            .key
+            .clone()
+            .or(base.as_ref().and_then(|b| b.key.clone())),
+        rate: args.rate.or(base.as_ref().and_then(|b| b.rate)),
+        passes: match (args.forever, args.passes) {
+            (true, _) => Passes::Forever,
+            (false, n) => Passes::Times(n.unwrap_or(1)),
+        },
+        limit: args.limit,
+        on_bad_row: args.on_bad_row,
+    })
 }
 
 fn load_pipeline(path: Option<&Path>, set: &[(String, String)]) -> anyhow::Result<Pipeline> {

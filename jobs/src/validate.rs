@@ -57,7 +57,7 @@ pub async fn run(pipeline: &Pipeline) -> Result<()> {
             })
         },
         async {
-            pipeline.load.is_empty().then_some(())?;
+            (!pipeline.load.is_empty()).then_some(())?;
             let url = pipeline.postgres_url.as_deref();
             let result = within_timeout(warehouse::probe(url, &pipeline.postgres.url_env))
                 .await

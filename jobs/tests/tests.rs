@@ -2,4 +2,6 @@
 
 mod util;
 
+mod bronze;
 mod cli;
+mod produce;

@@ -1,0 +1,693 @@
+//! `lakectl run bronze`: Kafka topic → raw Delta table `<lake>/bronze/<table>`, exactly once.
+//!
+//! How exactly-once holds (the kafka-delta-ingest way):
+//! - Every Delta commit carries one `txn` action per partition it wrote, app id
+//!   `lakectl-bronze-<topic>-<partition>`, version = the last offset written.
+//! - Where to read from comes only from those versions: on every partition assignment the
+//!   rebalance callback reads them and assigns each partition at `version + 1` (or at its low
+//!   watermark when the table has none). Kafka's committed offsets are written after each
+//!   Delta commit for lag monitoring, never read.
+//! - Before a commit the table is refreshed and each partition's version must still be the
+//!   one we started from; delta-rs also rejects a commit whose `txn` app ids a concurrent
+//!   winner updated. Either way the buffer is dropped and every partition is re-positioned
+//!   from the table: the records are read again, never written twice.
+//! - Any rebalance drops the buffer too: the new owner of a partition starts from the table.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
+    StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, TableProperty};
+use lakehouse_core::config::BronzeTable;
+use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+/// The app id of a partition's `txn` action.
+pub fn txn_app_id(topic: &str, partition: i32) -> String {
+    format!("lakectl-bronze-{topic}-{partition}")
+}
+
+pub fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("headers", DataType::List(Arc::new(header_item())), true),
+        Field::new("_topic", DataType::Utf8, false),
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new("_kafka_ts", ts.clone(), true),
+        Field::new("_ingest_ts", ts, false),
+        Field::new("_ingest_date", DataType::Date32, false),
+    ]))
+}
+
+/// Headers are a list, not a map: Kafka allows repeated keys and their order is kept.
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+fn header_item() -> Field {
+    Field::new("item", DataType::Struct(header_fields()), true)
+}
+
+/// Where each assigned partition stands. Shared by the poll loop and the rebalance callback.
+#[derive(Default)]
+struct Positions {
+    /// Partitions we own, with the offset of the next record we accept.
+    next: BTreeMap<i32, i64>,
+    /// The table's `txn` version per partition when we positioned it (or last committed).
+    committed: HashMap<i32, Option<i64>>,
+    /// High watermark when first assigned: `--once` reads up to it.
+    end_at_start: HashMap<i32, i64>,
+    /// Assigned but not positioned (the lake was unreachable): paused until positioned.
+    unpositioned: BTreeSet<i32>,
+    /// Bumped by every rebalance; a change means the buffer must be dropped.
+    generation: u64,
+}
+
+struct BronzeContext {
+    lake: Lake,
+    table: String,
+    topic: String,
+    runtime: Handle,
+    positions: Mutex<Positions>,
+}
+
+impl ClientContext for BronzeContext {}
+
+impl ConsumerContext for BronzeContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut positions = self.positions.lock().expect("positions lock");
+        positions.generation += 1;
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                match self.starts(consumer, &partitions, &mut positions) {
+                    Ok(starts) => {
+                        for (p, start) in &starts {
+                            let _ =
+                                tpl.set_partition_offset(&self.topic, *p, Offset::Offset(*start));
+                        }
+                        if let Err(e) = consumer.assign(tpl) {
+                            warn!(error = %e, "assign failed");
+                        }
+                        info!(topic = %self.topic, ?starts, "partitions assigned, positioned from the Delta table");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot read positions from the Delta table; partitions paused until it answers");
+                        let _ = consumer.assign(tpl);
+                        let _ = consumer.pause(tpl);
+                        positions.unpositioned.extend(partitions);
+                    }
+                }
+            }
+            _ => {
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    warn!(?err, "rebalance error; dropping the assignment");
+                }
+                let _ = consumer.unassign();
+                positions.next.clear();
+                positions.committed.clear();
+                positions.unpositioned.clear();
+                info!(topic = %self.topic, "partitions revoked");
+            }
+        }
+    }
+}
+
+impl BronzeContext {
+    /// Reads the table's `txn` versions and the watermarks of `partitions`, records where
+    /// each starts, and returns the start offsets.
+    fn starts(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[i32],
+        positions: &mut Positions,
+    ) -> Result<BTreeMap<i32, i64>> {
+        let versions = self.runtime.block_on(self.txn_versions(partitions))?;
+        let mut starts = BTreeMap::new();
+        for &p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, p, KAFKA_TIMEOUT)
+                .map_err(|e| {
+                    Error::unavailable(
+                        "kafka broker",
+                        format!("watermarks of {}/{p}: {e}", self.topic),
+                    )
+                })?;
+            let version = versions.get(&p).copied().flatten();
+            let start = version.map_or(low, |v| (v + 1).max(low));
+            positions.next.insert(p, start);
+            positions.committed.insert(p, version);
+            positions.end_at_start.entry(p).or_insert(high);
+            positions.unpositioned.remove(&p);
+            starts.insert(p, start);
+        }
+        Ok(starts)
+    }
+
+    async fn txn_versions(&self, partitions: &[i32]) -> Result<HashMap<i32, Option<i64>>> {
+        let mut versions = HashMap::new();
+        let table = self.lake.load_table(Layer::Bronze, &self.table).await?;
+        for &p in partitions {
+            let version = match &table {
+                Some(t) => {
+                    t.snapshot()?
+                        .transaction_version(&t.log_store(), txn_app_id(&self.topic, p))
+                        .await?
+                }
+                None => None,
+            };
+            versions.insert(p, version);
+        }
+        Ok(versions)
+    }
+}
+
+/// Records read since the last commit, already in Arrow builders.
+struct Buffer {
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    headers: ListBuilder<StructBuilder>,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    kafka_ts: TimestampMicrosecondBuilder,
+    /// (first, last) offset per partition.
+    ranges: BTreeMap<i32, (i64, i64)>,
+    rows: usize,
+    bytes: usize,
+    generation: u64,
+}
+
+impl Buffer {
+    fn new(generation: u64) -> Buffer {
+        Buffer {
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0))
+                .with_field(header_item()),
+            topic: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            kafka_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            ranges: BTreeMap::new(),
+            rows: 0,
+            bytes: 0,
+            generation,
+        }
+    }
+
+    fn push(&mut self, msg: &BorrowedMessage<'_>) {
+        self.key.append_option(msg.key());
+        self.value.append_option(msg.payload());
+        let mut bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
+        match msg.headers() {
+            Some(headers) => {
+                let items = self.headers.values();
+                for h in headers.iter() {
+                    bytes += h.key.len() + h.value.map_or(0, <[u8]>::len);
+                    items
+                        .field_builder::<StringBuilder>(0)
+                        .expect("key builder")
+                        .append_value(h.key);
+                    items
+                        .field_builder::<BinaryBuilder>(1)
+                        .expect("value builder")
+                        .append_option(h.value);
+                    items.append(true);
+                }
+                self.headers.append(true);
+            }
+            None => self.headers.append(false),
+        }
+        self.topic.append_value(msg.topic());
+        self.partition.append_value(msg.partition());
+        self.offset.append_value(msg.offset());
+        self.kafka_ts
+            .append_option(msg.timestamp().to_millis().map(|ms| ms * 1000));
+        self.ranges
+            .entry(msg.partition())
+            .and_modify(|r| r.1 = msg.offset())
+            .or_insert((msg.offset(), msg.offset()));
+        self.rows += 1;
+        self.bytes += bytes + 64;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let now = chrono::Utc::now();
+        let n = self.rows;
+        let mut ingest_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut ingest_date = Date32Builder::with_capacity(n);
+        let days = (now.date_naive() - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
+            .num_days() as i32;
+        for _ in 0..n {
+            ingest_ts.append_value(now.timestamp_micros());
+            ingest_date.append_value(days);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.key.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.headers.finish()),
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.kafka_ts.finish()),
+            Arc::new(ingest_ts.finish()),
+            Arc::new(ingest_date.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+pub struct BronzeJob {
+    table: String,
+    settings: BronzeTable,
+    mode: Mode,
+    lake: Lake,
+    checkpoint_interval: u64,
+    consumer: Arc<BaseConsumer<BronzeContext>>,
+    delta: Option<DeltaTable>,
+}
+
+impl BronzeJob {
+    pub fn new(pipeline: &Pipeline, table: &str, mode: Mode) -> Result<BronzeJob> {
+        let settings = pipeline
+            .bronze
+            .get(table)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "no [bronze.{table}] in {}",
+                    pipeline.source_file.display()
+                ))
+            })?
+            .clone();
+        let lake = Lake::from_config(&pipeline.lake)?;
+        let mut config = lakehouse_core::kafka::client_config(&pipeline.kafka);
+        config
+            .set("group.id", pipeline.group_id())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // A member killed with -9 holds its partitions until this expires.
+            .set("session.timeout.ms", "10000")
+            // Throughput: big fetches, no idle backoff between them; bounded prefetch memory.
+            .set("fetch.wait.max.ms", "100")
+            .set("fetch.queue.backoff.ms", "10")
+            .set("queued.max.messages.kbytes", "32768");
+        let context = BronzeContext {
+            lake: lake.clone(),
+            table: table.to_string(),
+            topic: settings.topic.clone(),
+            runtime: Handle::current(),
+            positions: Mutex::new(Positions::default()),
+        };
+        let consumer: BaseConsumer<BronzeContext> = config.create_with_context(context)?;
+        consumer.subscribe(&[&settings.topic])?;
+        Ok(BronzeJob {
+            table: table.to_string(),
+            settings,
+            mode,
+            lake,
+            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            consumer: Arc::new(consumer),
+            delta: None,
+        })
+    }
+
+    /// Commits the buffer with one `txn` per partition; `None` when another writer got there
+    /// first (the buffer is then dropped and every partition re-positioned).
+    async fn commit(
+        &mut self,
+        batch: RecordBatch,
+        ranges: &BTreeMap<i32, (i64, i64)>,
+    ) -> Result<Option<i64>> {
+        let topic = self.settings.topic.clone();
+        let table = match self.delta.take() {
+            Some(mut t) => {
+                t.update_incremental(None).await?;
+                t
+            }
+            None => self.lake.table_or_new(Layer::Bronze, &self.table).await?,
+        };
+        // Did anyone write these partitions since we positioned them?
+        let expected: HashMap<i32, Option<i64>> = {
+            let positions = self
+                .consumer
+                .context()
+                .positions
+                .lock()
+                .expect("positions lock");
+            ranges
+                .keys()
+                .map(|p| (*p, positions.committed.get(p).copied().flatten()))
+                .collect()
+        };
+        if table.version().is_some() {
+            for (p, want) in &expected {
+                let have = table
+                    .snapshot()?
+                    .transaction_version(&table.log_store(), txn_app_id(&topic, *p))
+                    .await?;
+                if have != *want {
+                    warn!(
+                        partition = p,
+                        ?have,
+                        ?want,
+                        "another writer committed this partition; re-reading from the table"
+                    );
+                    self.delta = Some(table);
+                    return Ok(None);
+                }
+            }
+        }
+        let creating = table.version().is_none();
+        let txns: Vec<Transaction> = ranges
+            .iter()
+            .map(|(p, (_, last))| Transaction::new(txn_app_id(&topic, *p), *last))
+            .collect();
+        let mut write = table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns(["_ingest_date"])
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(txns),
+            );
+        if creating {
+            let interval = self.checkpoint_interval.to_string();
+            write = write
+                .with_configuration([(TableProperty::CheckpointInterval.as_ref(), Some(interval))]);
+        }
+        match write.await {
+            Ok(table) => {
+                let version = table.version().map(|v| v as i64);
+                self.delta = Some(table);
+                let mut positions = self
+                    .consumer
+                    .context()
+                    .positions
+                    .lock()
+                    .expect("positions lock");
+                for (p, (_, last)) in ranges {
+                    positions.committed.insert(*p, Some(*last));
+                }
+                Ok(version)
+            }
+            Err(deltalake::DeltaTableError::Transaction { source }) if is_conflict(&source) => {
+                warn!(error = %source, "commit conflict with another writer; re-reading from the table");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Re-reads every assigned partition's start from the table and seeks there.
+    async fn reposition_all(&self) -> Result<()> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let context = consumer.context();
+            let mut positions = context.positions.lock().expect("positions lock");
+            let partitions: Vec<i32> = positions
+                .next
+                .keys()
+                .chain(positions.unpositioned.iter())
+                .copied()
+                .collect();
+            position_and_seek(&consumer, &partitions, &mut positions)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reposition task: {e}")))?
+    }
+
+    /// Leaves the consumer group so the partitions move on at once; closing blocks, so it
+    /// runs off the async threads.
+    pub async fn close(self) {
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+
+    /// Commits Kafka offsets for monitoring (lag); failures only warn.
+    fn commit_kafka_offsets(&self, ranges: &BTreeMap<i32, (i64, i64)>) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, (_, last)) in ranges {
+            let _ = tpl.add_partition_offset(&self.settings.topic, *p, Offset::Offset(last + 1));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            debug!(error = %e, "kafka offset commit (monitoring only) failed");
+        }
+    }
+}
+
+fn is_conflict(e: &deltalake::kernel::transaction::TransactionError) -> bool {
+    use deltalake::kernel::transaction::TransactionError as T;
+    matches!(
+        e,
+        T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_)
+    )
+}
+
+fn position_and_seek(
+    consumer: &BaseConsumer<BronzeContext>,
+    partitions: &[i32],
+    positions: &mut Positions,
+) -> Result<()> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let context = consumer.context();
+    let starts = context.starts(consumer, partitions, positions)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, start) in &starts {
+        consumer
+            .seek(&context.topic, *p, Offset::Offset(*start), KAFKA_TIMEOUT)
+            .map_err(|e| {
+                Error::unavailable("kafka broker", format!("seek {}/{p}: {e}", context.topic))
+            })?;
+        tpl.add_partition(&context.topic, *p);
+    }
+    consumer.resume(&tpl)?;
+    // Anything polled before the seek belongs to the old position.
+    positions.generation += 1;
+    info!(topic = %context.topic, ?starts, "partitions re-positioned from the Delta table");
+    Ok(())
+}
+
+/// What one poll loop gathered.
+struct Polled {
+    buffer: Buffer,
+    rows_in: u64,
+    caught_up: bool,
+}
+
+/// Polls until a flush limit, the end of the backlog (`--once`), or cancellation.
+fn poll_batch(
+    consumer: &BaseConsumer<BronzeContext>,
+    settings: &BronzeTable,
+    once: bool,
+    cancel: &CancellationToken,
+) -> Result<Polled> {
+    let context = consumer.context();
+    {
+        let mut positions = context.positions.lock().expect("positions lock");
+        let unpositioned: Vec<i32> = positions.unpositioned.iter().copied().collect();
+        position_and_seek(consumer, &unpositioned, &mut positions)?;
+    }
+    let generation = context.positions.lock().expect("positions lock").generation;
+    let mut polled = Polled {
+        buffer: Buffer::new(generation),
+        rows_in: 0,
+        caught_up: false,
+    };
+    let started = Instant::now();
+    let interval = Duration::from_millis(settings.flush_interval_ms);
+    let assignment_deadline = started + Duration::from_secs(60);
+    loop {
+        if cancel.is_cancelled()
+            || polled.buffer.rows >= settings.flush_rows
+            || polled.buffer.bytes >= settings.flush_bytes
+        {
+            return Ok(polled);
+        }
+        if !once && started.elapsed() >= interval {
+            polled.caught_up = polled.buffer.rows == 0;
+            return Ok(polled);
+        }
+        let msg = consumer.poll(POLL);
+        let mut positions = context.positions.lock().expect("positions lock");
+        if positions.generation != polled.buffer.generation {
+            debug!(
+                dropped = polled.buffer.rows,
+                "rebalance: dropping the uncommitted buffer"
+            );
+            polled.buffer = Buffer::new(positions.generation);
+        }
+        match msg {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(Error::unavailable("kafka broker", e)),
+            Some(Ok(msg)) => {
+                // Only records of partitions we own, at or after the position we set.
+                if let Some(next) = positions.next.get_mut(&msg.partition()) {
+                    if msg.offset() >= *next {
+                        *next = msg.offset() + 1;
+                        polled.buffer.push(&msg);
+                        polled.rows_in += 1;
+                    }
+                }
+            }
+        }
+        if once {
+            let assigned = !positions.next.is_empty() || !positions.unpositioned.is_empty();
+            if assigned && positions.unpositioned.is_empty() {
+                let drained = positions
+                    .next
+                    .iter()
+                    .all(|(p, next)| positions.end_at_start.get(p).is_none_or(|end| next >= end));
+                if drained {
+                    polled.caught_up = true;
+                    return Ok(polled);
+                }
+            } else if Instant::now() > assignment_deadline {
+                return Err(Error::unavailable(
+                    "kafka broker",
+                    format!(
+                        "no partitions of topic {:?} were assigned within 60 s",
+                        context.topic
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Job for BronzeJob {
+    fn name(&self) -> String {
+        format!("bronze:{}", self.table)
+    }
+
+    async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport> {
+        let consumer = self.consumer.clone();
+        let settings = self.settings.clone();
+        let once = self.mode == Mode::Once;
+        let cancel_for_poll = cancel.clone();
+        let mut polled = tokio::task::spawn_blocking(move || {
+            poll_batch(&consumer, &settings, once, &cancel_for_poll)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("poll task: {e}")))??;
+        let mut report = UnitReport {
+            rows_in: polled.rows_in,
+            caught_up: polled.caught_up,
+            ..Default::default()
+        };
+        if polled.buffer.rows == 0 {
+            return Ok(report);
+        }
+        let ranges = std::mem::take(&mut polled.buffer.ranges);
+        let rows = polled.buffer.rows as u64;
+        let batch = polled.buffer.finish()?;
+        let committed = match self.commit(batch, &ranges).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                // The commit may or may not have landed: only the table knows.
+                if let Err(reposition) = self.reposition_all().await {
+                    warn!(error = %reposition, "re-positioning after a failed commit failed too");
+                }
+                return Err(e);
+            }
+        };
+        match committed {
+            Some(version) => {
+                self.commit_kafka_offsets(&ranges);
+                report.rows_out = rows;
+                report.version_written = Some(version);
+                debug!(rows, version, "bronze commit");
+            }
+            None => {
+                self.reposition_all().await?;
+                report.caught_up = false;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// `lakectl run bronze [TABLE…]`: one job per table, run side by side on the shared runner.
+pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {
+    let names: Vec<String> = if tables.is_empty() {
+        pipeline.bronze.keys().cloned().collect()
+    } else {
+        tables.to_vec()
+    };
+    if names.is_empty() {
+        return Err(Error::Input(format!(
+            "no [bronze.*] tables in {}",
+            pipeline.source_file.display()
+        )));
+    }
+    let cancel = lakehouse_core::runner::cancel_on_signals()?;
+    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
+    let runs = names.iter().map(|name| {
+        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
+            .with_config(&pipeline.runner)
+            .with_run_log(run_log.clone());
+        async move {
+            let mut job = BronzeJob::new(pipeline, name, mode)?;
+            let result = runner.run(&mut job).await;
+            job.close().await;
+            result
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    for record in results.iter().flatten() {
+        println!(
+            "{}: {} — {} records in, {} rows written, table version {}",
+            record.job,
+            record.outcome.as_str(),
+            record.rows_in,
+            record.rows_out,
+            record
+                .last_version_written
+                .map_or("unchanged".into(), |v| v.to_string())
+        );
+    }
+    results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+}

@@ -1,0 +1,288 @@
+//! `lakectl run bronze` against Nisshi and moto: exactly-once under kills, signals and rebalances.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lakehouse_core::run_log::RunLog;
+use lakehouse_core::Outcome;
+
+use crate::util::*;
+
+fn bronze_once(t: &TestPipeline) -> Run {
+    run(t.lakectl().args(["run", "bronze", "--once"]))
+}
+
+fn spawn_bronze(t: &TestPipeline) -> Child {
+    t.lakectl()
+        .args(["run", "bronze"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: i32) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_exit(mut child: Child, limit: Duration) -> (i32, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The exact multiset check: every record of the topic once, nothing else.
+fn assert_table_equals_topic(t: &TestPipeline) {
+    let expected: Vec<(i32, i64, Option<Vec<u8>>)> = read_topic(&t.topic)
+        .into_iter()
+        .map(|r| (r.partition, r.offset, r.value))
+        .collect();
+    let got = bronze_rows(&t.lake(), &t.table);
+    assert_eq!(got.len(), expected.len(), "row count: table vs topic");
+    assert!(
+        got == expected,
+        "table rows differ from the topic's (partition, offset, value)"
+    );
+}
+
+fn runs(t: &TestPipeline) -> Vec<lakehouse_core::RunRecord> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(RunLog::new(t.lake()).read_all()).unwrap()
+}
+
+fn numbered(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(150)).into_bytes())
+        .collect()
+}
+
+fn produce_values(topic: &str, values: &[Vec<u8>]) {
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        values.iter().map(|v| (None, Some(&v[..]))).collect();
+    produce_raw(topic, &records);
+}
+
+#[test]
+fn books_land_byte_for_byte_and_a_second_once_adds_nothing() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    let csv = repo_root().join("data/best-selling-books.csv");
+    let out = run(t.lakectl().args([
+        "produce",
+        "--topic",
+        &t.topic,
+        "--file",
+        csv.to_str().unwrap(),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let out = bronze_once(&t);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_table_equals_topic(&t);
+    assert_eq!(bronze_rows(&t.lake(), &t.table).len(), 174);
+
+    let out = bronze_once(&t);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("0 rows written"), "{}", out.stdout);
+    assert_eq!(bronze_rows(&t.lake(), &t.table).len(), 174);
+
+    let runs = runs(&t);
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.outcome == Outcome::Succeeded));
+    assert_eq!((runs[0].rows_out, runs[1].rows_out), (174, 0));
+
+    let status = run(t.lakectl().arg("status"));
+    assert!(
+        status.stdout.contains(&format!("bronze:{}", t.table))
+            && status.stdout.contains("succeeded"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn once_on_an_empty_topic_exits_zero_at_once() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.create_topic(3);
+    let started = Instant::now();
+    let out = bronze_once(&t);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(bronze_rows(&t.lake(), &t.table).is_empty());
+}
+
+#[test]
+fn poisoned_records_land_as_they_are() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    let huge = vec![b'z'; 900_000];
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+        (None, Some(b"")),
+        (Some(b"k"), None),
+        (None, Some(b"\xff\xfe\x00not utf-8")),
+        (None, Some(b"{\"Book\": NaN}")),
+        (Some(b"\x00"), Some(&huge)),
+    ];
+    produce_raw(&t.topic, &records);
+    let out = bronze_once(&t);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_table_equals_topic(&t);
+    let values: Vec<Option<Vec<u8>>> = bronze_rows(&t.lake(), &t.table)
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert!(
+        values.contains(&None)
+            && values.contains(&Some(Vec::new()))
+            && values.contains(&Some(huge))
+    );
+}
+
+/// The runner's cancellation, end to end: SIGTERM → the unit finishes, exit 0, run "cancelled".
+#[test]
+fn sigterm_stops_continuous_bronze_cleanly_and_records_a_cancelled_run() {
+    let Some(t) = TestPipeline::new("flush_rows = 100\nflush_interval_ms = 300") else {
+        return;
+    };
+    produce_values(&t.topic, &numbered(1_000));
+    let child = spawn_bronze(&t);
+    wait_for("a first commit", Duration::from_secs(60), || {
+        !bronze_rows(&t.lake(), &t.table).is_empty()
+    });
+    signal(&child, libc::SIGTERM);
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    let runs = runs(&t);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].outcome, Outcome::Cancelled);
+    // Whatever it committed is exact; a --once run then takes the rest.
+    assert_eq!(bronze_once(&t).code, 0);
+    assert_table_equals_topic(&t);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
+    let Some(t) = TestPipeline::new("flush_rows = 500\nflush_interval_ms = 200") else {
+        return;
+    };
+    t.create_topic(3);
+    produce_values(&t.topic, &numbered(20_000));
+    for round in 0..3 {
+        let child = spawn_bronze(&t);
+        let before = bronze_rows(&t.lake(), &t.table).len();
+        wait_for("progress", Duration::from_secs(60), || {
+            bronze_rows(&t.lake(), &t.table).len() > before
+        });
+        // Land the kill at a different point of the batch/commit cycle each round.
+        std::thread::sleep(Duration::from_millis(37 * round));
+        signal(&child, libc::SIGKILL);
+        let _ = wait_exit(child, Duration::from_secs(10));
+    }
+    let out = bronze_once(&t);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_table_equals_topic(&t);
+    assert_eq!(bronze_rows(&t.lake(), &t.table).len(), 20_000);
+}
+
+#[test]
+fn two_processes_in_one_group_with_a_rebalance_write_each_record_once() {
+    let Some(t) = TestPipeline::new("flush_rows = 1000\nflush_interval_ms = 200") else {
+        return;
+    };
+    t.create_topic(3);
+    produce_values(&t.topic, &numbered(15_000));
+    let first = spawn_bronze(&t);
+    wait_for(
+        "the first process to commit",
+        Duration::from_secs(60),
+        || !bronze_rows(&t.lake(), &t.table).is_empty(),
+    );
+    // A second member joins: the group rebalances while the first is mid-stream.
+    let second = spawn_bronze(&t);
+    produce_values(&t.topic, &numbered(15_000));
+    wait_for("all 30,000 rows", Duration::from_secs(120), || {
+        bronze_rows(&t.lake(), &t.table).len() >= 30_000
+    });
+    for child in [&first, &second] {
+        signal(child, libc::SIGTERM);
+    }
+    for child in [first, second] {
+        let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+        assert_eq!(code, 0, "{stderr}");
+    }
+    assert_table_equals_topic(&t);
+    let jobs: Vec<Outcome> = runs(&t).iter().map(|r| r.outcome).collect();
+    assert_eq!(jobs, vec![Outcome::Cancelled, Outcome::Cancelled]);
+}
+
+#[test]
+fn the_table_reads_as_plain_delta_in_python() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    produce_values(&t.topic, &numbered(50));
+    assert_eq!(bronze_once(&t).code, 0);
+    let python = std::env::var("LAKECTL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import os, sys, deltalake
+opts = {k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
+t = deltalake.DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table()
+rows = sorted(zip(t["_partition"].to_pylist(), t["_offset"].to_pylist(), t["value"].to_pylist()))
+for p, o, v in rows:
+    print(p, o, v.hex())
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, &format!("{}bronze/{}", t.lake_uri, t.table)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: String = bronze_rows(&t.lake(), &t.table)
+        .iter()
+        .map(|(p, o, v)| {
+            format!(
+                "{p} {o} {}\n",
+                v.as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
