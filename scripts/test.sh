@@ -10,6 +10,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 bash scripts/install-deps.sh
+# The Python that reads our Delta tables as "another engine" in the tests.
+LAKECTL_TEST_PYTHON=$(bash scripts/python-env.sh)
+export LAKECTL_TEST_PYTHON
 
 started=$SECONDS
 bash scripts/services.sh up --fresh

@@ -238,6 +238,38 @@ pub fn produce_raw(topic: &str, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
 }
 
+/// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
+pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Some(t) = lake
+            .load_table(lakehouse_core::Layer::Bronze, table)
+            .await
+            .unwrap()
+        else {
+            return 0;
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("t", t.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT count(*) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        use arrow::array::AsArray;
+        batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0) as usize
+    })
+}
+
 /// (partition, offset, value) of every row of a bronze table, sorted.
 pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, Option<Vec<u8>>)> {
     use arrow::array::{Array, AsArray};

@@ -17,12 +17,17 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `RUST_LOG` refines the default filter.
 pub fn init_logging(format: LogFormat, verbose: bool) {
-    let default = if verbose { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},rdkafka=warn,deltalake=warn")));
+    // Our crates at info (debug with -v); dependencies (delta_kernel is chatty) at warn.
+    let ours = if verbose { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,lakectl={ours},jobs={ours},lakehouse_core={ours},warehouse={ours}"
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
