@@ -176,21 +176,96 @@ impl BronzeContext {
     }
 
     async fn txn_versions(&self, partitions: &[i32]) -> Result<HashMap<i32, Option<i64>>> {
-        let mut versions = HashMap::new();
-        let table = self.lake.load_table(Layer::Bronze, &self.table).await?;
-        for &p in partitions {
-            let version = match &table {
-                Some(t) => {
-                    t.snapshot()?
-                        .transaction_version(&t.log_store(), txn_app_id(&self.topic, p))
-                        .await?
-                }
-                None => None,
-            };
-            versions.insert(p, version);
-        }
-        Ok(versions)
+        written_offsets(&self.lake, &self.table, &self.topic, partitions).await
     }
+}
+
+/// The last offset written per partition, from the table's `txn` actions (`None`: nothing yet).
+pub async fn written_offsets(
+    lake: &Lake,
+    table: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, Option<i64>>> {
+    let mut versions = HashMap::new();
+    let table = lake.load_table(Layer::Bronze, table).await?;
+    for &p in partitions {
+        let version = match &table {
+            Some(t) => {
+                t.snapshot()?
+                    .transaction_version(&t.log_store(), txn_app_id(topic, p))
+                    .await?
+            }
+            None => None,
+        };
+        versions.insert(p, version);
+    }
+    Ok(versions)
+}
+
+/// How far a bronze table is behind its topic, per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub last_written: Option<i64>,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+pub async fn lag(pipeline: &Pipeline, table: &str) -> Result<Vec<PartitionLag>> {
+    let topic = pipeline
+        .bronze
+        .get(table)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "no [bronze.{table}] in {}",
+                pipeline.source_file.display()
+            ))
+        })?
+        .topic
+        .clone();
+    let config = lakehouse_core::kafka::client_config(&pipeline.kafka);
+    let topic_for_kafka = topic.clone();
+    let watermarks: Vec<(i32, i64, i64)> =
+        tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>> {
+            let consumer: BaseConsumer = config.create()?;
+            let unavailable = |e: KafkaError| Error::unavailable("kafka broker", e);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic_for_kafka), KAFKA_TIMEOUT)
+                .map_err(unavailable)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            partitions
+                .into_iter()
+                .map(|p| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(&topic_for_kafka, p, KAFKA_TIMEOUT)
+                        .map_err(unavailable)?;
+                    Ok((p, low, high))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("watermark task: {e}")))??;
+    let partitions: Vec<i32> = watermarks.iter().map(|w| w.0).collect();
+    let lake = Lake::from_config(&pipeline.lake)?;
+    let written = written_offsets(&lake, table, &topic, &partitions).await?;
+    Ok(watermarks
+        .into_iter()
+        .map(|(partition, low, high)| {
+            let last_written = written.get(&partition).copied().flatten();
+            let next = last_written.map_or(low, |w| (w + 1).max(low));
+            PartitionLag {
+                partition,
+                last_written,
+                high_watermark: high,
+                lag: (high - next).max(0),
+            }
+        })
+        .collect())
 }
 
 /// Records read since the last commit, already in Arrow builders.

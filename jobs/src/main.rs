@@ -81,8 +81,24 @@ enum Command {
         #[command(subcommand)]
         stage: Stage,
     },
-    /// Show the latest run of every job recorded in the lake.
+    /// Show the latest run of every job recorded in the lake, and each bronze table's lag.
     Status,
+    /// Compact a table's small files into large ones, e.g. `optimize bronze.books`.
+    Optimize {
+        /// <layer>.<table>
+        table: String,
+    },
+    /// Delete data files no table version within the retention period uses.
+    Vacuum {
+        /// <layer>.<table>
+        table: String,
+        /// Keep files that versions of the last N hours may still read.
+        #[arg(long, default_value_t = 168, value_name = "N")]
+        retention_hours: u64,
+        /// List what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args)]
@@ -205,6 +221,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => {
             jobs::status::run(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?).await?;
+        }
+        Command::Optimize { table } => {
+            let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
+            jobs::maintenance::optimize(&pipeline, table).await?;
+        }
+        Command::Vacuum {
+            table,
+            retention_hours,
+            dry_run,
+        } => {
+            let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
+            jobs::maintenance::vacuum(&pipeline, table, *retention_hours, *dry_run).await?;
         }
         Command::Produce(args) => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;

@@ -1,4 +1,5 @@
-//! `lakectl status`: the latest run of every job, from the run records in the lake.
+//! `lakectl status`: the latest run of every job, from the run records in the lake, and how
+//! far each bronze table is behind its topic.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +16,27 @@ pub async fn run(pipeline: &Pipeline) -> Result<()> {
     }
     if latest.is_empty() {
         println!("no runs recorded yet in {}", pipeline.lake.uri);
-        return Ok(());
+    } else {
+        print_runs(&latest);
     }
+    for (table, settings) in &pipeline.bronze {
+        println!("\nbronze.{table}: lag behind topic {:?}", settings.topic);
+        println!(
+            "  {:>9} {:>14} {:>14} {:>10}",
+            "partition", "last written", "high watermark", "lag"
+        );
+        for p in crate::bronze::lag(pipeline, table).await? {
+            let written = p.last_written.map_or("-".to_string(), |w| w.to_string());
+            println!(
+                "  {:>9} {:>14} {:>14} {:>10}",
+                p.partition, written, p.high_watermark, p.lag
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_runs(latest: &BTreeMap<&str, &RunRecord>) {
     println!(
         "{:<20} {:<10} {:<20} {:>10} {:>10} {:>9}",
         "job", "outcome", "ended (UTC)", "rows in", "rows out", "version"
@@ -33,5 +53,4 @@ pub async fn run(pipeline: &Pipeline) -> Result<()> {
                 .map_or("-".to_string(), |v| v.to_string())
         );
     }
-    Ok(())
 }

@@ -290,3 +290,61 @@ for p, o, v in rows:
         .collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
+
+/// The lag column of `lakectl status`'s partition table.
+fn lags(status: &str) -> Vec<i64> {
+    status
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("partition"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag() {
+    let Some(t) = TestPipeline::new("flush_rows = 100") else {
+        return;
+    };
+    t.create_topic(2);
+    produce_values(&t.topic, &numbered(1_000));
+    let status = run(t.lakectl().arg("status"));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert_eq!(
+        lags(&status.stdout).iter().sum::<i64>(),
+        1_000,
+        "nothing written yet:\n{}",
+        status.stdout
+    );
+
+    assert_eq!(bronze_once(&t).code, 0);
+    let status = run(t.lakectl().arg("status"));
+    assert_eq!(lags(&status.stdout), vec![0, 0], "{}", status.stdout);
+
+    let table = format!("bronze.{}", t.table);
+    let out = run(t.lakectl().args(["optimize", &table]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("compacted into"), "{}", out.stdout);
+    let out = run(t
+        .lakectl()
+        .args(["vacuum", &table, "--retention-hours", "0"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deleted: usize = out
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(deleted >= 10, "the small files are gone: {}", out.stdout);
+    assert_table_equals_topic(&t);
+
+    // The positions live on in the log: nothing is read twice after the rewrite.
+    produce_values(&t.topic, &numbered(10));
+    assert_eq!(bronze_once(&t).code, 0);
+    assert_table_equals_topic(&t);
+    assert_eq!(bronze_count(&t.lake(), &t.table), 1_010);
+
+    let out = run(t.lakectl().args(["optimize", "platinum.x"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}

@@ -18,7 +18,14 @@ fn s3_lake(uri: &str) -> Option<Lake> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
     std::fs::write(&file, format!("name = \"t\"\n[lake]\nuri = \"{uri}\"\n")).unwrap();
-    let pipeline = Pipeline::load(&file, &|v| std::env::var(v).ok(), &[]).unwrap();
+    // The process env carries LAKECTL_LAKE_URI (which beats the file); this lake is the file's.
+    let env = |v: &str| {
+        (v != "LAKECTL_LAKE_URI")
+            .then(|| std::env::var(v).ok())
+            .flatten()
+    };
+    let pipeline = Pipeline::load(&file, &env, &[]).unwrap();
+    assert_eq!(pipeline.lake.uri, uri);
     Some(Lake::from_config(&pipeline.lake).unwrap())
 }
 
