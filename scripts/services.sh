@@ -93,6 +93,9 @@ export AWS_SECRET_ACCESS_KEY=lakectl-secret
 export AWS_REGION=us-east-1
 export AWS_ALLOW_HTTP=true
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/lakectl
+# The service binaries, for fault tests that run private instances.
+export LAKECTL_NISSHI_BIN=$NISSHI
+export LAKECTL_MOTO_BIN=$S3_VENV/bin/moto_server
 EOF
 }
 

@@ -41,6 +41,10 @@ use tracing::{debug, info, warn};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// How long client errors may go on before a unit gives up on the broker.
+const KAFKA_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
+/// Errors this far apart belong to different outages.
+const KAFKA_QUIET: Duration = Duration::from_secs(10);
 
 /// The app id of a partition's `txn` action.
 pub fn txn_app_id(topic: &str, partition: i32) -> String {
@@ -89,6 +93,28 @@ struct Positions {
     generation: u64,
 }
 
+/// Where a partition starts reading, and what the table said when we looked.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    partition: i32,
+    offset: i64,
+    version: Option<i64>,
+    high: i64,
+}
+
+impl Positions {
+    /// Records that the consumer now reads `start.partition` from `start.offset`. Call it only
+    /// once the consumer really is there (assigned or sought).
+    fn start_at(&mut self, start: &Start) {
+        self.next.insert(start.partition, start.offset);
+        self.committed.insert(start.partition, start.version);
+        self.end_at_start
+            .entry(start.partition)
+            .or_insert(start.high);
+        self.unpositioned.remove(&start.partition);
+    }
+}
+
 struct BronzeContext {
     lake: Lake,
     table: String,
@@ -111,16 +137,22 @@ impl ConsumerContext for BronzeContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                match self.starts(consumer, &partitions, &mut positions) {
+                match self.starts(consumer, &partitions) {
                     Ok(starts) => {
-                        for (p, start) in &starts {
-                            let _ =
-                                tpl.set_partition_offset(&self.topic, *p, Offset::Offset(*start));
+                        for start in &starts {
+                            let offset = Offset::Offset(start.offset);
+                            let _ = tpl.set_partition_offset(&self.topic, start.partition, offset);
                         }
-                        if let Err(e) = consumer.assign(tpl) {
-                            warn!(error = %e, "assign failed");
+                        match consumer.assign(tpl) {
+                            Ok(()) => {
+                                starts.iter().for_each(|start| positions.start_at(start));
+                                info!(topic = %self.topic, ?starts, "partitions assigned, positioned from the Delta table");
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "assign failed");
+                                positions.unpositioned.extend(partitions);
+                            }
                         }
-                        info!(topic = %self.topic, ?starts, "partitions assigned, positioned from the Delta table");
                     }
                     Err(e) => {
                         warn!(error = %e, "cannot read positions from the Delta table; partitions paused until it answers");
@@ -145,34 +177,42 @@ impl ConsumerContext for BronzeContext {
 }
 
 impl BronzeContext {
+    /// Marks every owned partition for re-positioning from the table before the next read.
+    fn unposition_all(&self) {
+        let mut positions = self.positions.lock().expect("positions lock");
+        let owned: Vec<i32> = positions.next.keys().copied().collect();
+        positions.unpositioned.extend(owned);
+        positions.next.clear();
+        positions.generation += 1;
+    }
+
     /// Reads the table's `txn` versions and the watermarks of `partitions`, records where
     /// each starts, and returns the start offsets.
-    fn starts(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        partitions: &[i32],
-        positions: &mut Positions,
-    ) -> Result<BTreeMap<i32, i64>> {
+    /// Where each of `partitions` must start: after the table's `txn` version, or at the low
+    /// watermark when the table has none. Records nothing: see [`Positions::start_at`].
+    fn starts(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<Vec<Start>> {
         let versions = self.runtime.block_on(self.txn_versions(partitions))?;
-        let mut starts = BTreeMap::new();
-        for &p in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, p, KAFKA_TIMEOUT)
-                .map_err(|e| {
-                    Error::unavailable(
-                        "kafka broker",
-                        format!("watermarks of {}/{p}: {e}", self.topic),
-                    )
-                })?;
-            let version = versions.get(&p).copied().flatten();
-            let start = version.map_or(low, |v| (v + 1).max(low));
-            positions.next.insert(p, start);
-            positions.committed.insert(p, version);
-            positions.end_at_start.entry(p).or_insert(high);
-            positions.unpositioned.remove(&p);
-            starts.insert(p, start);
-        }
-        Ok(starts)
+        partitions
+            .iter()
+            .map(|&partition| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&self.topic, partition, KAFKA_TIMEOUT)
+                    .map_err(|e| {
+                        Error::unavailable(
+                            "kafka broker",
+                            format!("watermarks of {}/{partition}: {e}", self.topic),
+                        )
+                    })?;
+                let version = versions.get(&partition).copied().flatten();
+                let offset = version.map_or(low, |v| (v + 1).max(low));
+                Ok(Start {
+                    partition,
+                    offset,
+                    version,
+                    high,
+                })
+            })
+            .collect()
     }
 
     async fn txn_versions(&self, partitions: &[i32]) -> Result<HashMap<i32, Option<i64>>> {
@@ -394,6 +434,9 @@ impl BronzeJob {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // A topic that does not exist yet (or that a restarted broker does not know yet)
+            // is looked up again after this, not after librdkafka's default 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             // A member killed with -9 holds its partitions until this expires.
             .set("session.timeout.ms", "10000")
             // Throughput: big fetches, no idle backoff between them; bounded prefetch memory.
@@ -564,17 +607,25 @@ fn position_and_seek(
         return Ok(());
     }
     let context = consumer.context();
-    let starts = context.starts(consumer, partitions, positions)?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, start) in &starts {
+    let starts = context.starts(consumer, partitions)?;
+    let mut resumed = TopicPartitionList::new();
+    for start in &starts {
+        // librdkafka drops what it prefetched for the partition before the seek.
         consumer
-            .seek(&context.topic, *p, Offset::Offset(*start), KAFKA_TIMEOUT)
+            .seek(
+                &context.topic,
+                start.partition,
+                Offset::Offset(start.offset),
+                KAFKA_TIMEOUT,
+            )
             .map_err(|e| {
-                Error::unavailable("kafka broker", format!("seek {}/{p}: {e}", context.topic))
+                let what = format!("seek {}/{}: {e}", context.topic, start.partition);
+                Error::unavailable("kafka broker", what)
             })?;
-        tpl.add_partition(&context.topic, *p);
+        positions.start_at(start);
+        resumed.add_partition(&context.topic, start.partition);
     }
-    consumer.resume(&tpl)?;
+    consumer.resume(&resumed)?;
     // Anything polled before the seek belongs to the old position.
     positions.generation += 1;
     info!(topic = %context.topic, ?starts, "partitions re-positioned from the Delta table");
@@ -610,6 +661,9 @@ fn poll_batch(
     let started = Instant::now();
     let interval = Duration::from_millis(settings.flush_interval_ms);
     let assignment_deadline = started + Duration::from_secs(60);
+    // When client errors began without a record or a quiet spell since.
+    let mut outage_since: Option<Instant> = None;
+    let mut last_error = started;
     loop {
         if cancel.is_cancelled()
             || polled.buffer.rows >= settings.flush_rows
@@ -630,10 +684,25 @@ fn poll_batch(
             );
             polled.buffer = Buffer::new(positions.generation);
         }
+        if matches!(msg, Some(Ok(_))) || (msg.is_none() && last_error.elapsed() > KAFKA_QUIET) {
+            outage_since = None;
+        }
         match msg {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => return Err(Error::unavailable("kafka broker", e)),
+            Some(Err(e)) => {
+                // librdkafka reconnects by itself: keep polling (and commit what we have at the
+                // flush interval) unless the broker stays unreachable too long.
+                let since = *outage_since.get_or_insert_with(Instant::now);
+                last_error = Instant::now();
+                if since.elapsed() > KAFKA_OUTAGE_LIMIT {
+                    return Err(Error::unavailable(
+                        format!("kafka broker ({})", context.topic),
+                        format!("no recovery within {KAFKA_OUTAGE_LIMIT:?}: {e}"),
+                    ));
+                }
+                debug!(error = %e, "kafka client error; librdkafka retries");
+            }
             Some(Ok(msg)) => {
                 // Only records of partitions we own, at or after the position we set.
                 if let Some(next) = positions.next.get_mut(&msg.partition()) {
@@ -680,11 +749,20 @@ impl Job for BronzeJob {
         let settings = self.settings.clone();
         let once = self.mode == Mode::Once;
         let cancel_for_poll = cancel.clone();
-        let mut polled = tokio::task::spawn_blocking(move || {
+        let polled = tokio::task::spawn_blocking(move || {
             poll_batch(&consumer, &settings, once, &cancel_for_poll)
         })
         .await
-        .map_err(|e| Error::Internal(format!("poll task: {e}")))??;
+        .map_err(|e| Error::Internal(format!("poll task: {e}")))?;
+        let mut polled = match polled {
+            Ok(polled) => polled,
+            Err(e) => {
+                // The consumer has read past what this unit drops: read it again from the table's
+                // positions, or the next commit would skip it.
+                self.consumer.context().unposition_all();
+                return Err(e);
+            }
+        };
         let mut report = UnitReport {
             rows_in: polled.rows_in,
             caught_up: polled.caught_up,
@@ -700,9 +778,7 @@ impl Job for BronzeJob {
             Ok(committed) => committed,
             Err(e) => {
                 // The commit may or may not have landed: only the table knows.
-                if let Err(reposition) = self.reposition_all().await {
-                    warn!(error = %reposition, "re-positioning after a failed commit failed too");
-                }
+                self.consumer.context().unposition_all();
                 return Err(e);
             }
         };

@@ -12,41 +12,72 @@ fn bronze_once(t: &TestPipeline) -> Run {
     run(t.lakectl().args(["run", "bronze", "--once"]))
 }
 
-fn spawn_bronze(t: &TestPipeline) -> Child {
-    t.lakectl()
-        .args(["run", "bronze"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A continuous bronze process; its stderr goes to a file (a pipe nobody reads would block it).
+struct Bronze {
+    child: Child,
+    log: std::path::PathBuf,
 }
 
-fn signal(child: &Child, sig: i32) {
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+impl Drop for Bronze {
+    // A failed test must not leave its bronze process running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bronze {
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+fn spawn_bronze(t: &TestPipeline) -> Bronze {
+    let (log, file) = t.log_file("bronze");
+    let child = t
+        .lakectl()
+        .args(["run", "bronze"])
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Bronze { child, log }
+}
+
+fn signal(bronze: &Bronze, sig: i32) {
+    assert_eq!(unsafe { libc::kill(bronze.child.id() as i32, sig) }, 0);
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    wait_for_logged(what, limit, &[], &mut done)
+}
+
+/// `wait_for`, printing the logs of the bronze processes on a timeout.
+fn wait_for_logged(what: &str, limit: Duration, logs: &[&Bronze], done: &mut dyn FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let tails: Vec<String> = logs.iter().map(|b| b.log_tail()).collect();
+            panic!("timed out waiting for {what}:\n{}", tails.join("\n---\n"));
+        }
         // Gently: moto serves one request at a time, and the job under test needs it too.
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-fn wait_exit(mut child: Child, limit: Duration) -> (i32, String) {
+/// Waits for the process to exit; returns its exit code and the tail of its log.
+fn wait_exit(mut bronze: Bronze, limit: Duration) -> (i32, String) {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
+        if let Some(status) = bronze.child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), bronze.log_tail());
         }
         assert!(
             Instant::now() < deadline,
-            "process did not exit in {limit:?}"
+            "process did not exit in {limit:?}:\n{}",
+            bronze.log_tail()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -54,7 +85,8 @@ fn wait_exit(mut child: Child, limit: Duration) -> (i32, String) {
 
 /// The exact multiset check: every record of the topic once, nothing else.
 fn assert_table_equals_topic(t: &TestPipeline) {
-    let expected: Vec<(i32, i64, Option<Vec<u8>>)> = read_topic(&t.topic)
+    let expected: Vec<(i32, i64, Option<Vec<u8>>)> = t
+        .read_topic()
         .into_iter()
         .map(|r| (r.partition, r.offset, r.value))
         .collect();
@@ -80,10 +112,10 @@ fn numbered(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn produce_values(topic: &str, values: &[Vec<u8>]) {
+fn produce_values(t: &TestPipeline, values: &[Vec<u8>]) {
     let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
         values.iter().map(|v| (None, Some(&v[..]))).collect();
-    produce_raw(topic, &records);
+    t.produce_raw(&records);
 }
 
 #[test]
@@ -155,7 +187,7 @@ fn poisoned_records_land_as_they_are() {
         (None, Some(b"{\"Book\": NaN}")),
         (Some(b"\x00"), Some(&huge)),
     ];
-    produce_raw(&t.topic, &records);
+    t.produce_raw(&records);
     let out = bronze_once(&t);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_table_equals_topic(&t);
@@ -176,7 +208,7 @@ fn sigterm_stops_continuous_bronze_cleanly_and_records_a_cancelled_run() {
     let Some(t) = TestPipeline::new("flush_rows = 100\nflush_interval_ms = 300") else {
         return;
     };
-    produce_values(&t.topic, &numbered(1_000));
+    produce_values(&t, &numbered(1_000));
     let child = spawn_bronze(&t);
     wait_for("a first commit", Duration::from_secs(60), || {
         bronze_count(&t.lake(), &t.table) > 0
@@ -198,7 +230,7 @@ fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
         return;
     };
     t.create_topic(3);
-    produce_values(&t.topic, &numbered(20_000));
+    produce_values(&t, &numbered(20_000));
     for round in 0..3 {
         let child = spawn_bronze(&t);
         let before = bronze_count(&t.lake(), &t.table);
@@ -222,7 +254,7 @@ fn two_processes_in_one_group_with_a_rebalance_write_each_record_once() {
         return;
     };
     t.create_topic(3);
-    produce_values(&t.topic, &numbered(15_000));
+    produce_values(&t, &numbered(15_000));
     let first = spawn_bronze(&t);
     wait_for(
         "the first process to commit",
@@ -231,7 +263,7 @@ fn two_processes_in_one_group_with_a_rebalance_write_each_record_once() {
     );
     // A second member joins: the group rebalances while the first is mid-stream.
     let second = spawn_bronze(&t);
-    produce_values(&t.topic, &numbered(15_000));
+    produce_values(&t, &numbered(15_000));
     wait_for("all 30,000 rows", Duration::from_secs(120), || {
         bronze_count(&t.lake(), &t.table) >= 30_000
     });
@@ -256,7 +288,7 @@ fn the_table_reads_as_plain_delta_in_python() {
     let Some(python) = service_env("LAKECTL_TEST_PYTHON") else {
         return;
     };
-    produce_values(&t.topic, &numbered(50));
+    produce_values(&t, &numbered(50));
     assert_eq!(bronze_once(&t).code, 0);
     let script = r#"
 import os, sys, deltalake
@@ -307,7 +339,7 @@ fn optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag(
         return;
     };
     t.create_topic(2);
-    produce_values(&t.topic, &numbered(1_000));
+    produce_values(&t, &numbered(1_000));
     let status = run(t.lakectl().arg("status"));
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert_eq!(
@@ -340,11 +372,72 @@ fn optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag(
     assert_table_equals_topic(&t);
 
     // The positions live on in the log: nothing is read twice after the rewrite.
-    produce_values(&t.topic, &numbered(10));
+    produce_values(&t, &numbered(10));
     assert_eq!(bronze_once(&t).code, 0);
     assert_table_equals_topic(&t);
     assert_eq!(bronze_count(&t.lake(), &t.table), 1_010);
 
     let out = run(t.lakectl().args(["optimize", "platinum.x"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// Runs continuous bronze through `outage`, then checks every record landed exactly once.
+fn survives(t: &TestPipeline, outage: impl FnOnce()) {
+    t.create_topic(3);
+    produce_values(t, &numbered(5_000));
+    let child = spawn_bronze(t);
+    wait_for_logged(
+        "a first commit",
+        Duration::from_secs(60),
+        &[&child],
+        &mut || bronze_count(&t.lake(), &t.table) > 0,
+    );
+    outage();
+    produce_values(t, &numbered(5_000));
+    wait_for_logged(
+        "all 10,000 rows",
+        Duration::from_secs(180),
+        &[&child],
+        &mut || bronze_count(&t.lake(), &t.table) >= 10_000,
+    );
+    signal(&child, libc::SIGTERM);
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert_table_equals_topic(t);
+}
+
+#[test]
+fn the_broker_restarted_while_bronze_runs() {
+    let Some(mut broker) = PrivateBroker::start() else {
+        return;
+    };
+    let Some(t) = TestPipeline::new("flush_rows = 500\nflush_interval_ms = 200") else {
+        return;
+    };
+    let t = t.with_env("LAKECTL_KAFKA_BROKERS", broker.brokers());
+    survives(&t, || {
+        broker.kill();
+        std::thread::sleep(Duration::from_secs(3));
+        broker.restart();
+    });
+}
+
+#[test]
+fn the_object_store_unreachable_for_a_few_seconds() {
+    let Some(s3) = PrivateS3::start() else {
+        return;
+    };
+    let Some(t) = TestPipeline::new("flush_rows = 500\nflush_interval_ms = 200") else {
+        return;
+    };
+    let proxy = FlakyProxy::start(s3.port);
+    let t = t.with_env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", proxy.port),
+    );
+    survives(&t, || {
+        proxy.cut();
+        std::thread::sleep(Duration::from_secs(4));
+        proxy.restore();
+    });
 }

@@ -58,7 +58,7 @@ fn books_csv_arrives_field_for_field() {
         .collect();
     assert_eq!(rows.len(), 174);
 
-    let records = read_topic(&t.topic);
+    let records = t.read_topic();
     assert_eq!(records.len(), 174);
     let by_line: HashMap<u64, Value> = records
         .iter()
@@ -145,7 +145,8 @@ fn a_bad_row_stops_the_run_by_default() {
         "{}",
         out.stderr
     );
-    let ids: Vec<String> = read_topic(&t.topic)
+    let ids: Vec<String> = t
+        .read_topic()
         .iter()
         .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
         .collect();
@@ -184,7 +185,7 @@ fn bad_rows_are_counted_and_reported_when_skipped() {
         out.stdout
     );
     let mut lines: Vec<&str> = Vec::new();
-    let records = read_topic(&t.topic);
+    let records = t.read_topic();
     for r in &records {
         lines.push(header(r, "source_line").unwrap());
     }
@@ -215,7 +216,7 @@ fn same_key_same_partition_and_loops_keep_keys_unique() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let records = read_topic(&t.topic);
+    let records = t.read_topic();
     assert_eq!(records.len(), 400);
     let mut partition_of: HashMap<Vec<u8>, i32> = HashMap::new();
     for r in &records {
@@ -264,7 +265,7 @@ fn limit_stops_early_and_rate_paces() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(read_topic(&t.topic).len(), 40);
+    assert_eq!(t.read_topic().len(), 40);
     // 40 records at 100/s cannot take less than 0.39 s: the pacing is real.
     assert!(started.elapsed() >= std::time::Duration::from_millis(390));
 }

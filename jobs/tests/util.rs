@@ -60,6 +60,8 @@ pub struct TestPipeline {
     pub lake_uri: String,
     pub topic: String,
     pub table: String,
+    /// Env overrides for lakectl and for the test's own clients (beat the process env).
+    env: std::collections::BTreeMap<String, String>,
 }
 
 impl TestPipeline {
@@ -77,38 +79,52 @@ impl TestPipeline {
             format!("name = \"{name}\"\n[bronze.{name}]\ntopic = \"{name}\"\n{bronze}\n"),
         )
         .unwrap();
+        let lake_uri = format!("s3://lake/{name}/");
         Some(TestPipeline {
             _dir: dir,
             path,
-            lake_uri: format!("s3://lake/{name}/"),
+            env: [("LAKECTL_LAKE_URI".to_string(), lake_uri.clone())].into(),
+            lake_uri,
             topic: name.clone(),
             table: name,
         })
     }
 
+    /// A fresh log file in the test's folder, for a child process's stderr.
+    pub fn log_file(&self, name: &str) -> (PathBuf, std::fs::File) {
+        let path = self
+            .path
+            .with_file_name(format!("{name}-{}.log", unique_name("run")));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+
+    /// Points lakectl and the test's clients at another service address.
+    pub fn with_env(mut self, var: &str, value: impl Into<String>) -> TestPipeline {
+        self.env.insert(var.to_string(), value.into());
+        self
+    }
+
+    fn var(&self, var: &str) -> Option<String> {
+        self.env
+            .get(var)
+            .cloned()
+            .or_else(|| std::env::var(var).ok())
+    }
+
+    pub fn brokers(&self) -> String {
+        self.var("LAKECTL_KAFKA_BROKERS").unwrap()
+    }
+
     /// `lakectl -p <pipeline>` writing to this test's lake prefix.
     pub fn lakectl(&self) -> Command {
         let mut cmd = lakectl();
-        cmd.arg("-p")
-            .arg(&self.path)
-            .env("LAKECTL_LAKE_URI", &self.lake_uri);
+        cmd.arg("-p").arg(&self.path).envs(&self.env);
         cmd
     }
 
     pub fn pipeline(&self) -> lakehouse_core::Pipeline {
-        let lake_uri = self.lake_uri.clone();
-        lakehouse_core::Pipeline::load(
-            &self.path,
-            &move |v| {
-                if v == "LAKECTL_LAKE_URI" {
-                    Some(lake_uri.clone())
-                } else {
-                    std::env::var(v).ok()
-                }
-            },
-            &[],
-        )
-        .unwrap()
+        lakehouse_core::Pipeline::load(&self.path, &|v| self.var(v), &[]).unwrap()
     }
 
     pub fn lake(&self) -> lakehouse_core::Lake {
@@ -116,19 +132,23 @@ impl TestPipeline {
     }
 
     pub fn create_topic(&self, partitions: i32) {
-        create_topic(&self.topic, partitions);
+        create_topic(&self.brokers(), &self.topic, partitions);
+    }
+
+    pub fn read_topic(&self) -> Vec<Record> {
+        read_topic(&self.brokers(), &self.topic)
+    }
+
+    pub fn produce_raw(&self, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
+        produce_raw(&self.brokers(), &self.topic, records);
     }
 }
 
-pub fn brokers() -> String {
-    std::env::var("LAKECTL_KAFKA_BROKERS").unwrap()
-}
-
-pub fn create_topic(topic: &str, partitions: i32) {
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -157,13 +177,13 @@ pub struct Record {
 }
 
 /// Every record of a topic, read by assignment (no group) up to the high watermarks.
-pub fn read_topic(topic: &str) -> Vec<Record> {
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
     use std::time::Duration;
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", unique_name("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -218,24 +238,36 @@ pub fn read_topic(topic: &str) -> Vec<Record> {
     records
 }
 
-/// Produces raw records (bytes as given) to a topic; returns when all are delivered.
-pub fn produce_raw(topic: &str, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+/// Produces raw records (bytes as given) to a topic; returns when all are delivered and
+/// panics if any was not.
+pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for (key, value) in records {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(k) = key {
-            record = record.key(k);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sends = records.iter().map(|(key, value)| {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if let Some(k) = key {
+                record = record.key(*k);
+            }
+            if let Some(v) = value {
+                record = record.payload(*v);
+            }
+            producer.send(record, std::time::Duration::from_secs(30))
+        });
+        for result in futures::future::join_all(sends).await {
+            if let Err((e, _)) = result {
+                panic!("record not delivered to {topic} at {brokers}: {e}");
+            }
         }
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+    });
 }
 
 /// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
@@ -301,4 +333,184 @@ pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, O
         }
         rows
     })
+}
+
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    dead_port()
+}
+
+/// A Nisshi broker of the test's own (sqlite, in a temp dir), to kill and restart.
+pub struct PrivateBroker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    pub fn start() -> Option<PrivateBroker> {
+        service_env("LAKECTL_NISSHI_BIN")?;
+        let mut broker = PrivateBroker {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+        };
+        broker.restart();
+        Some(broker)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(std::env::var("LAKECTL_NISSHI_BIN").unwrap())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://nisshi.db",
+                "--group-initial-rebalance-delay",
+                "0s",
+                "--silent",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private broker did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A moto S3 server of the test's own, with the bucket `lake`.
+pub struct PrivateS3 {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateS3 {
+    pub fn start() -> Option<PrivateS3> {
+        let bin = service_env("LAKECTL_MOTO_BIN")?;
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s3 = PrivateS3 { port, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // moto accepts an unsigned CreateBucket.
+        while http_put(port, "/lake").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private moto did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(s3)
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_put(port: u16, path: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(stream, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(response))
+    }
+}
+
+/// A TCP proxy whose link can be cut: while cut, every connection is accepted and closed at
+/// once and open ones are shut down, as a service that drops off the network does.
+pub struct FlakyProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl FlakyProxy {
+    pub fn start(target: u16) -> FlakyProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection reset
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut open = open2.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        FlakyProxy { port, up, open }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -128,6 +128,7 @@ fn delta_fault(e: &deltalake::DeltaTableError) -> Fault {
         D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => Fault::External,
         D::NotATable(_) | D::InvalidTableLocation(_) | D::SchemaMismatch { .. } => Fault::User,
         D::Generic(_) | D::GenericError { .. } => Fault::External,
+        D::KernelError(delta_kernel::Error::ObjectStore(source)) => object_store_fault(source),
         _ => Fault::Internal,
     }
 }
@@ -139,6 +140,9 @@ fn delta_retryable(e: &deltalake::DeltaTableError) -> bool {
         // Commit conflicts are resolved by re-reading the table and trying again.
         D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => true,
         D::Generic(_) | D::GenericError { .. } => true,
+        D::KernelError(delta_kernel::Error::ObjectStore(source)) => {
+            object_store_fault(source) == Fault::External
+        }
         _ => false,
     }
 }
@@ -221,6 +225,18 @@ mod tests {
         });
         assert_eq!(mismatch.fault(), Fault::User);
         assert!(!mismatch.is_retryable());
+    }
+
+    #[test]
+    fn an_object_store_failure_wrapped_by_the_delta_kernel_is_retried() {
+        let network = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request".into(),
+        };
+        let kernel = deltalake::DeltaTableError::KernelError(network.into());
+        let e = Error::Delta(kernel);
+        assert_eq!(e.fault(), Fault::External, "{e}");
+        assert!(e.is_retryable());
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
     let ours = if verbose { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "warn,lakectl={ours},jobs={ours},lakehouse_core={ours},warehouse={ours}"
+            "warn,lakectl={ours},jobs={ours},lakehouse_core={ours},warehouse={ours},\
+             deltalake_core::writer::stats=error"
         ))
     });
     let builder = tracing_subscriber::fmt()
