@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Creates (once) the cached venv with the Python packages of scripts/python/requirements.txt
-# and prints its python. Re-installs when the requirements change.
+# scripts/python-env.sh NAME: creates (once) the cached venv NAME with the packages pinned in
+# scripts/python/NAME.txt, re-installing when that file changes, and prints its python.
+#   test   the "other engine" the tests read Delta tables with
+#   bench  the seed-style Python pipelines scripts/bench.sh compares lakectl with
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${LAKECTL_CACHE:-$HOME/.cache/lakectl}/venvs/py
-REQ="$ROOT/scripts/python/requirements.txt"
+NAME=${1:?usage: python-env.sh test|bench}
+REQ="$ROOT/scripts/python/$NAME.txt"
+[[ -f $REQ ]] || { echo "no $REQ" >&2; exit 2; }
+VENV=${LAKECTL_CACHE:-$HOME/.cache/lakectl}/venvs/$NAME
 stamp="$VENV/.requirements"
 if ! cmp -s "$REQ" "$stamp" 2>/dev/null; then
-  echo "[python] installing $(grep -vc '^#' "$REQ") packages into $VENV" >&2
+  echo "[python] installing scripts/python/$NAME.txt into $VENV" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ" >&2
   cp "$REQ" "$stamp"

@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 bash scripts/install-deps.sh
 # The Python that reads our Delta tables as "another engine" in the tests.
-LAKECTL_TEST_PYTHON=$(bash scripts/python-env.sh)
+LAKECTL_TEST_PYTHON=$(bash scripts/python-env.sh test)
 export LAKECTL_TEST_PYTHON
 
 started=$SECONDS

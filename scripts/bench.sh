@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Benchmarks lakectl stage by stage against the seed-style Python pipelines, on one machine,
+# on the same input. Not part of the tests. Prints a table and writes bench/results/<date>.md
+# and .json.
+#
+#   BENCH_RECORDS=1000000 bash scripts/bench.sh
+#
+# It runs its own services on free loopback ports (a memory-engine Nisshi broker, a moto S3
+# server) and stops them at the end; it needs the tools scripts/services.sh installs.
+# Stages so far: produce, bronze (into a local folder and into S3). Every ratio is computed
+# from figures measured in this run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+N=${BENCH_RECORDS:-1000000}
+CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
+LAKECTL="$CARGO_TARGET_DIR/release/lakectl"
+WORK=$(mktemp -d /tmp/lakectl-bench.XXXXXX)
+RESULTS="$ROOT/bench/results"
+STAMP=$(date -u +%Y-%m-%d)
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.1; done; }
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log "building lakectl (release)"
+cargo build --release --locked -p jobs --bin lakectl >&2
+[[ -x $CACHE/tools/bin/nisshi && -x $CACHE/venvs/s3/bin/moto_server ]] || bash scripts/services.sh up >&2
+PY=$(bash scripts/python-env.sh bench)
+
+KAFKA_PORT=$(free_port)
+(cd "$WORK" && exec "$CACHE/tools/bin/nisshi" broker \
+  --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s --silent >/dev/null 2>&1) &
+PIDS+=($!)
+S3_PORT=$(free_port)
+"$CACHE/venvs/s3/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$KAFKA_PORT"
+wait_port "$S3_PORT"
+until curl -sf -X PUT "http://127.0.0.1:$S3_PORT/lake" >/dev/null; do sleep 0.2; done
+export LAKECTL_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
+  AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+
+log "generating $N records"
+"$PY" scripts/bench/gen_books.py "$N" "$WORK/books.csv"
+BYTES=$(stat -c %s "$WORK/books.csv")
+cat >"$WORK/bench.toml" <<EOF
+name = "bench"
+[bronze.books]
+topic = "books"
+EOF
+
+ROWS=()   # "stage|engine|wall|cpu|rss_kb", each over the same N records
+# measure STAGE ENGINE CMD...: runs CMD under /usr/bin/time.
+measure() {
+  local stage=$1 engine=$2
+  shift 2
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
+    log "$stage/$engine failed:"; tail -20 "$WORK/err" >&2; exit 1
+  }
+  read -r wall user sys rss <"$WORK/time"
+  ROWS+=("$stage|$engine|$wall|$(echo "$user + $sys" | bc)|$rss")
+  log "$stage/$engine: ${wall}s, peak RSS $((rss / 1024)) MiB"
+}
+
+log "produce"
+measure produce lakectl "$LAKECTL" -p "$WORK/bench.toml" produce --file "$WORK/books.csv" --topic books
+grep -q "delivered $N, failed 0" "$WORK/out" || { log "lakectl produce did not deliver $N"; exit 1; }
+measure produce "python (pandas+confluent-kafka)" "$PY" scripts/bench/py_produce.py \
+  "$LAKECTL_KAFKA_BROKERS" books_py "$WORK/books.csv"
+grep -q "\"records\": $N" "$WORK/out" || { log "python produce did not deliver $N"; exit 1; }
+
+# Bronze reads the topic lakectl produced; each run in its own consumer group.
+log "bronze"
+LAKECTL_LAKE_URI="$WORK/lake" LAKECTL_KAFKA_GROUP_ID=bench-local \
+  measure bronze "lakectl -> local folder" "$LAKECTL" -p "$WORK/bench.toml" run bronze --once
+grep -q "$N rows written" "$WORK/out" || { log "bronze local wrote $(cat "$WORK/out")"; exit 1; }
+LAKECTL_LAKE_URI=s3://lake/bench/ LAKECTL_KAFKA_GROUP_ID=bench-s3 \
+  measure bronze "lakectl -> S3 (moto)" "$LAKECTL" -p "$WORK/bench.toml" run bronze --once
+grep -q "$N rows written" "$WORK/out" || { log "bronze s3 wrote $(cat "$WORK/out")"; exit 1; }
+measure bronze "python (confluent-kafka+pyarrow) -> local folder" "$PY" scripts/bench/py_bronze.py \
+  "$LAKECTL_KAFKA_BROKERS" books "$WORK/py-bronze" bench-py
+grep -q "\"records\": $N" "$WORK/out" || { log "python bronze read $(cat "$WORK/out")"; exit 1; }
+
+# Report: one table; the ratio is lakectl's records/s over the Python peer's, per stage.
+mkdir -p "$RESULTS"
+{
+  echo "# lakectl benchmark, $STAMP"
+  echo
+  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records (~200 bytes as JSON); input CSV $((BYTES / 1048576)) MiB."
+  echo
+  echo "| stage | engine | wall s | records/s | input MB/s | CPU s | peak RSS MiB | speed vs Python |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  for row in "${ROWS[@]}"; do
+    IFS='|' read -r stage engine wall cpu rss <<<"$row"
+    rate=$(echo "$N / $wall" | bc)
+    mbs=$(echo "scale=1; $BYTES / 1048576 / $wall" | bc)
+    peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
+    ratio=$(echo "scale=2; $peer / $wall" | bc)
+    echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | ${ratio}x |"
+  done
+} | tee "$RESULTS/$STAMP.md"
+printf '%s\n' "${ROWS[@]}" | awk -F'|' -v n="$N" 'BEGIN {print "["} {printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"records\":%s,\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, n, $3, $4, $5} END {print "\n]"}' >"$RESULTS/$STAMP.json"
+log "results in bench/results/$STAMP.md and .json"
