@@ -82,6 +82,17 @@ measure produce "python (pandas+confluent-kafka)" "$PY" scripts/bench/py_produce
   "$LAKECTL_KAFKA_BROKERS" books_py "$WORK/books.csv"
 grep -q "\"records\": $N" "$WORK/out" || { log "python produce did not deliver $N"; exit 1; }
 
+# --rate is a promise too: a minute at a fixed rate must land within 5 %.
+RATE=${BENCH_RATE:-2000}
+RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
+log "produce --rate $RATE/s for ${RATE_SECONDS}s"
+started=$(date +%s.%N)
+"$LAKECTL" -p "$WORK/bench.toml" produce --file "$WORK/books.csv" --topic books_rate \
+  --rate "$RATE" --limit $((RATE * RATE_SECONDS)) >/dev/null 2>&1
+elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+RATE_LINE="produce --rate $RATE/s --limit $((RATE * RATE_SECONDS)): $(echo "scale=1; $RATE * $RATE_SECONDS / $elapsed" | bc) records/s over ${elapsed%.*} s ($(echo "scale=2; ($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE" | bc) % off the target)"
+log "$RATE_LINE"
+
 # Bronze reads the topic lakectl produced; each run in its own consumer group.
 log "bronze"
 LAKECTL_LAKE_URI="$WORK/lake" LAKECTL_KAFKA_GROUP_ID=bench-local \
@@ -93,24 +104,30 @@ grep -q "$N rows written" "$WORK/out" || { log "bronze s3 wrote $(cat "$WORK/out
 measure bronze "python (confluent-kafka+pyarrow) -> local folder" "$PY" scripts/bench/py_bronze.py \
   "$LAKECTL_KAFKA_BROKERS" books "$WORK/py-bronze" bench-py
 grep -q "\"records\": $N" "$WORK/out" || { log "python bronze read $(cat "$WORK/out")"; exit 1; }
+VALUE_BYTES=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["bytes"])' <"$WORK/out")
 
 # Report: one table; the ratio is lakectl's records/s over the Python peer's, per stage.
 mkdir -p "$RESULTS"
 {
   echo "# lakectl benchmark, $STAMP"
   echo
-  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records (~200 bytes as JSON); input CSV $((BYTES / 1048576)) MiB."
+  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record)."
+  echo "MB/s is CSV read per second for produce, record values landed per second for bronze."
   echo
-  echo "| stage | engine | wall s | records/s | input MB/s | CPU s | peak RSS MiB | speed vs Python |"
+  echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for row in "${ROWS[@]}"; do
     IFS='|' read -r stage engine wall cpu rss <<<"$row"
     rate=$(echo "$N / $wall" | bc)
-    mbs=$(echo "scale=1; $BYTES / 1048576 / $wall" | bc)
+    stage_bytes=$BYTES
+    [[ $stage == bronze ]] && stage_bytes=$VALUE_BYTES
+    mbs=$(echo "scale=1; $stage_bytes / 1048576 / $wall" | bc)
     peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
     ratio=$(echo "scale=2; $peer / $wall" | bc)
     echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | ${ratio}x |"
   done
+  echo
+  echo "Rate accuracy: $RATE_LINE."
 } | tee "$RESULTS/$STAMP.md"
 printf '%s\n' "${ROWS[@]}" | awk -F'|' -v n="$N" 'BEGIN {print "["} {printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"records\":%s,\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, n, $3, $4, $5} END {print "\n]"}' >"$RESULTS/$STAMP.json"
 log "results in bench/results/$STAMP.md and .json"

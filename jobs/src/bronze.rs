@@ -89,7 +89,7 @@ struct Positions {
     end_at_start: HashMap<i32, i64>,
     /// Assigned but not positioned (the lake was unreachable): paused until positioned.
     unpositioned: BTreeSet<i32>,
-    /// Bumped by every rebalance; a change means the buffer must be dropped.
+    /// Bumped by every rebalance and re-positioning; a change means the buffer is stale.
     generation: u64,
 }
 
@@ -252,18 +252,18 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// The `[bronze.<table>]` section, or a user error naming the file.
+fn settings<'p>(pipeline: &'p Pipeline, table: &str) -> Result<&'p BronzeTable> {
+    pipeline.bronze.get(table).ok_or_else(|| {
+        Error::Input(format!(
+            "no [bronze.{table}] in {}",
+            pipeline.source_file.display()
+        ))
+    })
+}
+
 pub async fn lag(pipeline: &Pipeline, table: &str) -> Result<Vec<PartitionLag>> {
-    let topic = pipeline
-        .bronze
-        .get(table)
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "no [bronze.{table}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?
-        .topic
-        .clone();
+    let topic = settings(pipeline, table)?.topic.clone();
     let config = lakehouse_core::kafka::client_config(&pipeline.kafka);
     let topic_for_kafka = topic.clone();
     let watermarks: Vec<(i32, i64, i64)> =
@@ -416,16 +416,7 @@ pub struct BronzeJob {
 
 impl BronzeJob {
     pub fn new(pipeline: &Pipeline, table: &str, mode: Mode) -> Result<BronzeJob> {
-        let settings = pipeline
-            .bronze
-            .get(table)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "no [bronze.{table}] in {}",
-                    pipeline.source_file.display()
-                ))
-            })?
-            .clone();
+        let settings = settings(pipeline, table)?.clone();
         let lake = Lake::from_config(&pipeline.lake)?;
         let mut config = lakehouse_core::kafka::client_config(&pipeline.kafka);
         config
@@ -547,24 +538,6 @@ impl BronzeJob {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Re-reads every assigned partition's start from the table and seeks there.
-    async fn reposition_all(&self) -> Result<()> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            let context = consumer.context();
-            let mut positions = context.positions.lock().expect("positions lock");
-            let partitions: Vec<i32> = positions
-                .next
-                .keys()
-                .chain(positions.unpositioned.iter())
-                .copied()
-                .collect();
-            position_and_seek(&consumer, &partitions, &mut positions)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("reposition task: {e}")))?
     }
 
     /// Leaves the consumer group so the partitions move on at once; closing blocks, so it
@@ -738,31 +711,17 @@ fn poll_batch(
     }
 }
 
-#[async_trait]
-impl Job for BronzeJob {
-    fn name(&self) -> String {
-        format!("bronze:{}", self.table)
-    }
-
-    async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport> {
+impl BronzeJob {
+    /// Polls one batch and commits it; `rows_out < rows_in` when it did not commit them all.
+    async fn poll_and_commit(&mut self, cancel: &CancellationToken) -> Result<UnitReport> {
         let consumer = self.consumer.clone();
         let settings = self.settings.clone();
         let once = self.mode == Mode::Once;
-        let cancel_for_poll = cancel.clone();
-        let polled = tokio::task::spawn_blocking(move || {
-            poll_batch(&consumer, &settings, once, &cancel_for_poll)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("poll task: {e}")))?;
-        let mut polled = match polled {
-            Ok(polled) => polled,
-            Err(e) => {
-                // The consumer has read past what this unit drops: read it again from the table's
-                // positions, or the next commit would skip it.
-                self.consumer.context().unposition_all();
-                return Err(e);
-            }
-        };
+        let cancel = cancel.clone();
+        let mut polled =
+            tokio::task::spawn_blocking(move || poll_batch(&consumer, &settings, once, &cancel))
+                .await
+                .map_err(|e| Error::Internal(format!("poll task: {e}")))??;
         let mut report = UnitReport {
             rows_in: polled.rows_in,
             caught_up: polled.caught_up,
@@ -774,27 +733,34 @@ impl Job for BronzeJob {
         let ranges = std::mem::take(&mut polled.buffer.ranges);
         let rows = polled.buffer.rows as u64;
         let batch = polled.buffer.finish()?;
-        let committed = match self.commit(batch, &ranges).await {
-            Ok(committed) => committed,
-            Err(e) => {
-                // The commit may or may not have landed: only the table knows.
-                self.consumer.context().unposition_all();
-                return Err(e);
-            }
-        };
-        match committed {
+        match self.commit(batch, &ranges).await? {
             Some(version) => {
                 self.commit_kafka_offsets(&ranges);
                 report.rows_out = rows;
                 report.version_written = Some(version);
                 debug!(rows, version, "bronze commit");
             }
-            None => {
-                self.reposition_all().await?;
-                report.caught_up = false;
-            }
+            None => report.caught_up = false,
         }
         Ok(report)
+    }
+}
+
+#[async_trait]
+impl Job for BronzeJob {
+    fn name(&self) -> String {
+        format!("bronze:{}", self.table)
+    }
+
+    async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport> {
+        let result = self.poll_and_commit(cancel).await;
+        // A unit that read records without committing them all (an error, a failed or lost
+        // commit, a rebalance) left the consumer past them: read them again from the table's
+        // positions, or the next commit would skip them.
+        if !matches!(&result, Ok(unit) if unit.rows_out == unit.rows_in) {
+            self.consumer.context().unposition_all();
+        }
+        result
     }
 }
 

@@ -99,11 +99,7 @@ fn assert_table_equals_topic(t: &TestPipeline) {
 }
 
 fn runs(t: &TestPipeline) -> Vec<lakehouse_core::RunRecord> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(RunLog::new(t.lake()).read_all()).unwrap()
+    block_on(RunLog::new(t.lake()).read_all()).unwrap()
 }
 
 fn numbered(n: usize) -> Vec<Vec<u8>> {
@@ -334,10 +330,11 @@ fn lags(status: &str) -> Vec<i64> {
 }
 
 #[test]
-fn optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag() {
+fn checkpoints_optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag() {
     let Some(t) = TestPipeline::new("flush_rows = 100") else {
         return;
     };
+    let t = t.with_env("LAKECTL_LAKE_CHECKPOINT_INTERVAL", "3");
     t.create_topic(2);
     produce_values(&t, &numbered(1_000));
     let status = run(t.lakectl().arg("status"));
@@ -352,6 +349,23 @@ fn optimize_and_vacuum_keep_the_rows_and_the_positions_and_status_shows_the_lag(
     assert_eq!(bronze_once(&t).code, 0);
     let status = run(t.lakectl().arg("status"));
     assert_eq!(lags(&status.stdout), vec![0, 0], "{}", status.stdout);
+
+    // At least 10 commits with a checkpoint interval of 3: the log has checkpoints.
+    let lake = t.lake();
+    let log = lake.path(&format!("bronze/{}/_delta_log", t.table));
+    let files: Vec<String> = block_on(async {
+        use futures::TryStreamExt;
+        lake.store()
+            .list(Some(&log))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+    })
+    .unwrap();
+    assert!(
+        files.iter().any(|f| f.ends_with(".checkpoint.parquet")),
+        "{files:#?}"
+    );
 
     let table = format!("bronze.{}", t.table);
     let out = run(t.lakectl().args(["optimize", &table]));

@@ -53,6 +53,15 @@ pub fn services_up() -> bool {
         .all(|v| service_env(v).is_some())
 }
 
+/// Runs a future to completion from a synchronous test.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// A pipeline of its own for one test: a unique topic, bronze table and lake prefix.
 pub struct TestPipeline {
     _dir: tempfile::TempDir,
@@ -151,16 +160,11 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
+    let results = block_on(admin.create_topics(
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
     for r in results {
         r.unwrap();
     }
@@ -247,11 +251,7 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let sends = records.iter().map(|(key, value)| {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
             if let Some(k) = key {
@@ -272,11 +272,7 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option
 
 /// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
 pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let Some(t) = lake
             .load_table(lakehouse_core::Layer::Bronze, table)
             .await
@@ -306,16 +302,17 @@ pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
 pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, Option<Vec<u8>>)> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int32Type, Int64Type};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let Some(t) = lake.load_table(lakehouse_core::Layer::Bronze, table).await.unwrap() else {
+    block_on(async {
+        let Some(t) = lake
+            .load_table(lakehouse_core::Layer::Bronze, table)
+            .await
+            .unwrap()
+        else {
             return Vec::new();
         };
         let ctx = datafusion::prelude::SessionContext::new();
-        ctx.register_table("t", t.table_provider().await.unwrap()).unwrap();
+        ctx.register_table("t", t.table_provider().await.unwrap())
+            .unwrap();
         let batches = ctx
             .sql("SELECT _partition, _offset, CAST(value AS BYTEA) AS value FROM t ORDER BY _partition, _offset")
             .await
@@ -325,10 +322,19 @@ pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, O
             .unwrap();
         let mut rows = Vec::new();
         for b in &batches {
-            let values = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Binary).unwrap();
-            let (p, o, v) = (b.column(0).as_primitive::<Int32Type>(), b.column(1).as_primitive::<Int64Type>(), values.as_binary::<i32>());
+            let values =
+                arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Binary).unwrap();
+            let (p, o, v) = (
+                b.column(0).as_primitive::<Int32Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                values.as_binary::<i32>(),
+            );
             for i in 0..b.num_rows() {
-                rows.push((p.value(i), o.value(i), (!v.is_null(i)).then(|| v.value(i).to_vec())));
+                rows.push((
+                    p.value(i),
+                    o.value(i),
+                    (!v.is_null(i)).then(|| v.value(i).to_vec()),
+                ));
             }
         }
         rows
