@@ -102,6 +102,15 @@ struct Start {
     high: i64,
 }
 
+/// `0@120 1@0 2@57`: partition@offset, for logs.
+fn describe(starts: &[Start]) -> String {
+    let parts: Vec<String> = starts
+        .iter()
+        .map(|s| format!("{}@{}", s.partition, s.offset))
+        .collect();
+    parts.join(" ")
+}
+
 impl Positions {
     /// Records that the consumer now reads `start.partition` from `start.offset`. Call it only
     /// once the consumer really is there (assigned or sought).
@@ -146,7 +155,7 @@ impl ConsumerContext for BronzeContext {
                         match consumer.assign(tpl) {
                             Ok(()) => {
                                 starts.iter().for_each(|start| positions.start_at(start));
-                                info!(topic = %self.topic, ?starts, "partitions assigned, positioned from the Delta table");
+                                info!(topic = %self.topic, starts = %describe(&starts), "partitions assigned, positioned from the Delta table");
                             }
                             Err(e) => {
                                 warn!(error = %e, "assign failed");
@@ -601,7 +610,7 @@ fn position_and_seek(
     consumer.resume(&resumed)?;
     // Anything polled before the seek belongs to the old position.
     positions.generation += 1;
-    info!(topic = %context.topic, ?starts, "partitions re-positioned from the Delta table");
+    info!(topic = %context.topic, starts = %describe(&starts), "partitions re-positioned from the Delta table");
     Ok(())
 }
 

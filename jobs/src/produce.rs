@@ -342,13 +342,16 @@ fn replay(
             }
             send(producer, &options.topic, &buf, key.as_deref(), headers)?;
             report.sent += 1;
-            if report.sent % 10_000 == 0 {
+            if report.sent % 1_000 == 0 {
                 producer.poll(Duration::ZERO);
-                progress.update(
-                    pass,
-                    report.sent,
-                    producer.context().delivered.load(Ordering::Relaxed),
-                );
+                let delivered = producer.context().delivered.load(Ordering::Relaxed);
+                progress.update(|| {
+                    format!(
+                        "pass {}, {} sent, {delivered} delivered",
+                        pass + 1,
+                        report.sent
+                    )
+                });
             }
         }
         pass += 1;

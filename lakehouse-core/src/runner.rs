@@ -232,7 +232,12 @@ impl Runner {
                 return Ok(Outcome::Cancelled);
             };
             record.absorb(&unit);
-            progress.update(record.units, record.rows_in, record.rows_out);
+            progress.update(|| {
+                format!(
+                    "{} units, {} rows in, {} rows out",
+                    record.units, record.rows_in, record.rows_out
+                )
+            });
             if unit.caught_up {
                 match self.mode {
                     Mode::Once => {

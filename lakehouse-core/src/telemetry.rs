@@ -65,16 +65,15 @@ impl Progress {
         }
     }
 
-    pub fn update(&self, units: u64, rows_in: u64, rows_out: u64) {
+    /// Shows `message` on the bar, or logs it every 10 s when stderr is not a terminal.
+    pub fn update(&self, message: impl FnOnce() -> String) {
         match &self.bar {
-            Some(bar) => bar.set_message(format!(
-                "{units} units, {rows_in} rows in, {rows_out} rows out"
-            )),
+            Some(bar) => bar.set_message(message()),
             None => {
                 let mut last = self.last_log.lock().expect("progress lock");
                 if last.elapsed() >= LOG_EVERY {
                     *last = Instant::now();
-                    tracing::info!(job = %self.job, units, rows_in, rows_out, "progress");
+                    tracing::info!(job = %self.job, "{}", message());
                 }
             }
         }
