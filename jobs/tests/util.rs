@@ -270,38 +270,12 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option
     });
 }
 
-/// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
-pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
-    block_on(async {
-        let Some(t) = lake
-            .load_table(lakehouse_core::Layer::Bronze, table)
-            .await
-            .unwrap()
-        else {
-            return 0;
-        };
-        let ctx = datafusion::prelude::SessionContext::new();
-        ctx.register_table("t", t.table_provider().await.unwrap())
-            .unwrap();
-        let batches = ctx
-            .sql("SELECT count(*) FROM t")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        use arrow::array::AsArray;
-        batches[0]
-            .column(0)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0) as usize
-    })
-}
-
-/// (partition, offset, value) of every row of a bronze table, sorted.
-pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, Option<Vec<u8>>)> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Int32Type, Int64Type};
+/// Runs `sql` over the bronze table registered as `t`; no batches when the table does not exist.
+pub fn query_bronze(
+    lake: &lakehouse_core::Lake,
+    table: &str,
+    sql: &str,
+) -> Vec<arrow::array::RecordBatch> {
     block_on(async {
         let Some(t) = lake
             .load_table(lakehouse_core::Layer::Bronze, table)
@@ -313,32 +287,45 @@ pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, O
         let ctx = datafusion::prelude::SessionContext::new();
         ctx.register_table("t", t.table_provider().await.unwrap())
             .unwrap();
-        let batches = ctx
-            .sql("SELECT _partition, _offset, CAST(value AS BYTEA) AS value FROM t ORDER BY _partition, _offset")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let mut rows = Vec::new();
-        for b in &batches {
-            let values =
-                arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Binary).unwrap();
-            let (p, o, v) = (
-                b.column(0).as_primitive::<Int32Type>(),
-                b.column(1).as_primitive::<Int64Type>(),
-                values.as_binary::<i32>(),
-            );
-            for i in 0..b.num_rows() {
-                rows.push((
-                    p.value(i),
-                    o.value(i),
-                    (!v.is_null(i)).then(|| v.value(i).to_vec()),
-                ));
-            }
-        }
-        rows
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
     })
+}
+
+/// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
+pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
+    use arrow::array::AsArray;
+    query_bronze(lake, table, "SELECT count(*) FROM t")
+        .first()
+        .map_or(0, |b| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0) as usize
+        })
+}
+
+/// (partition, offset, value) of every row of a bronze table, sorted.
+pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, Option<Vec<u8>>)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, Int64Type};
+    let sql = "SELECT _partition, _offset, CAST(value AS BYTEA) AS value FROM t ORDER BY _partition, _offset";
+    let mut rows = Vec::new();
+    for b in &query_bronze(lake, table, sql) {
+        let values =
+            arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Binary).unwrap();
+        let (p, o, v) = (
+            b.column(0).as_primitive::<Int32Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            values.as_binary::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            rows.push((
+                p.value(i),
+                o.value(i),
+                (!v.is_null(i)).then(|| v.value(i).to_vec()),
+            ));
+        }
+    }
+    rows
 }
 
 /// A free loopback port (bound and released; fine for tests on one machine).
