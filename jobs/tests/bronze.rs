@@ -455,3 +455,29 @@ fn the_object_store_unreachable_for_a_few_seconds() {
         proxy.restore();
     });
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    produce_values(&t, &numbered(5));
+    let out = run(t
+        .lakectl()
+        .args(["--log-format", "json", "run", "bronze", "--once"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(events
+        .iter()
+        .all(|e| e["level"].is_string() && e["message"].is_string()));
+    let ended = events
+        .iter()
+        .find(|e| e["message"] == "run ended")
+        .expect("a run ended event");
+    assert_eq!(ended["outcome"], "succeeded");
+    assert_eq!(ended["rows_out"], 5);
+}
