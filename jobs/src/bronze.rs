@@ -195,8 +195,6 @@ impl BronzeContext {
         positions.generation += 1;
     }
 
-    /// Reads the table's `txn` versions and the watermarks of `partitions`, records where
-    /// each starts, and returns the start offsets.
     /// Where each of `partitions` must start: after the table's `txn` version, or at the low
     /// watermark when the table has none. Records nothing: see [`Positions::start_at`].
     fn starts(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<Vec<Start>> {

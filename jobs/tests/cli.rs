@@ -58,7 +58,7 @@ fn validate_names_the_service_that_is_down() {
     if !services_up() {
         return;
     }
-    let dead = dead_port();
+    let dead = free_port();
     let cases = [
         (
             "LAKECTL_KAFKA_BROKERS",

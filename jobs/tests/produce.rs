@@ -291,7 +291,7 @@ fn missing_file_and_dead_broker_are_clear_errors() {
         ])
         .env(
             "LAKECTL_KAFKA_BROKERS",
-            format!("127.0.0.1:{}", dead_port()),
+            format!("127.0.0.1:{}", free_port()),
         ));
     assert_eq!(out.code, 69, "{}", out.stderr);
     assert!(out.stderr.contains("kafka broker"), "{}", out.stderr);

@@ -40,8 +40,8 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
-/// A loopback port nothing listens on.
-pub fn dead_port() -> u16 {
+/// A loopback port nothing listens on now: a dead address, or one for a test's own service.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -326,11 +326,6 @@ pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, O
         }
     }
     rows
-}
-
-/// A free loopback port (bound and released; fine for tests on one machine).
-pub fn free_port() -> u16 {
-    dead_port()
 }
 
 /// A Nisshi broker of the test's own (sqlite, in a temp dir), to kill and restart.

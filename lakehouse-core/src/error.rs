@@ -94,15 +94,12 @@ impl Error {
         }
     }
 
-    /// Whether running the same unit of work again may succeed.
+    /// Whether running the same unit of work again may succeed: an external failure may
+    /// pass, except a Kafka error that says the request itself is wrong.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } | Error::Io { .. } => true,
             Error::Kafka(e) => kafka_retryable(e),
-            Error::ObjectStore(e) => object_store_fault(e) == Fault::External,
-            Error::Delta(e) => delta_retryable(e),
-            Error::DataFusion(e) => datafusion_fault(e) == Fault::External,
-            Error::Config(_) | Error::Input(_) | Error::Arrow(_) | Error::Internal(_) => false,
+            _ => self.fault() == Fault::External,
         }
     }
 }
@@ -125,25 +122,12 @@ fn delta_fault(e: &deltalake::DeltaTableError) -> Fault {
     use deltalake::DeltaTableError as D;
     match e {
         D::ObjectStore { source } => object_store_fault(source),
+        // Commit conflicts are resolved by re-reading the table and trying again.
         D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => Fault::External,
         D::NotATable(_) | D::InvalidTableLocation(_) | D::SchemaMismatch { .. } => Fault::User,
         D::Generic(_) | D::GenericError { .. } => Fault::External,
         D::KernelError(delta_kernel::Error::ObjectStore(source)) => object_store_fault(source),
         _ => Fault::Internal,
-    }
-}
-
-fn delta_retryable(e: &deltalake::DeltaTableError) -> bool {
-    use deltalake::DeltaTableError as D;
-    match e {
-        D::ObjectStore { source } => object_store_fault(source) == Fault::External,
-        // Commit conflicts are resolved by re-reading the table and trying again.
-        D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => true,
-        D::Generic(_) | D::GenericError { .. } => true,
-        D::KernelError(delta_kernel::Error::ObjectStore(source)) => {
-            object_store_fault(source) == Fault::External
-        }
-        _ => false,
     }
 }
 
