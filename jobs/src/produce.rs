@@ -276,7 +276,11 @@ fn replay(
                 break Ok(());
             }
         }
-        let (mut reader, encoder, lines) = open_csv(&options.file, options.key.as_deref())?;
+        // Every exit from this loop goes through the flush below, errors included.
+        let (mut reader, encoder, lines) = match open_csv(&options.file, options.key.as_deref()) {
+            Ok(opened) => opened,
+            Err(e) => break 'passes Err(e),
+        };
         let mut record = csv::ByteRecord::new();
         loop {
             if cancel.is_cancelled() || options.limit.is_some_and(|l| report.sent >= l) {
@@ -340,7 +344,9 @@ fn replay(
                     std::thread::sleep(wait);
                 }
             }
-            send(producer, &options.topic, &buf, key.as_deref(), headers)?;
+            if let Err(e) = send(producer, &options.topic, &buf, key.as_deref(), headers) {
+                break 'passes Err(e);
+            }
             report.sent += 1;
             if report.sent % 1_000 == 0 {
                 producer.poll(Duration::ZERO);
