@@ -19,12 +19,10 @@ LAKECTL="$CARGO_TARGET_DIR/release/lakectl"
 WORK=$(mktemp -d /tmp/lakectl-bench.XXXXXX)
 RESULTS="$ROOT/bench/results"
 STAMP=$(date -u +%Y-%m-%d)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 log() { printf '[bench] %s\n' "$*" >&2; }
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.1; done; }
+wait_port() { until port_open "$1"; do sleep 0.1; done; }
 
 PIDS=()
 cleanup() {
@@ -39,9 +37,7 @@ cargo build --release --locked -p jobs --bin lakectl >&2
 PY=$(bash scripts/python-env.sh bench)
 
 KAFKA_PORT=$(free_port)
-(cd "$WORK" && exec "$CACHE/tools/bin/nisshi" broker \
-  --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s --silent >/dev/null 2>&1) &
+(cd "$WORK" && run_nisshi "$CACHE/tools/bin/nisshi" "$KAFKA_PORT" memory://nisshi/ >/dev/null 2>&1) &
 PIDS+=($!)
 S3_PORT=$(free_port)
 "$CACHE/venvs/s3/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >/dev/null 2>&1 &

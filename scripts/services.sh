@@ -25,14 +25,10 @@ MOTO_VERSION=5.2.5
 BUCKET=lake
 PG_BIN=/usr/lib/postgresql/15/bin
 
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_until() { # wait_until SECONDS WHAT CMD...
   local deadline=$((SECONDS + $1)) what=$2
@@ -136,13 +132,8 @@ kafka_up() {
   if ! pid_alive "$pidfile"; then
     port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken; remove $STATE/ports to pick new ports"
     mkdir -p "$dir"
-    # The sqlite path is relative: run inside the data dir. Loopback only.
-    (cd "$dir" && exec setsid "$NISSHI" broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine sqlite://nisshi.db \
-      --group-initial-rebalance-delay 0s --silent \
-      >"$dir/log" 2>&1 </dev/null) &
+    # The sqlite path is relative: run inside the data dir.
+    (cd "$dir" && run_nisshi "$NISSHI" "$KAFKA_PORT" sqlite://nisshi.db >"$dir/log" 2>&1 </dev/null) &
     echo $! >"$pidfile"
   fi
   wait_until 30 "nisshi broker" port_open "$KAFKA_PORT"
