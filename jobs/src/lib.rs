@@ -4,5 +4,6 @@
 pub mod bronze;
 pub mod maintenance;
 pub mod produce;
+pub mod silver;
 pub mod status;
 pub mod validate;

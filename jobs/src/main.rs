@@ -143,8 +143,10 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 enum Stage {
     /// Kafka topics -> raw Delta tables under <lake>/bronze (continuous unless --once).
     Bronze(RunArgs),
-    /// Bronze -> typed, cleaned, deduplicated Delta tables under <lake>/silver.
-    Silver(RunArgs),
+    /// Bronze -> typed, cleaned, deduplicated Delta tables under <lake>/silver, with
+    /// expectations, a quarantine table per table and a quality report (--once unless
+    /// --continuous).
+    Silver(SilverArgs),
     /// SQL over silver -> Delta tables under <lake>/gold.
     Gold(RunArgs),
     /// Silver/gold Delta tables -> PostgreSQL.
@@ -153,11 +155,25 @@ enum Stage {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Process what is available now, then exit (for Kafka: up to the high watermarks seen at start).
-    #[arg(long)]
+    /// Process what is available now, then exit (for Kafka: up to the high watermarks seen at
+    /// start). The default for every stage but bronze.
+    #[arg(long, conflicts_with = "continuous")]
     once: bool,
+    /// Keep processing new input as it arrives until Ctrl-C/SIGTERM. The default for bronze.
+    #[arg(long)]
+    continuous: bool,
     /// Tables to run; all tables of the stage when none are named.
     tables: Vec<String>,
+}
+
+#[derive(Args)]
+struct SilverArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Rebuild the tables from the first bronze version: overwrites silver and its quarantine
+    /// (after a change of schema, cleaning SQL or expectations).
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -259,11 +275,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
             match stage {
                 Stage::Bronze(args) => {
-                    jobs::bronze::run_tables(&pipeline, &args.tables, mode(args)).await?
+                    let mode = args.mode(lakehouse_core::Mode::Continuous);
+                    jobs::bronze::run_tables(&pipeline, &args.tables, mode).await?
                 }
-                Stage::Silver(_) | Stage::Gold(_) | Stage::Load(_) => {
+                Stage::Silver(args) => {
+                    let mode = args.run.mode(lakehouse_core::Mode::Once);
+                    jobs::silver::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
+                        .await?
+                }
+                Stage::Gold(_) | Stage::Load(_) => {
                     return Err(lakehouse_core::Error::Input(
-                        "this stage is not implemented yet; `lakectl run bronze` is".into(),
+                        "this stage is not implemented yet (bronze and silver are)".into(),
                     )
                     .into())
                 }
@@ -273,11 +295,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mode(args: &RunArgs) -> lakehouse_core::Mode {
-    if args.once {
-        lakehouse_core::Mode::Once
-    } else {
-        lakehouse_core::Mode::Continuous
+impl RunArgs {
+    fn mode(&self, default: lakehouse_core::Mode) -> lakehouse_core::Mode {
+        match (self.once, self.continuous) {
+            (true, _) => lakehouse_core::Mode::Once,
+            (_, true) => lakehouse_core::Mode::Continuous,
+            _ => default,
+        }
     }
 }
 

@@ -5,3 +5,4 @@ mod util;
 mod bronze;
 mod cli;
 mod produce;
+mod silver;

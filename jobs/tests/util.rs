@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use lakehouse_core::testing::{service_env, unique_name};
+pub use lakehouse_core::Layer;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -97,6 +98,39 @@ impl TestPipeline {
             topic: name.clone(),
             table: name,
         })
+    }
+
+    /// The shipped books pipeline (with its cleaning SQL), on a topic and lake prefix of its
+    /// own; the tables keep their name, `books`.
+    pub fn books() -> Option<TestPipeline> {
+        let mut t = TestPipeline::new("")?;
+        let shipped = std::fs::read_to_string(books_pipeline()).unwrap();
+        let data = repo_root().join("data");
+        let text = shipped
+            .replace("topic = \"books\"", &format!("topic = \"{}\"", t.topic))
+            .replace("\"../data/", &format!("\"{}/", data.display()));
+        assert!(
+            text.contains(&t.topic),
+            "the books pipeline names its topic `books`"
+        );
+        std::fs::write(&t.path, text).unwrap();
+        std::fs::copy(
+            repo_root().join("pipelines/books.silver.sql"),
+            t.path.with_file_name("books.silver.sql"),
+        )
+        .unwrap();
+        t.table = "books".into();
+        Some(t)
+    }
+
+    /// Adds TOML to the pipeline file (more sections, more tables).
+    pub fn append(&self, toml: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .unwrap();
+        writeln!(file, "\n{toml}").unwrap();
     }
 
     /// A fresh log file in the test's folder, for a child process's stderr.
@@ -270,18 +304,15 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option
     });
 }
 
-/// Runs `sql` over the bronze table registered as `t`; no batches when the table does not exist.
-pub fn query_bronze(
+/// Runs `sql` over a table registered as `t`; no batches when the table does not exist.
+pub fn query_table(
     lake: &lakehouse_core::Lake,
+    layer: lakehouse_core::Layer,
     table: &str,
     sql: &str,
 ) -> Vec<arrow::array::RecordBatch> {
     block_on(async {
-        let Some(t) = lake
-            .load_table(lakehouse_core::Layer::Bronze, table)
-            .await
-            .unwrap()
-        else {
+        let Some(t) = lake.load_table(layer, table).await.unwrap() else {
             return Vec::new();
         };
         let ctx = datafusion::prelude::SessionContext::new();
@@ -294,7 +325,7 @@ pub fn query_bronze(
 /// Rows in a bronze table, from the Delta log's statistics (cheap enough to poll).
 pub fn bronze_count(lake: &lakehouse_core::Lake, table: &str) -> usize {
     use arrow::array::AsArray;
-    query_bronze(lake, table, "SELECT count(*) FROM t")
+    query_table(lake, Layer::Bronze, table, "SELECT count(*) FROM t")
         .first()
         .map_or(0, |b| {
             b.column(0)
@@ -309,7 +340,7 @@ pub fn bronze_rows(lake: &lakehouse_core::Lake, table: &str) -> Vec<(i32, i64, O
     use arrow::datatypes::{Int32Type, Int64Type};
     let sql = "SELECT _partition, _offset, CAST(value AS BYTEA) AS value FROM t ORDER BY _partition, _offset";
     let mut rows = Vec::new();
-    for b in &query_bronze(lake, table, sql) {
+    for b in &query_table(lake, Layer::Bronze, table, sql) {
         let values =
             arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Binary).unwrap();
         let (p, o, v) = (

@@ -7,7 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use serde::Deserialize;
+
+use crate::quality::Expectation;
+use crate::schema::ColumnType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -153,12 +157,29 @@ pub struct BronzeTable {
 pub struct SilverTable {
     /// The bronze table it reads.
     pub source: String,
-    /// Business key columns.
+    /// Business key columns (of the cleaned rows): one row per key, the latest record wins.
     pub key: Vec<String>,
-    /// Cleaning SQL inline, or in a file next to the pipeline file.
+    /// The fields of each record's JSON `value` and their types, in column order.
+    pub schema: IndexMap<String, ColumnType>,
+    /// Cleaning SQL over the view `source`, inline or in a file next to the pipeline file.
     pub sql: Option<String>,
     pub sql_file: Option<PathBuf>,
+    /// Expectations checked on every increment, in order.
+    #[serde(default)]
+    pub expect: Vec<Expectation>,
+    /// Bronze rows per unit of work: bounds memory; each unit is one silver commit.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
 }
+
+/// Columns silver adds to every row; a schema may not declare them.
+pub const SILVER_LINEAGE: &[&str] = &[
+    "_bronze_version",
+    "_partition",
+    "_offset",
+    "_kafka_ts",
+    "_silver_ts",
+];
 
 /// SQL over silver tables → `<lake>/gold/<table>`.
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +242,9 @@ fn default_flush_bytes() -> usize {
 }
 fn default_flush_interval_ms() -> u64 {
     5_000
+}
+fn default_batch_rows() -> usize {
+    250_000
 }
 fn default_load_mode() -> LoadMode {
     LoadMode::Upsert
@@ -419,6 +443,55 @@ impl Pipeline {
                     format!("silver.{name}.key"),
                     "needs at least one column".into(),
                 ));
+            }
+            if table.schema.is_empty() {
+                return Err(invalid(
+                    format!("silver.{name}.schema"),
+                    "declare at least one field of the records".into(),
+                ));
+            }
+            if let Some(field) = table
+                .schema
+                .keys()
+                .find(|f| SILVER_LINEAGE.contains(&f.as_str()))
+            {
+                return Err(invalid(
+                    format!("silver.{name}.schema.{field}"),
+                    format!("{field} is a lineage column silver adds itself; rename the field in the cleaning SQL instead"),
+                ));
+            }
+            if table.batch_rows == 0 {
+                return Err(invalid(
+                    format!("silver.{name}.batch_rows"),
+                    "must be greater than zero".into(),
+                ));
+            }
+            match (&table.sql, &table.sql_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("silver.{name}.sql_file"),
+                        "give `sql` or `sql_file`, not both".into(),
+                    ))
+                }
+                (None, Some(file)) => {
+                    let path = self.resolve_path(file);
+                    std::fs::metadata(&path).map_err(|e| {
+                        invalid(
+                            format!("silver.{name}.sql_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                }
+                (None, None) => {
+                    // Without SQL the columns are the schema's: the key must be among them.
+                    if let Some(k) = table.key.iter().find(|k| !table.schema.contains_key(*k)) {
+                        return Err(invalid(
+                            format!("silver.{name}.key"),
+                            format!("{k:?} is not a field of silver.{name}.schema (and there is no cleaning SQL to make it)"),
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
             }
         }
         for name in self.gold.keys() {
@@ -652,7 +725,7 @@ topic = "books"
         );
         assert!(err.to_string().contains("pipeline.toml"), "{err}");
 
-        let dangling = format!("{MINIMAL}\n[silver.clean]\nsource = \"nope\"\nkey = [\"id\"]\n");
+        let dangling = format!("{MINIMAL}\n[silver.clean]\nsource = \"nope\"\nkey = [\"id\"]\nschema = {{ id = \"int\" }}\n");
         let err = load_with(&dangling, &[], &[]).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Invalid { key, .. } if key == "silver.clean.source"),
@@ -664,6 +737,57 @@ topic = "books"
         let err = load_with(&upsert_without_key, &[], &[]).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Invalid { key, .. } if key == "load.g.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn silver_tables_are_checked_where_they_are_written() {
+        let base = format!("{MINIMAL}\n[silver.s]\nsource = \"books\"\nkey = [\"id\"]\n");
+        let bad_type = format!("{base}[silver.s.schema]\nid = \"int\"\nwhen = \"datetime\"\n");
+        match load_with(&bad_type, &[], &[]).unwrap_err() {
+            ConfigError::Parse { line, message, .. } => {
+                let when_line = bad_type
+                    .lines()
+                    .position(|l| l.starts_with("when"))
+                    .unwrap()
+                    + 1;
+                assert_eq!(line, when_line);
+                assert!(
+                    message.contains("datetime") && message.contains("decimal(p,s)"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        let schema = format!("{base}[silver.s.schema]\nid = \"int\"\n");
+        let bad_rule =
+            format!("{schema}[[silver.s.expect]]\nrule = \"positive\"\ncolumn = \"id\"\n");
+        let err = load_with(&bad_rule, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { message, .. } if message.contains("unknown rule")),
+            "{err}"
+        );
+
+        let lineage = format!("{schema}_offset = \"int\"\n");
+        let err = load_with(&lineage, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "silver.s.schema._offset"),
+            "{err}"
+        );
+
+        let key_nowhere = schema.replace("key = [\"id\"]", "key = [\"title\"]");
+        let err = load_with(&key_nowhere, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "silver.s.key"),
+            "{err}"
+        );
+
+        let missing_sql =
+            schema.replace("key = [\"id\"]", "key = [\"id\"]\nsql_file = \"nope.sql\"");
+        let err = load_with(&missing_sql, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message, .. } if key == "silver.s.sql_file" && message.contains("nope.sql")),
             "{err}"
         );
     }

@@ -4,8 +4,10 @@
 pub mod config;
 pub mod error;
 pub mod kafka;
+pub mod quality;
 pub mod run_log;
 pub mod runner;
+pub mod schema;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;

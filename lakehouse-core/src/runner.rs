@@ -32,6 +32,10 @@ pub trait Job: Send {
     /// `<kind>:<table>`, e.g. `bronze:books`; names the job in logs and run records.
     fn name(&self) -> String;
 
+    /// Called when a run starts, with the id its run record carries (jobs that write it
+    /// next to their data, like silver's quarantine, keep it).
+    fn begin(&mut self, _run_id: &str) {}
+
     /// Processes one unit of work. A job watches `cancel` during long waits and, when it
     /// fires, finishes (or abandons) the unit cleanly and returns.
     async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport>;
@@ -187,6 +191,7 @@ impl Runner {
     /// the job succeeded or was cancelled, the job's error when it failed.
     pub async fn run(&self, job: &mut dyn Job) -> Result<RunRecord> {
         let mut record = RunRecord::start(&self.pipeline, &job.name());
+        job.begin(&record.run_id);
         info!(job = %record.job, run_id = %record.run_id, mode = ?self.mode, "run started");
         let progress = Progress::new(&record.job);
         let result = self.drive(job, &mut record, &progress).await;
@@ -281,6 +286,15 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// Dies at once, like `kill -9`, when `LAKECTL_CRASH_AT` names this point. Fault tests use
+/// it to crash exactly between two commits, where a timed kill rarely lands.
+pub fn crash_point(name: &str) {
+    if std::env::var("LAKECTL_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("LAKECTL_CRASH_AT={name}: aborting");
+        std::process::abort();
     }
 }
 

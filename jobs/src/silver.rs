@@ -1,0 +1,1033 @@
+//! `lakectl run silver`: a bronze table → the typed, cleaned, deduplicated
+//! `<lake>/silver/<table>`, incrementally, with expectations and a quarantine table.
+//!
+//! One unit of work takes the next bronze commits after the last one consumed (up to
+//! `batch_rows` rows) and goes through these steps, each counted in the quality report:
+//! 1. **parse**: each record's JSON `value` into the declared schema; a record that cannot be
+//!    typed goes to quarantine with the parse error.
+//! 2. **cleaning SQL** over the view `source` (DataFusion). It must keep one row per record;
+//!    the lineage columns are appended to its SELECT. Rows its WHERE removes are counted.
+//! 3. **key**: a row whose key is NULL cannot be merged: quarantine.
+//! 4. **dedupe**: one row per key, the latest by Kafka timestamp, then partition and offset.
+//! 5. **expectations**, each with its action (warn, drop, quarantine, fail). A `fail`
+//!    stops the unit before anything is written.
+//! 6. **commit**: quarantine rows first, then the MERGE into silver, then the quality rows.
+//!
+//! Exactly-once: the silver commit carries a `txn` action, app id `lakectl-silver-<table>`,
+//! whose version is the last bronze version consumed; a unit starts after it, so a re-run is a
+//! no-op and a crash re-does exactly the lost increment. The quarantine commit carries the
+//! same app id, and a re-done increment skips rows from bronze versions the quarantine
+//! already has. The MERGE only replaces a row with a record that is not older (by Kafka
+//! timestamp), so re-applying an increment changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use chrono::Utc;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{col, lit, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Action as DeltaAction, Transaction};
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, TableProperty};
+use futures::{StreamExt, TryStreamExt};
+use lakehouse_core::config::SilverTable;
+use lakehouse_core::quality::{
+    evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
+};
+use lakehouse_core::schema::{ColumnType, RecordParser};
+use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Bronze columns silver reads.
+const BRONZE_COLUMNS: [&str; 4] = ["value", "_partition", "_offset", "_kafka_ts"];
+/// Lineage every cleaned row carries (`_silver_ts` is added at the end).
+const RECORD_LINEAGE: [&str; 4] = ["_bronze_version", "_partition", "_offset", "_kafka_ts"];
+/// Bronze files read at once (they are independent; S3 latency dominates).
+const PARALLEL_READS: usize = 4;
+
+/// The app id of the `txn` action in silver and quarantine commits.
+pub fn txn_app_id(table: &str) -> String {
+    format!("lakectl-silver-{table}")
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The quarantine table: the raw record, where it came from, and why it is here.
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("_bronze_version", DataType::Int64, false),
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new("_kafka_ts", timestamp_type(), true),
+        // Lossy only for values that are not UTF-8; bronze keeps the exact bytes.
+        Field::new("raw_value", DataType::Utf8, true),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("_quarantined_at", timestamp_type(), false),
+    ]))
+}
+
+/// A bronze file to read and the commit that added it.
+struct BronzeFile {
+    version: i64,
+    path: object_store::path::Path,
+}
+
+/// The bronze commits one unit consumes: versions `after + 1 ..= to`.
+struct Increment {
+    after: i64,
+    to: i64,
+    files: Vec<BronzeFile>,
+}
+
+/// Reads the commits after `after`, stopping once `batch_rows` rows are gathered (a unit
+/// always takes at least one commit). Only `add` actions that change data count: OPTIMIZE
+/// rewrites rows already seen.
+async fn plan_increment(
+    bronze: &DeltaTable,
+    source: &str,
+    after: i64,
+    latest: i64,
+    batch_rows: usize,
+) -> Result<Increment> {
+    let log = bronze.log_store();
+    let mut increment = Increment {
+        after,
+        to: after,
+        files: Vec::new(),
+    };
+    let mut rows = 0u64;
+    for version in after + 1..=latest {
+        let bytes = log
+            .read_commit_entry(version as u64)
+            .await?
+            .ok_or_else(|| {
+                Error::Input(format!(
+                "bronze.{source} version {version} is no longer in its Delta log (log retention \
+                 removed it); rebuild with `lakectl run silver --full-refresh`"
+            ))
+            })?;
+        for action in deltalake::logstore::get_actions(version as u64, &bytes)? {
+            let DeltaAction::Add(add) = action else {
+                continue;
+            };
+            if !add.data_change {
+                continue;
+            }
+            rows += add
+                .stats
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
+                .unwrap_or(0);
+            let path = object_store::path::Path::from_url_path(&add.path)
+                .map_err(|e| Error::Internal(format!("bad path in bronze log: {e}")))?;
+            increment.files.push(BronzeFile { version, path });
+        }
+        increment.to = version;
+        if rows >= batch_rows as u64 {
+            break;
+        }
+    }
+    Ok(increment)
+}
+
+/// The increment's bronze rows: [`BRONZE_COLUMNS`] plus `_bronze_version`, in commit order.
+async fn read_increment(bronze: &DeltaTable, increment: &Increment) -> Result<Vec<RecordBatch>> {
+    let store = bronze.log_store().object_store(None);
+    // Collected first: a lazy `map` here trips the compiler's Send check for the job future.
+    let reads: Vec<_> = increment
+        .files
+        .iter()
+        .map(|file| read_file(store.clone(), file.path.clone(), file.version))
+        .collect();
+    let per_file: Vec<Vec<RecordBatch>> = futures::stream::iter(reads)
+        .buffered(PARALLEL_READS)
+        .try_collect()
+        .await?;
+    Ok(per_file.into_iter().flatten().collect())
+}
+
+/// One bronze file, fetched whole (bronze flushes bound its size) and decoded off the async
+/// threads.
+async fn read_file(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: object_store::path::Path,
+    version: i64,
+) -> Result<Vec<RecordBatch>> {
+    let bytes = match store.get(&path).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::Input(format!(
+                "bronze file {path} is gone (vacuumed before silver read it); rebuild with \
+                 `lakectl run silver --full-refresh`"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tokio::task::spawn_blocking(move || {
+        let unreadable =
+            |e: parquet::errors::ParquetError| Error::Internal(format!("bronze file {path}: {e}"));
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(unreadable)?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), BRONZE_COLUMNS);
+        let reader = builder.with_projection(mask).build().map_err(unreadable)?;
+        reader
+            .map(|batch| with_version(batch?, version))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("decode task: {e}")))?
+}
+
+fn with_version(batch: RecordBatch, version: i64) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    fields.push(Field::new("_bronze_version", DataType::Int64, false));
+    columns.push(Arc::new(Int64Array::from(vec![version; batch.num_rows()])));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// One bronze record's lineage, the key to its raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Origin {
+    partition: i32,
+    offset: i64,
+}
+
+/// A record on its way to quarantine.
+struct Quarantined {
+    origin: Origin,
+    rule: String,
+    error: String,
+}
+
+/// The bronze rows of a unit, addressable by origin for quarantine.
+struct BronzeRows {
+    batches: Vec<RecordBatch>,
+    index: HashMap<Origin, (usize, usize)>,
+}
+
+impl BronzeRows {
+    fn new(batches: Vec<RecordBatch>) -> BronzeRows {
+        let mut index = HashMap::new();
+        for (b, batch) in batches.iter().enumerate() {
+            let (partitions, offsets) = lineage_arrays(batch);
+            for row in 0..batch.num_rows() {
+                let origin = Origin {
+                    partition: partitions.value(row),
+                    offset: offsets.value(row),
+                };
+                index.insert(origin, (b, row));
+            }
+        }
+        BronzeRows { batches, index }
+    }
+
+    fn rows(&self) -> u64 {
+        self.batches.iter().map(|b| b.num_rows() as u64).sum()
+    }
+
+    /// Builds the quarantine batch for `records`, with their raw values and lineage.
+    fn quarantine_batch(&self, records: &[Quarantined], run_id: &str) -> Result<RecordBatch> {
+        let n = records.len();
+        let (mut versions, mut partitions, mut offsets, mut kafka_ts, mut raw) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for q in records {
+            let (b, row) = self.index[&q.origin];
+            let batch = &self.batches[b];
+            let value = batch
+                .column_by_name("value")
+                .expect("bronze value")
+                .as_binary::<i32>();
+            let ts = batch
+                .column_by_name("_kafka_ts")
+                .expect("bronze _kafka_ts")
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let version = batch
+                .column_by_name("_bronze_version")
+                .expect("added on read")
+                .as_primitive::<Int64Type>();
+            versions.push(version.value(row));
+            partitions.push(q.origin.partition);
+            offsets.push(q.origin.offset);
+            kafka_ts.push(ts.is_valid(row).then(|| ts.value(row)));
+            raw.push(
+                value
+                    .is_valid(row)
+                    .then(|| String::from_utf8_lossy(value.value(row)).into_owned()),
+            );
+        }
+        let now = Utc::now().timestamp_micros();
+        Ok(RecordBatch::try_new(
+            quarantine_schema(),
+            vec![
+                Arc::new(Int64Array::from(versions)),
+                Arc::new(Int32Array::from(partitions)),
+                Arc::new(Int64Array::from(offsets)),
+                Arc::new(TimestampMicrosecondArray::from(kafka_ts).with_timezone("UTC")),
+                Arc::new(StringArray::from(raw)),
+                Arc::new(StringArray::from_iter_values(
+                    records.iter().map(|q| &q.rule),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    records.iter().map(|q| &q.error),
+                )),
+                Arc::new(StringArray::from(vec![run_id; n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+            ],
+        )?)
+    }
+}
+
+fn lineage_arrays(batch: &RecordBatch) -> (&arrow::array::PrimitiveArray<Int32Type>, &Int64Array) {
+    (
+        batch
+            .column_by_name("_partition")
+            .expect("lineage column _partition")
+            .as_primitive::<Int32Type>(),
+        batch
+            .column_by_name("_offset")
+            .expect("lineage column _offset")
+            .as_primitive::<Int64Type>(),
+    )
+}
+
+fn origin_at(batch: &RecordBatch, row: usize) -> Origin {
+    let (partitions, offsets) = lineage_arrays(batch);
+    Origin {
+        partition: partitions.value(row),
+        offset: offsets.value(row),
+    }
+}
+
+/// Step 1: types every record; the ones that cannot be typed are returned for quarantine.
+fn parse(
+    bronze: &BronzeRows,
+    fields: &[(String, ColumnType)],
+) -> Result<(RecordBatch, Vec<Quarantined>)> {
+    let mut parser = RecordParser::new(fields, bronze.rows() as usize);
+    let mut kept: Vec<RecordBatch> = Vec::new();
+    let mut bad = Vec::new();
+    for batch in &bronze.batches {
+        let values: &BinaryArray = batch
+            .column_by_name("value")
+            .expect("bronze value")
+            .as_binary();
+        let mut ok = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let result = if values.is_null(row) {
+                Err("the record has no value (a tombstone); deletes are not supported".to_string())
+            } else {
+                parser.push(values.value(row))
+            };
+            ok.push(result.is_ok());
+            if let Err(error) = result {
+                bad.push(Quarantined {
+                    origin: origin_at(batch, row),
+                    rule: "parse".into(),
+                    error,
+                });
+            }
+        }
+        let indices = RECORD_LINEAGE
+            .iter()
+            .map(|c| batch.schema().index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let lineage = batch.project(&indices)?;
+        kept.push(filter_record_batch(&lineage, &BooleanArray::from(ok))?);
+    }
+    let lineage_schema = match kept.first() {
+        Some(b) => b.schema(),
+        None => return Err(Error::Internal("parse called without bronze rows".into())),
+    };
+    let lineage = concat_batches(&lineage_schema, &kept)?;
+    let mut schema_fields = RecordParser::arrow_fields(fields);
+    schema_fields.extend(lineage_schema.fields().iter().map(|f| f.as_ref().clone()));
+    let mut columns = parser.finish();
+    columns.extend(lineage.columns().iter().cloned());
+    let typed = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)?;
+    Ok((typed, bad))
+}
+
+/// Appends the lineage columns to the cleaning SQL's SELECT, so users write plain SQL and
+/// every silver row still traces back to its bronze record.
+fn with_lineage(plan: LogicalPlan, sql_origin: &str) -> Result<LogicalPlan> {
+    let not_per_row = || {
+        Error::Input(format!(
+            "{sql_origin}: the cleaning SQL must be one SELECT … FROM source that keeps one row \
+             per record (no GROUP BY, DISTINCT, JOIN or ORDER BY), so each row keeps its lineage"
+        ))
+    };
+    let LogicalPlan::Projection(projection) = &plan else {
+        return Err(not_per_row());
+    };
+    let mut exprs = projection.expr.clone();
+    for name in RECORD_LINEAGE {
+        if !projection.schema.has_column_with_unqualified_name(name) {
+            exprs.push(col(name));
+        }
+    }
+    LogicalPlanBuilder::from(projection.input.as_ref().clone())
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|_| not_per_row())
+}
+
+pub struct SilverJob {
+    pipeline: String,
+    table: String,
+    settings: SilverTable,
+    fields: Vec<(String, ColumnType)>,
+    /// The cleaning SQL and where it came from (for error messages).
+    sql: Option<(String, String)>,
+    lake: Lake,
+    quality: QualityLog,
+    checkpoint_interval: u64,
+    run_id: String,
+    /// `--full-refresh`: the next unit starts from bronze version 0 and overwrites.
+    refresh: bool,
+    /// Counts of the whole run, printed at its end.
+    pub report: QualityReport,
+}
+
+impl SilverJob {
+    pub fn new(pipeline: &Pipeline, table: &str, full_refresh: bool) -> Result<SilverJob> {
+        let settings = pipeline.silver.get(table).cloned().ok_or_else(|| {
+            Error::Input(format!(
+                "no [silver.{table}] in {}",
+                pipeline.source_file.display()
+            ))
+        })?;
+        let sql = match (&settings.sql, &settings.sql_file) {
+            (Some(sql), _) => Some((
+                sql.clone(),
+                format!("{} [silver.{table}] sql", pipeline.source_file.display()),
+            )),
+            (None, Some(file)) => {
+                let path = pipeline.resolve_path(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::io(format!("silver.{table}.sql_file {}", path.display()), e)
+                })?;
+                Some((text, path.display().to_string()))
+            }
+            (None, None) => None,
+        };
+        let lake = Lake::from_config(&pipeline.lake)?;
+        Ok(SilverJob {
+            pipeline: pipeline.name.clone(),
+            table: table.to_string(),
+            fields: settings
+                .schema
+                .iter()
+                .map(|(name, t)| (name.clone(), *t))
+                .collect(),
+            settings,
+            sql,
+            quality: QualityLog::new(lake.clone()),
+            lake,
+            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            run_id: String::new(),
+            refresh: full_refresh,
+            report: QualityReport::default(),
+        })
+    }
+
+    /// Step 2: the cleaning SQL, with lineage kept.
+    async fn clean(&self, ctx: &SessionContext, typed: RecordBatch) -> Result<RecordBatch> {
+        let schema = typed.schema();
+        ctx.register_table(
+            "source",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![typed]])?),
+        )?;
+        let df = match &self.sql {
+            Some((sql, origin)) => {
+                let df = ctx.sql(sql).await.map_err(|e| {
+                    Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
+                })?;
+                let plan = with_lineage(df.logical_plan().clone(), origin)?;
+                DataFrame::new(ctx.state(), plan)
+            }
+            None => ctx.table("source").await?,
+        };
+        let batches = df.collect().await?;
+        let out_schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => return Err(Error::Internal("DataFusion returned no batches".into())),
+        };
+        if let Some(k) = self
+            .settings
+            .key
+            .iter()
+            .find(|k| out_schema.index_of(k).is_err())
+        {
+            return Err(Error::Input(format!(
+                "silver.{}.key: column {k:?} is not in the cleaned rows (columns: {})",
+                self.table,
+                out_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|n| !n.starts_with('_'))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(concat_batches(&out_schema, &batches)?)
+    }
+
+    /// Step 4: one row per key, the latest record.
+    async fn dedupe(&self, ctx: &SessionContext, keyed: RecordBatch) -> Result<RecordBatch> {
+        let schema = keyed.schema();
+        ctx.register_table(
+            "keyed",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![keyed]])?),
+        )?;
+        let key: Vec<String> = self.settings.key.iter().map(|k| quote_ident(k)).collect();
+        let sql = format!(
+            "SELECT * EXCLUDE (__rank) FROM (SELECT *, row_number() OVER (PARTITION BY {} \
+             ORDER BY _kafka_ts DESC NULLS LAST, _partition DESC, _offset DESC) AS __rank \
+             FROM keyed) WHERE __rank = 1",
+            key.join(", ")
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        Ok(concat_batches(&schema, &batches)?)
+    }
+
+    /// Step 5: every expectation's pass flags, next to the rows they judge.
+    async fn evaluate(
+        &self,
+        ctx: &SessionContext,
+        rows: RecordBatch,
+        silver: &DeltaTable,
+    ) -> Result<(RecordBatch, Vec<BooleanArray>)> {
+        let schema = rows.schema();
+        let expectations = &self.settings.expect;
+        if expectations.is_empty() {
+            return Ok((rows, Vec::new()));
+        }
+        ctx.register_table(
+            "rows",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![rows]])?),
+        )?;
+        let needs_target = expectations
+            .iter()
+            .any(|e| matches!(e.rule, lakehouse_core::quality::Rule::Unique { .. }));
+        let target = if needs_target && silver.version().is_some() {
+            ctx.register_table("target", silver.table_provider().await?)?;
+            Some("target")
+        } else {
+            None
+        };
+        let sql = evaluation_sql(expectations, "rows", &self.settings.key, target);
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| self.expectation_error(e))?
+            .collect()
+            .await
+            .map_err(|e| self.expectation_error(e))?;
+        let all = match batches.first() {
+            Some(b) => concat_batches(&b.schema(), &batches)?,
+            None => return Err(Error::Internal("DataFusion returned no batches".into())),
+        };
+        let verdicts = (0..expectations.len())
+            .map(|i| {
+                all.column_by_name(&pass_column(i))
+                    .expect("evaluation adds a pass column per expectation")
+                    .as_boolean()
+                    .clone()
+            })
+            .collect();
+        let data: Vec<usize> = (0..schema.fields().len()).collect();
+        Ok((all.project(&data)?, verdicts))
+    }
+
+    fn expectation_error(&self, e: datafusion::error::DataFusionError) -> Error {
+        Error::Input(format!(
+            "{}: [silver.{}] expectations do not evaluate on the cleaned rows: {e}",
+            self.settings_origin(),
+            self.table
+        ))
+    }
+
+    fn settings_origin(&self) -> String {
+        self.sql
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| "the pipeline file".into())
+    }
+
+    /// Steps 1–5 on one increment: the rows to merge, the records to quarantine and the counts.
+    async fn transform(
+        &self,
+        bronze_rows: &BronzeRows,
+        silver: &DeltaTable,
+        report: &mut QualityReport,
+    ) -> Result<(RecordBatch, Vec<Quarantined>)> {
+        let ctx = SessionContext::new();
+        let total = bronze_rows.rows();
+        let (typed, mut quarantined) = parse(bronze_rows, &self.fields)?;
+        report.count(
+            "parse",
+            Action::Quarantine.as_str(),
+            total,
+            quarantined.len() as u64,
+        );
+
+        let parsed = typed.num_rows() as u64;
+        let cleaned = self.clean(&ctx, typed).await?;
+        if self.sql.is_some() {
+            let removed = parsed.saturating_sub(cleaned.num_rows() as u64);
+            report.count("cleaning_sql", Action::Drop.as_str(), parsed, removed);
+        }
+
+        let key_nulls = self.key_nulls(&cleaned)?;
+        let null_keys: Vec<Origin> = (0..cleaned.num_rows())
+            .filter(|&r| key_nulls.value(r))
+            .map(|r| origin_at(&cleaned, r))
+            .collect();
+        report.count(
+            "key_not_null",
+            Action::Quarantine.as_str(),
+            cleaned.num_rows() as u64,
+            null_keys.len() as u64,
+        );
+        quarantined.extend(null_keys.into_iter().map(|origin| Quarantined {
+            origin,
+            rule: "key_not_null".into(),
+            error: format!("key ({}) is NULL", self.settings.key.join(", ")),
+        }));
+        let keyed = filter_record_batch(&cleaned, &arrow::compute::not(&key_nulls)?)?;
+
+        let keyed_rows = keyed.num_rows() as u64;
+        let latest = self.dedupe(&ctx, keyed).await?;
+        report.count(
+            "dedupe_key",
+            "keep latest",
+            keyed_rows,
+            keyed_rows - latest.num_rows() as u64,
+        );
+
+        let (rows, verdicts) = self.evaluate(&ctx, latest, silver).await?;
+        let n = rows.num_rows();
+        let mut keep = vec![true; n];
+        let mut first_quarantine: Vec<Option<usize>> = vec![None; n];
+        let mut failed_rules: Vec<Vec<&str>> = vec![Vec::new(); n];
+        let mut fail = None;
+        for (i, (e, passed)) in self.settings.expect.iter().zip(&verdicts).enumerate() {
+            report.count(
+                &e.name,
+                e.action.as_str(),
+                n as u64,
+                passed.false_count() as u64,
+            );
+            for row in (0..n).filter(|&r| !passed.value(r)) {
+                failed_rules[row].push(&e.name);
+                match e.action {
+                    Action::Warn => {}
+                    Action::Drop => keep[row] = false,
+                    Action::Quarantine => {
+                        keep[row] = false;
+                        first_quarantine[row].get_or_insert(i);
+                    }
+                    Action::Fail => {
+                        fail.get_or_insert((i, row));
+                    }
+                }
+            }
+        }
+        if let Some((i, row)) = fail {
+            let e = &self.settings.expect[i];
+            let origin = origin_at(&rows, row);
+            return Err(Error::Input(format!(
+                "silver.{}: expectation {:?} (action fail) failed for {} of {n} rows, the first \
+                 from partition {} offset {}; nothing was committed",
+                self.table,
+                e.name,
+                verdicts[i].false_count(),
+                origin.partition,
+                origin.offset
+            )));
+        }
+        for (row, rule) in first_quarantine.iter().enumerate() {
+            if let Some(i) = rule {
+                quarantined.push(Quarantined {
+                    origin: origin_at(&rows, row),
+                    rule: self.settings.expect[*i].name.clone(),
+                    error: format!("failed {}", failed_rules[row].join(", ")),
+                });
+            }
+        }
+        let kept = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+        Ok((with_silver_ts(kept)?, quarantined))
+    }
+
+    fn key_nulls(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let mut mask = BooleanArray::from(vec![false; batch.num_rows()]);
+        for k in &self.settings.key {
+            let column = batch
+                .column_by_name(k)
+                .expect("key columns are checked after cleaning");
+            mask = arrow::compute::or(&mask, &arrow::compute::is_null(column)?)?;
+        }
+        Ok(mask)
+    }
+
+    /// Writes the quarantined records of this increment that a previous, interrupted attempt
+    /// did not already write.
+    async fn write_quarantine(
+        &self,
+        records: &[Quarantined],
+        bronze_rows: &BronzeRows,
+        increment: &Increment,
+        overwrite: bool,
+    ) -> Result<()> {
+        let table = self
+            .lake
+            .table_or_new(Layer::Quarantine, &self.table)
+            .await?;
+        let already = if overwrite || table.version().is_none() {
+            None
+        } else {
+            txn_version(&table, &self.table).await?
+        };
+        let batch = bronze_rows.quarantine_batch(records, &self.run_id)?;
+        let batch = match already {
+            Some(v) => {
+                let versions = batch.column(0).as_primitive::<Int64Type>();
+                let fresh = arrow::compute::kernels::cmp::gt(versions, &Int64Array::new_scalar(v))?;
+                filter_record_batch(&batch, &fresh)?
+            }
+            None => batch,
+        };
+        if batch.num_rows() == 0 && !overwrite {
+            return Ok(());
+        }
+        let mode = if overwrite {
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        };
+        self.commit(table, batch, increment.to, mode).await?;
+        Ok(())
+    }
+
+    /// A write carrying this job's `txn` at `bronze_version`, creating the table if needed.
+    async fn commit(
+        &self,
+        table: DeltaTable,
+        batch: RecordBatch,
+        bronze_version: i64,
+        mode: SaveMode,
+    ) -> Result<DeltaTable> {
+        let creating = table.version().is_none();
+        let mut write = table
+            .write(vec![batch])
+            .with_save_mode(mode)
+            .with_commit_properties(self.commit_properties(bronze_version));
+        if mode == SaveMode::Overwrite {
+            write = write.with_schema_mode(SchemaMode::Overwrite);
+        }
+        if creating {
+            let interval = self.checkpoint_interval.to_string();
+            write = write
+                .with_configuration([(TableProperty::CheckpointInterval.as_ref(), Some(interval))]);
+        }
+        Ok(write.await?)
+    }
+
+    fn commit_properties(&self, bronze_version: i64) -> CommitProperties {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(txn_app_id(&self.table), bronze_version))
+    }
+
+    /// Step 6, silver part: MERGE by key; a row is replaced only by a record not older.
+    async fn merge(
+        &self,
+        silver: DeltaTable,
+        rows: RecordBatch,
+        bronze_version: i64,
+    ) -> Result<DeltaTable> {
+        if silver.version().is_none() || rows.num_rows() == 0 {
+            return self
+                .commit(silver, rows, bronze_version, SaveMode::Append)
+                .await;
+        }
+        let ctx = SessionContext::new();
+        let columns: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let source = ctx.read_batch(rows)?;
+        let side = |alias: &str, c: &str| col(datafusion::common::Column::new(Some(alias), c));
+        let same_key = self
+            .settings
+            .key
+            .iter()
+            .map(|k| side("target", k).eq(side("source", k)))
+            .reduce(|a, b| a.and(b))
+            .expect("keys are checked to be non-empty");
+        let not_older = datafusion::functions::expr_fn::coalesce(vec![
+            side("source", "_kafka_ts").gt_eq(side("target", "_kafka_ts")),
+            lit(true),
+        ]);
+        let (table, metrics) = silver
+            .merge(source, same_key)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(self.commit_properties(bronze_version))
+            .when_matched_update(|update| {
+                columns.iter().fold(update.predicate(not_older), |u, c| {
+                    u.update(
+                        datafusion::common::Column::new_unqualified(c),
+                        side("source", c),
+                    )
+                })
+            })?
+            .when_not_matched_insert(|insert| {
+                columns.iter().fold(insert, |i, c| {
+                    i.set(
+                        datafusion::common::Column::new_unqualified(c),
+                        side("source", c),
+                    )
+                })
+            })?
+            .await?;
+        debug!(
+            inserted = metrics.num_target_rows_inserted,
+            updated = metrics.num_target_rows_updated,
+            "silver merge"
+        );
+        Ok(table)
+    }
+
+    async fn process(&mut self) -> Result<UnitReport> {
+        let Some(bronze) = self
+            .lake
+            .load_table(Layer::Bronze, &self.settings.source)
+            .await?
+        else {
+            info!(source = %self.settings.source, "bronze table does not exist yet: nothing to do");
+            return Ok(UnitReport {
+                caught_up: true,
+                ..Default::default()
+            });
+        };
+        let latest = bronze.version().expect("loaded tables have a version") as i64;
+        let silver = self.lake.table_or_new(Layer::Silver, &self.table).await?;
+        let done = match (self.refresh, silver.version()) {
+            (true, _) | (false, None) => -1,
+            (false, Some(_)) => txn_version(&silver, &self.table).await?.unwrap_or(-1),
+        };
+        if done >= latest {
+            return Ok(UnitReport {
+                version_read: Some(done),
+                caught_up: true,
+                ..Default::default()
+            });
+        }
+        let increment = plan_increment(
+            &bronze,
+            &self.settings.source,
+            done,
+            latest,
+            self.settings.batch_rows,
+        )
+        .await?;
+        let bronze_rows = BronzeRows::new(read_increment(&bronze, &increment).await?);
+        let rows_in = bronze_rows.rows();
+        if rows_in == 0 {
+            // Commits that added no rows (OPTIMIZE, empty writes): record progress alone.
+            let silver = self.record_progress(silver, increment.to).await?;
+            self.refresh = false;
+            return Ok(UnitReport {
+                version_read: Some(increment.to),
+                version_written: silver.version().map(|v| v as i64),
+                caught_up: increment.to == latest,
+                ..Default::default()
+            });
+        }
+        let mut report = QualityReport::default();
+        let transformed = self.transform(&bronze_rows, &silver, &mut report).await;
+        self.report.absorb(&report);
+        let (rows, quarantined) = transformed?;
+        let rows_out = rows.num_rows() as u64;
+        let silver = if self.refresh {
+            // Silver first: if the quarantine overwrite is then lost, the old quarantine rows
+            // stay (nothing lost); the other order could lose them.
+            let silver = self
+                .commit(silver, rows, increment.to, SaveMode::Overwrite)
+                .await?;
+            self.write_quarantine(&quarantined, &bronze_rows, &increment, true)
+                .await?;
+            self.refresh = false;
+            silver
+        } else {
+            self.write_quarantine(&quarantined, &bronze_rows, &increment, false)
+                .await?;
+            lakehouse_core::runner::crash_point("silver:after_quarantine");
+            self.merge(silver, rows, increment.to).await?
+        };
+        lakehouse_core::runner::crash_point("silver:after_merge");
+        let scope = QualityScope {
+            run_id: &self.run_id,
+            pipeline: &self.pipeline,
+            job: &self.name(),
+            first_version: increment.after + 1,
+            last_version: increment.to,
+            at: Utc::now(),
+        };
+        // The data is committed; a lost quality row is a warning, like a lost run record.
+        if let Err(e) = self.quality.append(&scope, &report).await {
+            warn!(error = %e, "could not append to the quality table");
+        }
+        Ok(UnitReport {
+            rows_in,
+            rows_out,
+            version_read: Some(increment.to),
+            version_written: silver.version().map(|v| v as i64),
+            caught_up: increment.to == latest,
+        })
+    }
+
+    /// Advances the `txn` version without data, for increments that added no rows.
+    async fn record_progress(&self, silver: DeltaTable, bronze_version: i64) -> Result<DeltaTable> {
+        if silver.version().is_none() {
+            // No table and nothing to write: the next unit looks at these commits again.
+            return Ok(silver);
+        }
+        let schema = silver.snapshot()?.snapshot().arrow_schema();
+        self.commit(
+            silver,
+            RecordBatch::new_empty(schema),
+            bronze_version,
+            SaveMode::Append,
+        )
+        .await
+    }
+}
+
+fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {
+    let now = Utc::now().timestamp_micros();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    fields.push(Field::new("_silver_ts", timestamp_type(), false));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+async fn txn_version(table: &DeltaTable, silver_table: &str) -> Result<Option<i64>> {
+    Ok(table
+        .snapshot()?
+        .transaction_version(&table.log_store(), txn_app_id(silver_table))
+        .await?)
+}
+
+#[async_trait]
+impl Job for SilverJob {
+    fn name(&self) -> String {
+        format!("silver:{}", self.table)
+    }
+
+    fn begin(&mut self, run_id: &str) {
+        self.run_id = run_id.to_string();
+    }
+
+    async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
+        // A unit is bounded by batch_rows; cancellation is honoured between units.
+        self.process().await
+    }
+}
+
+/// `lakectl run silver [TABLE…]`: each table in turn on the shared runner; prints each run's
+/// quality report.
+pub async fn run_tables(
+    pipeline: &Pipeline,
+    tables: &[String],
+    mode: Mode,
+    full_refresh: bool,
+) -> Result<()> {
+    let names: Vec<String> = if tables.is_empty() {
+        pipeline.silver.keys().cloned().collect()
+    } else {
+        tables.to_vec()
+    };
+    if names.is_empty() {
+        return Err(Error::Input(format!(
+            "no [silver.*] tables in {}",
+            pipeline.source_file.display()
+        )));
+    }
+    let cancel = lakehouse_core::runner::cancel_on_signals()?;
+    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
+    for name in &names {
+        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
+            .with_config(&pipeline.runner)
+            .with_run_log(run_log.clone());
+        let mut job = SilverJob::new(pipeline, name, full_refresh)?;
+        let result = runner.run(&mut job).await;
+        if !job.report.rules.is_empty() {
+            println!("{} quality:\n{}", job.name(), job.report.render());
+        }
+        let record = result?;
+        println!(
+            "{}: {} — {} bronze rows read, {} rows merged, bronze version {}, table version {}",
+            record.job,
+            record.outcome.as_str(),
+            record.rows_in,
+            record.rows_out,
+            record
+                .last_version_read
+                .map_or("-".into(), |v| v.to_string()),
+            record
+                .last_version_written
+                .map_or("unchanged".into(), |v| v.to_string())
+        );
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    Ok(())
+}

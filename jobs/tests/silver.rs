@@ -1,0 +1,553 @@
+//! `lakectl run silver` on moto and Nisshi: the books acceptance figures, where each kind of
+//! bad record ends up, `fail` expectations, full refresh, and kill -9 mid-run.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use lakehouse_core::run_log::RunLog;
+
+use crate::util::*;
+
+fn ok(out: Run) -> Run {
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
+/// Rows of `sql` over `<layer>/<table>` as text, NULL as `None`; empty when no table.
+fn rows(t: &TestPipeline, layer: Layer, table: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for batch in query_table(&t.lake(), layer, table, sql) {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..batch.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| (!c.is_null(i)).then(|| c.as_string::<i32>().value(i).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// The first cell of `sql` over `<layer>/<table>`.
+fn scalar(t: &TestPipeline, layer: Layer, table: &str, sql: &str) -> String {
+    rows(t, layer, table, sql)
+        .first()
+        .and_then(|r| r[0].clone())
+        .unwrap_or_else(|| panic!("no value for {sql} on {table}"))
+}
+
+fn count(t: &TestPipeline, layer: Layer, table: &str) -> usize {
+    rows(t, layer, table, "SELECT count(*) FROM t")
+        .first()
+        .map_or(0, |r| r[0].as_deref().unwrap().parse().unwrap())
+}
+
+fn silver(t: &TestPipeline, args: &[&str]) -> Run {
+    run(t.lakectl().args(["run", "silver"]).args(args))
+}
+
+#[test]
+fn books_land_typed_cleaned_and_once_per_title_even_when_replayed() {
+    let Some(t) = TestPipeline::books() else {
+        return;
+    };
+    t.create_topic(3);
+    ok(run(t.lakectl().arg("produce")));
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    let out = ok(silver(&t, &[]));
+    assert!(
+        out.stdout.contains("174 bronze rows read, 174 rows merged"),
+        "{}",
+        out.stdout
+    );
+    for rule in [
+        "parse",
+        "cleaning_sql",
+        "key_not_null",
+        "dedupe_key",
+        "not_null(authors)",
+        "range(sales_millions)",
+        "published_in_the_past",
+        "regex(original_language)",
+    ] {
+        assert!(
+            out.stdout.contains(rule),
+            "report lacks {rule}:\n{}",
+            out.stdout
+        );
+    }
+
+    let q = |sql: &str| scalar(&t, Layer::Silver, "books", sql);
+    assert_eq!(q("SELECT count(*) FROM t"), "174");
+    assert_eq!(q("SELECT count(DISTINCT authors) FROM t"), "157");
+    assert_eq!(q("SELECT sum(sales_millions) FROM t"), "5236.90");
+    assert_eq!(
+        q("SELECT count(*) FROM t WHERE book_title <> trim(book_title)"),
+        "0"
+    );
+    assert_eq!(q("SELECT count(*) FROM t WHERE genre IS NULL"), "56");
+    assert_eq!(
+        q("SELECT count(DISTINCT genre) - count(DISTINCT lower(genre)) FROM t"),
+        "0",
+        "case variants of a genre are one genre"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM t WHERE genre = 'Children''s literature'"),
+        "6"
+    );
+    assert_eq!(
+        rows(
+            &t,
+            Layer::Silver,
+            "books",
+            "SELECT authors, original_language, first_published_year, sales_millions, genre, \
+             arrow_typeof(first_published_year), arrow_typeof(sales_millions) \
+             FROM t WHERE book_title = 'Things Fall Apart'"
+        ),
+        vec![[
+            "Chinua Achebe",
+            "English",
+            "1958",
+            "20.00",
+            "Novel",
+            "Int64",
+            "Decimal128(10, 2)"
+        ]
+        .map(|s| Some(s.to_string()))
+        .to_vec()]
+    );
+    assert_eq!(
+        q("SELECT count(DISTINCT (_partition, _offset)) FROM t \
+           WHERE _bronze_version IS NOT NULL AND _kafka_ts IS NOT NULL AND _silver_ts IS NOT NULL"),
+        "174",
+        "every row traces back to its own bronze record"
+    );
+    assert_eq!(count(&t, Layer::Quarantine, "books"), 0);
+
+    let again = ok(silver(&t, &[]));
+    assert!(
+        again.stdout.contains("0 bronze rows read"),
+        "a re-run is a no-op:\n{}",
+        again.stdout
+    );
+    let first_version = q("SELECT max(_bronze_version) FROM t");
+
+    // Replay the CSV: the same 174 keys again, newer.
+    ok(run(t.lakectl().arg("produce")));
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    assert_eq!(bronze_count(&t.lake(), "books"), 348);
+    let replay = ok(silver(&t, &[]));
+    assert!(
+        replay.stdout.contains("174 bronze rows read"),
+        "only the new increment is read:\n{}",
+        replay.stdout
+    );
+    assert_eq!(q("SELECT count(*) FROM t"), "174");
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM t WHERE _bronze_version > {first_version}"
+        )),
+        "174",
+        "every title now comes from the replay, the latest record"
+    );
+    assert_eq!(q("SELECT sum(sales_millions) FROM t"), "5236.90");
+}
+
+const BAD_RECORDS_TABLES: &str = r#"
+[silver.s]
+source = "SOURCE"
+key = ["id"]
+sql = "SELECT id, trim(name) AS name, score, year FROM source WHERE name IS DISTINCT FROM 'skip-me'"
+
+[silver.s.schema]
+id = "int"
+name = "string"
+score = "double"
+year = "int"
+
+[[silver.s.expect]]
+rule = "not_null"
+column = "name"
+action = "quarantine"
+
+[[silver.s.expect]]
+rule = "range"
+column = "score"
+min = 0
+max = 100
+action = "drop"
+
+[[silver.s.expect]]
+rule = "accepted_values"
+column = "year"
+values = [2020, 2021]
+action = "warn"
+"#;
+
+#[test]
+fn each_bad_record_ends_up_where_the_rules_say() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.append(&BAD_RECORDS_TABLES.replace("SOURCE", &t.table));
+    t.create_topic(1);
+    let records: [Option<&[u8]>; 13] = [
+        Some(br#"{"id":1,"name":"a","score":10,"year":2020}"#), // superseded by offset 9
+        Some(b"not json"),                                      // parse
+        Some(br#"{"id":2,"name":"b","score":NaN}"#),            // parse: NaN is not JSON
+        Some(br#"{"id":3,"name":"c","score":"NaN"}"#),          // parse: not a finite number
+        Some(br#"{"id":"four","name":"d"}"#),                   // parse: not an integer
+        Some(br#"{"name":"e","score":1}"#),                     // key_not_null
+        Some(br#"{"id":6,"name":" f ","score":1,"year":1999}"#), // silver, warned
+        Some(br#"{"id":7,"score":5}"#),                         // quarantine: not_null(name)
+        Some(br#"{"id":8,"name":"h","score":500}"#),            // dropped: range(score)
+        Some(br#"{"id":1,"name":"a2","score":11,"year":2021}"#), // silver: latest id 1
+        Some(br#"{"id":10,"name":"skip-me"}"#),                 // removed by the cleaning SQL
+        Some(b"[1,2]"),                                         // parse: not an object
+        None,                                                   // parse: a tombstone
+    ];
+    let raw: Vec<(Option<&[u8]>, Option<&[u8]>)> = records.iter().map(|v| (None, *v)).collect();
+    t.produce_raw(&raw);
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    let out = ok(silver(&t, &[]));
+    assert!(
+        out.stdout.contains("13 bronze rows read, 2 rows merged"),
+        "{}",
+        out.stdout
+    );
+
+    assert_eq!(
+        rows(
+            &t,
+            Layer::Silver,
+            "s",
+            "SELECT id, name, score, year, _offset FROM t ORDER BY id"
+        ),
+        vec![
+            ["1", "a2", "11.0", "2021", "9"]
+                .map(|s| Some(s.to_string()))
+                .to_vec(),
+            vec![
+                Some("6".into()),
+                Some("f".into()),
+                Some("1.0".into()),
+                Some("1999".into()),
+                Some("6".into())
+            ],
+        ]
+    );
+
+    let quarantine = rows(
+        &t,
+        Layer::Quarantine,
+        "s",
+        "SELECT _offset, rule, error, raw_value, run_id FROM t ORDER BY _offset",
+    );
+    let got: Vec<(String, String)> = quarantine
+        .iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("1", "parse"),
+        ("2", "parse"),
+        ("3", "parse"),
+        ("4", "parse"),
+        ("5", "key_not_null"),
+        ("7", "not_null(name)"),
+        ("11", "parse"),
+        ("12", "parse"),
+    ]
+    .iter()
+    .map(|(o, r)| (o.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let by_offset = |o: &str| {
+        quarantine
+            .iter()
+            .find(|r| r[0].as_deref() == Some(o))
+            .unwrap()
+    };
+    assert!(by_offset("1")[2]
+        .as_deref()
+        .unwrap()
+        .starts_with("not JSON"));
+    assert!(by_offset("3")[2]
+        .as_deref()
+        .unwrap()
+        .contains("expected a finite number, got \"NaN\""));
+    assert!(by_offset("4")[2]
+        .as_deref()
+        .unwrap()
+        .contains(r#"field "id": expected an integer"#));
+    assert!(by_offset("11")[2]
+        .as_deref()
+        .unwrap()
+        .contains("not a JSON object"));
+    assert!(by_offset("12")[2].as_deref().unwrap().contains("tombstone"));
+    for (offset, value) in records.iter().enumerate() {
+        if let Some(r) = quarantine.iter().find(|r| r[0] == Some(offset.to_string())) {
+            assert_eq!(
+                r[3].as_deref().map(str::as_bytes),
+                *value,
+                "raw value kept byte for byte"
+            );
+        }
+    }
+    let runs = block_on(RunLog::new(t.lake()).read_all()).unwrap();
+    let run_id = &runs
+        .iter()
+        .rev()
+        .find(|r| r.job == "silver:s")
+        .unwrap()
+        .run_id;
+    assert!(quarantine.iter().all(|r| r[4].as_ref() == Some(run_id)));
+
+    // The quality report, as printed and as kept in <lake>/_lakectl/quality.
+    let quality = rows(
+        &t,
+        Layer::System,
+        "quality",
+        "SELECT rule, action, rows_checked, rows_passed, rows_failed FROM t \
+         WHERE job = 'silver:s' ORDER BY rule",
+    );
+    let want: Vec<Vec<Option<String>>> = [
+        ["accepted_values(year)", "warn", "4", "3", "1"],
+        ["cleaning_sql", "drop", "7", "6", "1"],
+        ["dedupe_key", "keep latest", "5", "4", "1"],
+        ["key_not_null", "quarantine", "6", "5", "1"],
+        ["not_null(name)", "quarantine", "4", "3", "1"],
+        ["parse", "quarantine", "13", "7", "6"],
+        ["range(score)", "drop", "4", "3", "1"],
+    ]
+    .iter()
+    .map(|r| r.map(|s| Some(s.to_string())).to_vec())
+    .collect();
+    assert_eq!(quality, want);
+    let printed = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("parse "))
+        .unwrap();
+    assert_eq!(
+        printed.split_whitespace().collect::<Vec<_>>(),
+        ["parse", "quarantine", "13", "7", "6"]
+    );
+
+    // A full refresh rebuilds the same tables instead of adding to them.
+    let refresh = ok(silver(&t, &["--full-refresh"]));
+    assert!(
+        refresh
+            .stdout
+            .contains("13 bronze rows read, 2 rows merged"),
+        "{}",
+        refresh.stdout
+    );
+    assert_eq!(count(&t, Layer::Silver, "s"), 2);
+    assert_eq!(count(&t, Layer::Quarantine, "s"), 8);
+}
+
+#[test]
+fn a_fail_expectation_stops_before_anything_is_committed() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.append(&format!(
+        "[silver.s]\nsource = \"{}\"\nkey = [\"id\"]\n[silver.s.schema]\nid = \"int\"\nscore = \"double\"\n\
+         [[silver.s.expect]]\nname = \"score_at_most_100\"\nrule = \"range\"\ncolumn = \"score\"\nmax = 100\naction = \"fail\"\n",
+        t.table
+    ));
+    t.create_topic(1);
+    t.produce_raw(&[
+        (None, Some(br#"{"id":1,"score":5}"#)),
+        (None, Some(br#"{"id":2,"score":101}"#)),
+        (None, Some(b"garbage")),
+    ]);
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    for _ in 0..2 {
+        let out = silver(&t, &[]);
+        assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("\"score_at_most_100\" (action fail) failed for 1 of 2 rows")
+                && out.stderr.contains("partition 0 offset 1")
+                && out.stderr.contains("nothing was committed"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("score_at_most_100"),
+            "the report is printed:\n{}",
+            out.stdout
+        );
+        assert_eq!(count(&t, Layer::Silver, "s"), 0);
+        assert_eq!(
+            count(&t, Layer::Quarantine, "s"),
+            0,
+            "not even the parse failure"
+        );
+    }
+}
+
+#[test]
+fn bad_cleaning_sql_is_a_user_error_naming_the_table() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.append(&format!(
+        "[silver.s]\nsource = \"{}\"\nkey = [\"id\"]\nsql = \"SELECT id, count(*) AS n FROM source GROUP BY id\"\n\
+         [silver.s.schema]\nid = \"int\"\n",
+        t.table
+    ));
+    t.create_topic(1);
+    t.produce_raw(&[(None, Some(br#"{"id":1}"#))]);
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    let out = silver(&t, &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("one row per record"), "{}", out.stderr);
+    assert!(out.stderr.contains("[silver.s] sql"), "{}", out.stderr);
+}
+
+/// Many bronze commits, keys updated across them, some bad records: enough units for kills to
+/// land inside a unit, between the quarantine and silver commits, and between units.
+fn fault_fixture(t: &TestPipeline, records: usize) {
+    let table = &t.table;
+    t.append(&format!(
+        "[silver.s]\nsource = \"{table}\"\nkey = [\"id\"]\nbatch_rows = 1500\n\
+         [silver.s.schema]\nid = \"int\"\nv = \"int\"\n\
+         [[silver.s.expect]]\nrule = \"range\"\ncolumn = \"v\"\nmin = 0\naction = \"quarantine\"\n\
+         [silver.clean]\nsource = \"{table}\"\nkey = [\"id\"]\nbatch_rows = 1500\n\
+         [silver.clean.schema]\nid = \"int\"\nv = \"int\"\n\
+         [[silver.clean.expect]]\nrule = \"range\"\ncolumn = \"v\"\nmin = 0\naction = \"quarantine\"\n"
+    ));
+    t.create_topic(3);
+    let values: Vec<Vec<u8>> = (0..records)
+        .map(|i| match i % 97 {
+            0 => b"{broken".to_vec(),
+            1 => format!("{{\"id\":{},\"v\":-1}}", i % 2000).into_bytes(),
+            _ => format!("{{\"id\":{},\"v\":{i}}}", i % 2000).into_bytes(),
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = (0..records)
+        .map(|i| (i % 2000).to_string().into_bytes())
+        .collect();
+    let raw: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))
+        .collect();
+    t.produce_raw(&raw);
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+}
+
+const SILVER_COLUMNS: &str = "id, v, _bronze_version, _partition, _offset, _kafka_ts";
+const QUARANTINE_COLUMNS: &str = "_bronze_version, _partition, _offset, raw_value, rule, error";
+
+#[test]
+fn kill_9_mid_run_then_rerun_equals_one_clean_run() {
+    let Some(t) = TestPipeline::new("flush_rows = 1000") else {
+        return;
+    };
+    fault_fixture(&t, 12_000);
+    // Crash exactly between the quarantine and silver commits, then after the merge.
+    for point in ["silver:after_quarantine", "silver:after_merge"] {
+        let out = run(t
+            .lakectl()
+            .args(["run", "silver", "s"])
+            .env("LAKECTL_CRASH_AT", point));
+        assert!(
+            out.code != 0 && out.stderr.contains(point),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(count(&t, Layer::Quarantine, "s") > 0);
+
+    // Kill after a growing delay until a run gets to finish on its own: the kills land at
+    // different points of the unit (reading, quarantine commit, merge, between units).
+    let mut kills = 0;
+    let mut delay = Duration::from_millis(300);
+    loop {
+        let mut child = t
+            .lakectl()
+            .args(["run", "silver", "s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "silver failed on its own: {status}");
+            break;
+        }
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+        child.wait().unwrap();
+        kills += 1;
+        assert!(kills < 30, "silver never finished between kills");
+        delay += Duration::from_millis(250);
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+    ok(silver(&t, &["s"]));
+    ok(silver(&t, &["clean"]));
+
+    let silver_of = |table| {
+        rows(
+            &t,
+            Layer::Silver,
+            table,
+            &format!("SELECT {SILVER_COLUMNS} FROM t ORDER BY id"),
+        )
+    };
+    let killed = silver_of("s");
+    assert_eq!(killed.len(), 2000);
+    assert_same_rows(
+        &killed,
+        &silver_of("clean"),
+        "silver after kills vs a clean run",
+    );
+
+    let quarantine_of = |table| {
+        rows(
+            &t,
+            Layer::Quarantine,
+            table,
+            &format!("SELECT {QUARANTINE_COLUMNS} FROM t ORDER BY _partition, _offset"),
+        )
+    };
+    let clean_quarantine = quarantine_of("clean");
+    assert!(!clean_quarantine.is_empty());
+    assert_same_rows(
+        &quarantine_of("s"),
+        &clean_quarantine,
+        "quarantine after kills vs a clean run",
+    );
+}
+
+/// Equal row lists, or a failure showing the counts and the first differences (not all rows).
+fn assert_same_rows(got: &[Vec<Option<String>>], want: &[Vec<Option<String>>], what: &str) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(3).collect();
+    let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(3).collect();
+    panic!(
+        "{what}: {} rows vs {}; missing e.g. {missing:?}; unexpected e.g. {extra:?} \
+         (equal multisets with different counts mean duplicates)",
+        got.len(),
+        want.len()
+    );
+}

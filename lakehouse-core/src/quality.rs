@@ -1,0 +1,647 @@
+//! Expectations: data-quality rules declared per table, each turned into a NULL-safe SQL
+//! predicate, and the quality report every run appends to `<lake>/_lakectl/quality`.
+//!
+//! NULL-safety follows SQL `CHECK` constraints: a NULL value passes every rule except
+//! `not_null`, and a `sql` predicate that evaluates to NULL passes. Declare `not_null`
+//! beside a rule when absence is a failure too.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use deltalake::protocol::SaveMode;
+use serde::Deserialize;
+
+use crate::error::Result;
+use crate::storage::{Lake, Layer};
+
+/// What happens to a row that fails a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Keep the row, count the failure.
+    #[default]
+    Warn,
+    /// Leave the row out of the table, count it.
+    Drop,
+    /// Move the row to the quarantine table with the rule and the raw record.
+    Quarantine,
+    /// Stop the run before anything is committed.
+    Fail,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Warn => "warn",
+            Action::Drop => "drop",
+            Action::Quarantine => "quarantine",
+            Action::Fail => "fail",
+        }
+    }
+}
+
+/// A constant in a rule: `values`, `min`, `max`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Literal {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Literal {
+    fn to_sql(&self) -> String {
+        match self {
+            Literal::Bool(b) => b.to_string(),
+            Literal::Int(i) => i.to_string(),
+            Literal::Float(f) => format!("{f:?}"),
+            Literal::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    NotNull {
+        column: String,
+    },
+    /// No two rows of the table (after this run's merge) share a non-null value.
+    Unique {
+        column: String,
+    },
+    AcceptedValues {
+        column: String,
+        values: Vec<Literal>,
+    },
+    Range {
+        column: String,
+        min: Option<Literal>,
+        max: Option<Literal>,
+    },
+    Regex {
+        column: String,
+        pattern: String,
+    },
+    /// Any SQL boolean expression over the row's columns.
+    Sql {
+        predicate: String,
+    },
+}
+
+/// One declared expectation: `[[silver.<table>.expect]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "ExpectationSpec")]
+pub struct Expectation {
+    pub name: String,
+    pub rule: Rule,
+    pub action: Action,
+}
+
+/// The file's flat form; every key a rule does not use is refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectationSpec {
+    name: Option<String>,
+    rule: String,
+    column: Option<String>,
+    values: Option<Vec<Literal>>,
+    min: Option<Literal>,
+    max: Option<Literal>,
+    pattern: Option<String>,
+    predicate: Option<String>,
+    #[serde(default)]
+    action: Action,
+}
+
+pub const RULE_NAMES: &str = "not_null, unique, accepted_values, range, regex, sql";
+
+impl TryFrom<ExpectationSpec> for Expectation {
+    type Error = String;
+
+    fn try_from(spec: ExpectationSpec) -> Result<Expectation, String> {
+        let rule_name = spec.rule.as_str();
+        let mut used: Vec<&str> = Vec::new();
+        let mut take = |key: &'static str, present: bool| {
+            if present {
+                used.push(key);
+            }
+            present
+        };
+        let column = || {
+            spec.column
+                .clone()
+                .ok_or_else(|| format!("rule {rule_name:?} needs `column`"))
+        };
+        let has_column = take("column", spec.column.is_some());
+        let rule = match rule_name {
+            "not_null" => Rule::NotNull { column: column()? },
+            "unique" => Rule::Unique { column: column()? },
+            "accepted_values" => {
+                take("values", spec.values.is_some());
+                let values = spec.values.clone().unwrap_or_default();
+                if values.is_empty() {
+                    return Err("rule \"accepted_values\" needs a non-empty `values` list".into());
+                }
+                Rule::AcceptedValues {
+                    column: column()?,
+                    values,
+                }
+            }
+            "range" => {
+                take("min", spec.min.is_some());
+                take("max", spec.max.is_some());
+                if spec.min.is_none() && spec.max.is_none() {
+                    return Err("rule \"range\" needs `min`, `max` or both".into());
+                }
+                for bound in [&spec.min, &spec.max].into_iter().flatten() {
+                    if matches!(bound, Literal::Float(f) if !f.is_finite()) {
+                        return Err("range bounds must be finite".into());
+                    }
+                }
+                Rule::Range {
+                    column: column()?,
+                    min: spec.min.clone(),
+                    max: spec.max.clone(),
+                }
+            }
+            "regex" => {
+                take("pattern", spec.pattern.is_some());
+                let pattern = spec
+                    .pattern
+                    .clone()
+                    .ok_or("rule \"regex\" needs `pattern`")?;
+                regex::Regex::new(&pattern).map_err(|e| format!("bad `pattern`: {e}"))?;
+                Rule::Regex {
+                    column: column()?,
+                    pattern,
+                }
+            }
+            "sql" => {
+                take("predicate", spec.predicate.is_some());
+                if has_column {
+                    return Err("rule \"sql\" takes `predicate`, not `column`".into());
+                }
+                Rule::Sql {
+                    predicate: spec
+                        .predicate
+                        .clone()
+                        .ok_or("rule \"sql\" needs `predicate`")?,
+                }
+            }
+            other => return Err(format!("unknown rule {other:?}; known rules: {RULE_NAMES}")),
+        };
+        let given = [
+            ("values", spec.values.is_some()),
+            ("min", spec.min.is_some()),
+            ("max", spec.max.is_some()),
+            ("pattern", spec.pattern.is_some()),
+            ("predicate", spec.predicate.is_some()),
+        ];
+        if let Some((key, _)) = given
+            .iter()
+            .find(|(k, present)| *present && !used.contains(k))
+        {
+            return Err(format!("`{key}` does not apply to rule {rule_name:?}"));
+        }
+        let name = spec.name.unwrap_or_else(|| rule.default_name());
+        Ok(Expectation {
+            name,
+            rule,
+            action: spec.action,
+        })
+    }
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Rule {
+    fn default_name(&self) -> String {
+        match self {
+            Rule::NotNull { column } => format!("not_null({column})"),
+            Rule::Unique { column } => format!("unique({column})"),
+            Rule::AcceptedValues { column, .. } => format!("accepted_values({column})"),
+            Rule::Range { column, .. } => format!("range({column})"),
+            Rule::Regex { column, .. } => format!("regex({column})"),
+            Rule::Sql { predicate } => format!("sql({predicate})"),
+        }
+    }
+
+    /// The column the rule reads, if it names one.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            Rule::NotNull { column }
+            | Rule::Unique { column }
+            | Rule::AcceptedValues { column, .. }
+            | Rule::Range { column, .. }
+            | Rule::Regex { column, .. } => Some(column),
+            Rule::Sql { .. } => None,
+        }
+    }
+
+    /// A SQL boolean, never NULL, true when the row passes. `unique_dups` is the alias of the
+    /// relation holding the duplicated values of a `unique` rule's column.
+    fn pass_sql(&self, row: &str, unique_dups: &str) -> String {
+        let col = |c: &str| format!("{row}.{}", quote_ident(c));
+        let null_passes = |check: String| format!("coalesce(({check}), true)");
+        match self {
+            Rule::NotNull { column } => format!("{} IS NOT NULL", col(column)),
+            Rule::Unique { .. } => format!("{unique_dups}.v IS NULL"),
+            Rule::AcceptedValues { column, values } => {
+                let list: Vec<String> = values.iter().map(Literal::to_sql).collect();
+                null_passes(format!("{} IN ({})", col(column), list.join(", ")))
+            }
+            Rule::Range { column, min, max } => {
+                let mut checks = Vec::new();
+                if let Some(min) = min {
+                    checks.push(format!("{} >= {}", col(column), min.to_sql()));
+                }
+                if let Some(max) = max {
+                    checks.push(format!("{} <= {}", col(column), max.to_sql()));
+                }
+                null_passes(checks.join(" AND "))
+            }
+            Rule::Regex { column, pattern } => null_passes(format!(
+                "regexp_like({}, '{}')",
+                col(column),
+                pattern.replace('\'', "''")
+            )),
+            Rule::Sql { predicate } => null_passes(predicate.clone()),
+        }
+    }
+}
+
+/// The name of the boolean column that says whether a row passed expectation `i`.
+pub fn pass_column(i: usize) -> String {
+    format!("__pass_{i}")
+}
+
+/// Builds the query that evaluates every expectation on the rows of `input`: all of its
+/// columns plus one never-NULL boolean [`pass_column`] per expectation.
+///
+/// `unique` looks at the table as the merge will leave it: the rows of `target` (when the
+/// table exists) whose key is not being replaced, plus the rows of `input`.
+pub fn evaluation_sql(
+    expectations: &[Expectation],
+    input: &str,
+    key: &[String],
+    target: Option<&str>,
+) -> String {
+    let mut ctes = Vec::new();
+    let mut joins = String::new();
+    let mut passes = Vec::new();
+    for (i, e) in expectations.iter().enumerate() {
+        let dups = format!("__dups_{i}");
+        if let Rule::Unique { column } = &e.rule {
+            let c = quote_ident(column);
+            let mut values = format!("SELECT {c} AS v FROM {input}");
+            if let Some(target) = target {
+                let same_key: Vec<String> = key
+                    .iter()
+                    .map(|k| format!("i.{0} = t.{0}", quote_ident(k)))
+                    .collect();
+                write!(
+                    values,
+                    " UNION ALL SELECT t.{c} AS v FROM {target} t WHERE NOT EXISTS \
+                     (SELECT 1 FROM {input} i WHERE {})",
+                    same_key.join(" AND ")
+                )
+                .expect("write to String");
+            }
+            ctes.push(format!(
+                "{dups} AS (SELECT v FROM ({values}) WHERE v IS NOT NULL GROUP BY v HAVING count(*) > 1)"
+            ));
+            write!(joins, " LEFT JOIN {dups} ON {input}.{c} = {dups}.v").expect("write to String");
+        }
+        passes.push(format!(
+            "{} AS {}",
+            e.rule.pass_sql(input, &dups),
+            pass_column(i)
+        ));
+    }
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
+    let passes = if passes.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", passes.join(", "))
+    };
+    format!("{with}SELECT {input}.*{passes} FROM {input}{joins}")
+}
+
+/// Rows checked and failed by one rule (an expectation or a built-in step of the job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCount {
+    pub rule: String,
+    pub action: String,
+    pub checked: u64,
+    pub failed: u64,
+}
+
+/// Per-rule counts of a unit or a whole run, in the order rules were applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QualityReport {
+    pub rules: Vec<RuleCount>,
+}
+
+impl QualityReport {
+    pub fn count(&mut self, rule: &str, action: &str, checked: u64, failed: u64) {
+        match self
+            .rules
+            .iter_mut()
+            .find(|r| r.rule == rule && r.action == action)
+        {
+            Some(r) => {
+                r.checked += checked;
+                r.failed += failed;
+            }
+            None => self.rules.push(RuleCount {
+                rule: rule.to_string(),
+                action: action.to_string(),
+                checked,
+                failed,
+            }),
+        }
+    }
+
+    pub fn absorb(&mut self, other: &QualityReport) {
+        for r in &other.rules {
+            self.count(&r.rule, &r.action, r.checked, r.failed);
+        }
+    }
+
+    pub fn failed(&self, rule: &str) -> Option<u64> {
+        self.rules.iter().find(|r| r.rule == rule).map(|r| r.failed)
+    }
+
+    /// A short aligned table for the end of a run.
+    pub fn render(&self) -> String {
+        let width = self
+            .rules
+            .iter()
+            .map(|r| r.rule.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut out = format!(
+            "  {:<width$}  {:<10}  {:>10}  {:>10}  {:>10}\n",
+            "rule", "action", "checked", "passed", "failed"
+        );
+        for r in &self.rules {
+            writeln!(
+                out,
+                "  {:<width$}  {:<10}  {:>10}  {:>10}  {:>10}",
+                r.rule,
+                r.action,
+                r.checked,
+                r.checked - r.failed,
+                r.failed
+            )
+            .expect("write to String");
+        }
+        out
+    }
+}
+
+/// The Delta table `<lake>/_lakectl/quality`: one row per rule per committed unit.
+#[derive(Debug, Clone)]
+pub struct QualityLog {
+    lake: Lake,
+}
+
+/// What a quality row is about: which run of which job, over which input versions.
+pub struct QualityScope<'a> {
+    pub run_id: &'a str,
+    pub pipeline: &'a str,
+    pub job: &'a str,
+    pub first_version: i64,
+    pub last_version: i64,
+    pub at: DateTime<Utc>,
+}
+
+pub const QUALITY_TABLE: &str = "quality";
+
+fn quality_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("job", DataType::Utf8, false),
+        Field::new("first_version", DataType::Int64, false),
+        Field::new("last_version", DataType::Int64, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("rows_checked", DataType::Int64, false),
+        Field::new("rows_passed", DataType::Int64, false),
+        Field::new("rows_failed", DataType::Int64, false),
+        Field::new("checked_at", ts, false),
+    ]))
+}
+
+impl QualityLog {
+    pub fn new(lake: Lake) -> QualityLog {
+        QualityLog { lake }
+    }
+
+    pub async fn append(&self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
+        if report.rules.is_empty() {
+            return Ok(());
+        }
+        let batch = quality_batch(scope, report)?;
+        self.lake
+            .table_or_new(Layer::System, QUALITY_TABLE)
+            .await?
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await?;
+        Ok(())
+    }
+}
+
+fn quality_batch(scope: &QualityScope<'_>, report: &QualityReport) -> Result<RecordBatch> {
+    let n = report.rules.len();
+    let text = |s: &str| Arc::new(StringArray::from(vec![s; n])) as ArrayRef;
+    let each = |f: &dyn Fn(&RuleCount) -> i64| {
+        Arc::new(Int64Array::from_iter_values(report.rules.iter().map(f))) as ArrayRef
+    };
+    let batch = RecordBatch::try_new(
+        quality_schema(),
+        vec![
+            text(scope.run_id),
+            text(scope.pipeline),
+            text(scope.job),
+            Arc::new(Int64Array::from(vec![scope.first_version; n])),
+            Arc::new(Int64Array::from(vec![scope.last_version; n])),
+            Arc::new(StringArray::from_iter_values(
+                report.rules.iter().map(|r| &r.rule),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                report.rules.iter().map(|r| &r.action),
+            )),
+            each(&|r| r.checked as i64),
+            each(&|r| (r.checked - r.failed) as i64),
+            each(&|r| r.failed as i64),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![scope.at.timestamp_micros(); n])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )?;
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array as I64};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    fn parse(toml_text: &str) -> Result<Expectation, String> {
+        toml::from_str::<Expectation>(toml_text).map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn each_rule_needs_its_keys_and_refuses_others() {
+        let e =
+            parse("rule = \"range\"\ncolumn = \"x\"\nmin = 0\naction = \"quarantine\"").unwrap();
+        assert_eq!(e.name, "range(x)");
+        assert_eq!(e.action, Action::Quarantine);
+        assert_eq!(
+            parse("rule = \"not_null\"\ncolumn = \"x\"").unwrap().action,
+            Action::Warn
+        );
+        for (text, want) in [
+            ("rule = \"range\"\ncolumn = \"x\"", "needs `min`, `max`"),
+            ("rule = \"not_null\"", "needs `column`"),
+            (
+                "rule = \"not_null\"\ncolumn = \"x\"\nvalues = [1]",
+                "`values` does not apply",
+            ),
+            (
+                "rule = \"regex\"\ncolumn = \"x\"\npattern = \"(\"",
+                "bad `pattern`",
+            ),
+            ("rule = \"nope\"", "unknown rule"),
+            (
+                "rule = \"sql\"\npredicate = \"x > 1\"\ncolumn = \"x\"",
+                "not `column`",
+            ),
+            (
+                "rule = \"accepted_values\"\ncolumn = \"x\"\nvalues = []",
+                "non-empty",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    /// Runs the evaluation query over a one-column table and returns each rule's pass flags.
+    async fn passes(rules: &[&str], values: Vec<Option<i64>>, names: Vec<&str>) -> Vec<Vec<bool>> {
+        let expectations: Vec<Expectation> = rules.iter().map(|r| parse(r).unwrap()).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let keys: Vec<i64> = (0..values.len() as i64).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(I64::from(keys)),
+                Arc::new(I64::from(values)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        ctx.register_table("rows", Arc::new(table)).unwrap();
+        let sql = evaluation_sql(&expectations, "rows", &["k".into()], None);
+        let out = ctx
+            .sql(&sql)
+            .await
+            .unwrap()
+            .sort_by(vec![datafusion::prelude::col("k")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let batch = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        (0..rules.len())
+            .map(|i| {
+                let c = batch.column_by_name(&pass_column(i)).unwrap().as_boolean();
+                assert_eq!(c.null_count(), 0, "pass flags are never NULL");
+                c.iter().map(|v| v.unwrap()).collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rules_are_null_safe_like_check_constraints() {
+        let values = vec![Some(5), None, Some(-1), Some(5)];
+        let names = vec!["Ann", "bob", "", "Ann"];
+        let got = passes(
+            &[
+                "rule = \"not_null\"\ncolumn = \"n\"",
+                "rule = \"range\"\ncolumn = \"n\"\nmin = 0\nmax = 10",
+                "rule = \"accepted_values\"\ncolumn = \"n\"\nvalues = [5, 7]",
+                "rule = \"regex\"\ncolumn = \"s\"\npattern = \"^[A-Z]\"",
+                "rule = \"sql\"\npredicate = \"n * 2 > 0\"",
+                "rule = \"unique\"\ncolumn = \"n\"",
+                "rule = \"unique\"\ncolumn = \"s\"",
+            ],
+            values,
+            names,
+        )
+        .await;
+        assert_eq!(got[0], [true, false, true, true], "not_null");
+        assert_eq!(got[1], [true, true, false, true], "range: NULL passes");
+        assert_eq!(got[2], [true, true, false, true], "accepted_values");
+        assert_eq!(
+            got[3],
+            [true, false, false, true],
+            "regex: '' and 'bob' fail"
+        );
+        assert_eq!(got[4], [true, true, false, true], "sql: NULL result passes");
+        assert_eq!(
+            got[5],
+            [false, true, true, false],
+            "unique: both 5s fail, NULL passes"
+        );
+        assert_eq!(got[6], [false, true, true, false], "unique on text");
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(Literal::Text("it's".into()).to_sql(), "'it''s'");
+        assert_eq!(Literal::Float(1.0).to_sql(), "1.0");
+    }
+
+    #[test]
+    fn reports_add_up_per_rule_and_render_aligned() {
+        let mut a = QualityReport::default();
+        a.count("parse", "quarantine", 10, 1);
+        let mut b = QualityReport::default();
+        b.count("parse", "quarantine", 5, 2);
+        b.count("range(x)", "warn", 4, 0);
+        a.absorb(&b);
+        assert_eq!(a.failed("parse"), Some(3));
+        assert_eq!(a.rules[0].checked, 15);
+        let text = a.render();
+        assert!(text.lines().nth(1).unwrap().contains("15"), "{text}");
+        assert_eq!(text.lines().count(), 3);
+        let header = text.lines().next().unwrap();
+        assert!(text.lines().all(|l| l.len() == header.len()), "{text}");
+    }
+}

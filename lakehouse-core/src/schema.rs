@@ -1,0 +1,418 @@
+//! Declared record schemas: the types a pipeline file may name, and the parser that turns
+//! JSON records into typed Arrow columns one record at a time, so one bad record is an error
+//! for that record alone (it goes to quarantine) and never fails the batch.
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use chrono::{DateTime, NaiveDate};
+use serde_json::Value;
+
+/// A column type as written in the pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum ColumnType {
+    String,
+    /// 64-bit signed integer.
+    Int,
+    Double,
+    Bool,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// RFC 3339 with an offset, stored as UTC microseconds.
+    Timestamp,
+    /// Exact decimal: precision (total digits) and scale (digits after the point).
+    Decimal(u8, i8),
+}
+
+pub const TYPE_NAMES: &str = "string, int, double, bool, date, timestamp, decimal(p,s)";
+
+impl TryFrom<String> for ColumnType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ColumnType, String> {
+        let lower = name.trim().to_ascii_lowercase();
+        let simple = match lower.as_str() {
+            "string" => Some(ColumnType::String),
+            "int" => Some(ColumnType::Int),
+            "double" => Some(ColumnType::Double),
+            "bool" => Some(ColumnType::Bool),
+            "date" => Some(ColumnType::Date),
+            "timestamp" => Some(ColumnType::Timestamp),
+            _ => None,
+        };
+        if let Some(t) = simple {
+            return Ok(t);
+        }
+        let unknown = || format!("unknown column type {name:?}; known types: {TYPE_NAMES}");
+        let args = lower
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .ok_or_else(unknown)?;
+        let (p, s) = args.split_once(',').ok_or_else(unknown)?;
+        let (p, s): (u8, i8) = match (p.trim().parse(), s.trim().parse()) {
+            (Ok(p), Ok(s)) => (p, s),
+            _ => return Err(unknown()),
+        };
+        if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+            return Err(format!(
+                "{name:?}: decimal precision must be 1..=38 and scale 0..=precision"
+            ));
+        }
+        Ok(ColumnType::Decimal(p, s))
+    }
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Decimal(p, s) => DataType::Decimal128(p, s),
+        }
+    }
+
+    fn builder(self, capacity: usize) -> Box<dyn ArrayBuilder> {
+        match self {
+            ColumnType::String => Box::new(StringBuilder::with_capacity(capacity, capacity * 16)),
+            ColumnType::Int => Box::new(Int64Builder::with_capacity(capacity)),
+            ColumnType::Double => Box::new(Float64Builder::with_capacity(capacity)),
+            ColumnType::Bool => Box::new(BooleanBuilder::with_capacity(capacity)),
+            ColumnType::Date => Box::new(Date32Builder::with_capacity(capacity)),
+            ColumnType::Timestamp => {
+                Box::new(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+            }
+            ColumnType::Decimal(p, s) => Box::new(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_precision_and_scale(p, s)
+                    .expect("precision and scale are checked when parsed"),
+            ),
+        }
+    }
+
+    /// Converts one JSON value. Strings holding a number are accepted for numeric types
+    /// (CSV-born data often quotes them); numbers are accepted for strings as their JSON
+    /// text (a title like `1984` arrives as a number). Anything else is an error that says
+    /// what was expected and what came.
+    fn convert(self, value: &Value) -> Result<Cell, String> {
+        let text = match value {
+            Value::Null => return Ok(Cell::Null),
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        };
+        let shown = || {
+            let s = value.to_string();
+            if s.len() > 60 {
+                format!("{}…", &s[..s.floor_char_boundary(60)])
+            } else {
+                s
+            }
+        };
+        let expected = |what: &str| format!("expected {what}, got {}", shown());
+        match self {
+            ColumnType::String => match value {
+                Value::String(s) => Ok(Cell::Str(s.clone())),
+                Value::Number(n) => Ok(Cell::Str(n.to_string())),
+                Value::Bool(b) => Ok(Cell::Str(b.to_string())),
+                _ => Err(expected("a string")),
+            },
+            ColumnType::Int => {
+                let parsed = match (value, text) {
+                    (Value::Number(n), _) => n.as_i64(),
+                    (_, Some(s)) => s.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                parsed.map(Cell::Int).ok_or_else(|| expected("an integer"))
+            }
+            ColumnType::Double => {
+                let parsed = match (value, text) {
+                    (Value::Number(n), _) => n.as_f64(),
+                    // `NaN` and `inf` parse as f64 but are not data.
+                    (_, Some(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+                    _ => None,
+                };
+                parsed
+                    .map(Cell::Double)
+                    .ok_or_else(|| expected("a finite number"))
+            }
+            ColumnType::Bool => match (value, text.map(|s| s.trim().to_ascii_lowercase())) {
+                (Value::Bool(b), _) => Ok(Cell::Bool(*b)),
+                (_, Some(s)) if s == "true" => Ok(Cell::Bool(true)),
+                (_, Some(s)) if s == "false" => Ok(Cell::Bool(false)),
+                _ => Err(expected("true or false")),
+            },
+            ColumnType::Date => text
+                .and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok())
+                .map(|d| {
+                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+                    Cell::Date((d - epoch).num_days() as i32)
+                })
+                .ok_or_else(|| expected("a date YYYY-MM-DD")),
+            ColumnType::Timestamp => text
+                .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+                .map(|t| Cell::Timestamp(t.timestamp_micros()))
+                .ok_or_else(|| expected("an RFC 3339 timestamp with offset")),
+            ColumnType::Decimal(p, s) => {
+                let digits = match (value, text) {
+                    (Value::Number(n), _) => Some(n.to_string()),
+                    (_, Some(t)) => Some(t.trim().to_string()),
+                    _ => None,
+                };
+                digits
+                    .as_deref()
+                    .and_then(|d| parse_decimal(d, p, s))
+                    .map(Cell::Decimal)
+                    .ok_or_else(|| {
+                        expected(&format!(
+                            "a decimal with at most {} digits before and {s} after the point",
+                            p as i8 - s
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+/// `"-12.5"` at scale 2 → `-1250`. Refuses exponents, more fractional digits than the scale
+/// (rounding would change the data) and values that do not fit the precision.
+fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > scale as usize {
+        return None;
+    }
+    let whole = whole.trim_start_matches('0');
+    if whole.len() + scale as usize > precision as usize {
+        return None;
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = scale as usize);
+    let magnitude: i128 = if padded.is_empty() {
+        0
+    } else {
+        padded.parse().ok()?
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+enum Cell {
+    Null,
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Date(i32),
+    Timestamp(i64),
+    Decimal(i128),
+}
+
+/// Turns JSON object records into columns of the declared types.
+pub struct RecordParser {
+    fields: Vec<(String, ColumnType)>,
+    builders: Vec<Box<dyn ArrayBuilder>>,
+    /// Reused per record so a record that fails half way leaves the builders untouched.
+    cells: Vec<Cell>,
+}
+
+impl RecordParser {
+    pub fn new(fields: &[(String, ColumnType)], capacity: usize) -> RecordParser {
+        RecordParser {
+            fields: fields.to_vec(),
+            builders: fields.iter().map(|(_, t)| t.builder(capacity)).collect(),
+            cells: Vec::with_capacity(fields.len()),
+        }
+    }
+
+    /// The Arrow fields the parser produces, all nullable: absence is data, judged later by
+    /// expectations.
+    pub fn arrow_fields(fields: &[(String, ColumnType)]) -> Vec<Field> {
+        fields
+            .iter()
+            .map(|(name, t)| Field::new(name, t.arrow_type(), true))
+            .collect()
+    }
+
+    /// Appends one record, or returns why it cannot be typed (and appends nothing). Fields the
+    /// schema does not declare are ignored; declared fields that are missing are null.
+    pub fn push(&mut self, raw: &[u8]) -> Result<(), String> {
+        let value: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+        let Value::Object(object) = value else {
+            return Err("not a JSON object".into());
+        };
+        self.cells.clear();
+        for (name, column_type) in &self.fields {
+            let cell = match object.get(name) {
+                None => Cell::Null,
+                Some(v) => column_type
+                    .convert(v)
+                    .map_err(|e| format!("field {name:?}: {e}"))?,
+            };
+            self.cells.push(cell);
+        }
+        for (builder, cell) in self.builders.iter_mut().zip(self.cells.drain(..)) {
+            append(builder.as_mut(), cell);
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        self.builders.iter_mut().map(|b| b.finish()).collect()
+    }
+}
+
+fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
+    fn typed<B: 'static>(b: &mut dyn ArrayBuilder) -> &mut B {
+        b.as_any_mut()
+            .downcast_mut::<B>()
+            .expect("builders are made from the same column type as their cells")
+    }
+    match cell {
+        Cell::Str(s) => typed::<StringBuilder>(builder).append_value(s),
+        Cell::Int(v) => typed::<Int64Builder>(builder).append_value(v),
+        Cell::Double(v) => typed::<Float64Builder>(builder).append_value(v),
+        Cell::Bool(v) => typed::<BooleanBuilder>(builder).append_value(v),
+        Cell::Date(v) => typed::<Date32Builder>(builder).append_value(v),
+        Cell::Timestamp(v) => typed::<TimestampMicrosecondBuilder>(builder).append_value(v),
+        Cell::Decimal(v) => typed::<Decimal128Builder>(builder).append_value(v),
+        Cell::Null => append_null(builder),
+    }
+}
+
+fn append_null(builder: &mut dyn ArrayBuilder) {
+    let any = builder.as_any_mut();
+    macro_rules! null_if {
+        ($($ty:ty),*) => {$(
+            if let Some(b) = any.downcast_mut::<$ty>() {
+                return b.append_null();
+            }
+        )*};
+    }
+    null_if!(
+        StringBuilder,
+        Int64Builder,
+        Float64Builder,
+        BooleanBuilder,
+        Date32Builder,
+        TimestampMicrosecondBuilder,
+        Decimal128Builder
+    );
+    unreachable!("every ColumnType has a builder above");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Decimal128Type, Float64Type, Int64Type};
+
+    fn fields() -> Vec<(String, ColumnType)> {
+        [
+            ("title", "string"),
+            ("year", "int"),
+            ("sales", "decimal(10,2)"),
+            ("score", "double"),
+            ("ok", "bool"),
+            ("day", "date"),
+            ("at", "timestamp"),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), ColumnType::try_from(t.to_string()).unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn type_names_parse_and_unknown_ones_list_the_known() {
+        assert_eq!(
+            ColumnType::try_from("Decimal(12, 3)".to_string()),
+            Ok(ColumnType::Decimal(12, 3))
+        );
+        let err = ColumnType::try_from("varchar".to_string()).unwrap_err();
+        assert!(err.contains("varchar") && err.contains(TYPE_NAMES), "{err}");
+        assert!(ColumnType::try_from("decimal(3,4)".to_string()).is_err());
+        assert!(ColumnType::try_from("decimal(39,0)".to_string()).is_err());
+    }
+
+    #[test]
+    fn decimals_are_exact_and_never_rounded() {
+        assert_eq!(parse_decimal("10.4", 10, 2), Some(1040));
+        assert_eq!(parse_decimal("-0.5", 10, 2), Some(-50));
+        assert_eq!(parse_decimal("200", 10, 2), Some(20000));
+        assert_eq!(
+            parse_decimal("1.230", 10, 2),
+            Some(123),
+            "trailing zeros are fine"
+        );
+        assert_eq!(parse_decimal("1.234", 10, 2), None, "would round");
+        assert_eq!(parse_decimal("123456789", 10, 2), None, "too many digits");
+        assert_eq!(parse_decimal("1e3", 10, 2), None);
+        assert_eq!(parse_decimal("", 10, 2), None);
+        assert_eq!(parse_decimal(".5", 10, 2), None);
+    }
+
+    #[test]
+    fn good_records_become_typed_columns_with_nulls_for_missing_fields() {
+        let mut p = RecordParser::new(&fields(), 4);
+        p.push(br#"{"title":"Dune","year":1965,"sales":20.5,"score":"4.5","ok":true,"day":"2024-02-29","at":"2024-01-01T01:00:00+01:00","extra":[1]}"#).unwrap();
+        p.push(br#"{"title":1984,"year":"1949","sales":"30"}"#)
+            .unwrap();
+        let cols = p.finish();
+        assert_eq!(cols[0].as_string::<i32>().value(1), "1984");
+        assert_eq!(cols[1].as_primitive::<Int64Type>().values(), &[1965, 1949]);
+        assert_eq!(
+            cols[2].as_primitive::<Decimal128Type>().values(),
+            &[2050, 3000]
+        );
+        assert_eq!(cols[3].as_primitive::<Float64Type>().value(0), 4.5);
+        assert!(cols[4].is_null(1) && cols[5].is_null(1) && cols[6].is_null(1));
+        assert_eq!(
+            cols[6]
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(0),
+            1_704_067_200_000_000
+        );
+    }
+
+    #[test]
+    fn bad_records_say_why_and_leave_no_partial_row() {
+        let mut p = RecordParser::new(&fields(), 4);
+        let cases: [(&[u8], &str); 7] = [
+            (b"not json", "not JSON"),
+            (br#"{"score": NaN}"#, "not JSON"),
+            (br#"[1,2]"#, "not a JSON object"),
+            (
+                br#"{"year":"nineteen"}"#,
+                r#"field "year": expected an integer, got "nineteen""#,
+            ),
+            (br#"{"year":1965.5}"#, "expected an integer"),
+            (br#"{"score":"NaN"}"#, "expected a finite number"),
+            (br#"{"title":"ok","sales":1.234}"#, "field \"sales\""),
+        ];
+        for (raw, want) in cases {
+            let err = p.push(raw).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        p.push(br#"{"title":"fine"}"#).unwrap();
+        let cols = p.finish();
+        assert!(
+            cols.iter().all(|c| c.len() == 1),
+            "only the good record landed"
+        );
+    }
+}
