@@ -7,8 +7,8 @@
 #
 # It runs its own services on free loopback ports (a memory-engine Nisshi broker, a moto S3
 # server) and stops them at the end; it needs the tools scripts/services.sh installs.
-# Stages so far: produce, bronze (into a local folder and into S3). Every ratio is computed
-# from figures measured in this run.
+# Stages so far: produce, bronze (into a local folder and into S3), silver (the shipped books
+# cleaning, against Polars). Every ratio is computed from figures measured in this run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -52,11 +52,8 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=bench AWS_SE
 log "generating $N records"
 "$PY" scripts/bench/gen_books.py "$N" "$WORK/books.csv"
 BYTES=$(stat -c %s "$WORK/books.csv")
-cat >"$WORK/bench.toml" <<EOF
-name = "bench"
-[bronze.books]
-topic = "books"
-EOF
+# The shipped books pipeline: its bronze and silver settings are what is measured.
+PIPELINE="$ROOT/pipelines/books.toml"
 
 ROWS=()   # "stage|engine|wall|cpu|rss_kb", each over the same N records
 # measure STAGE ENGINE CMD...: runs CMD under /usr/bin/time.
@@ -72,7 +69,7 @@ measure() {
 }
 
 log "produce"
-measure produce lakectl "$LAKECTL" -p "$WORK/bench.toml" produce --file "$WORK/books.csv" --topic books
+measure produce lakectl "$LAKECTL" -p "$PIPELINE" produce --file "$WORK/books.csv" --topic books
 grep -q "delivered $N, failed 0" "$WORK/out" || { log "lakectl produce did not deliver $N"; exit 1; }
 measure produce "python (pandas+confluent-kafka)" "$PY" scripts/bench/py_produce.py \
   "$LAKECTL_KAFKA_BROKERS" books_py "$WORK/books.csv"
@@ -83,7 +80,7 @@ RATE=${BENCH_RATE:-2000}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
 log "produce --rate $RATE/s for ${RATE_SECONDS}s"
 started=$(date +%s.%N)
-"$LAKECTL" -p "$WORK/bench.toml" produce --file "$WORK/books.csv" --topic books_rate \
+"$LAKECTL" -p "$PIPELINE" produce --file "$WORK/books.csv" --topic books_rate \
   --rate "$RATE" --limit $((RATE * RATE_SECONDS)) >/dev/null 2>&1
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 RATE_LINE="produce --rate $RATE/s --limit $((RATE * RATE_SECONDS)): $(echo "scale=1; $RATE * $RATE_SECONDS / $elapsed" | bc) records/s over ${elapsed%.*} s ($(echo "scale=2; ($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE" | bc) % off the target)"
@@ -92,15 +89,24 @@ log "$RATE_LINE"
 # Bronze reads the topic lakectl produced; each run in its own consumer group.
 log "bronze"
 LAKECTL_LAKE_URI="$WORK/lake" LAKECTL_KAFKA_GROUP_ID=bench-local \
-  measure bronze "lakectl -> local folder" "$LAKECTL" -p "$WORK/bench.toml" run bronze --once
+  measure bronze "lakectl -> local folder" "$LAKECTL" -p "$PIPELINE" run bronze --once
 grep -q "$N rows written" "$WORK/out" || { log "bronze local wrote $(cat "$WORK/out")"; exit 1; }
 LAKECTL_LAKE_URI=s3://lake/bench/ LAKECTL_KAFKA_GROUP_ID=bench-s3 \
-  measure bronze "lakectl -> S3 (moto)" "$LAKECTL" -p "$WORK/bench.toml" run bronze --once
+  measure bronze "lakectl -> S3 (moto)" "$LAKECTL" -p "$PIPELINE" run bronze --once
 grep -q "$N rows written" "$WORK/out" || { log "bronze s3 wrote $(cat "$WORK/out")"; exit 1; }
 measure bronze "python (confluent-kafka+pyarrow) -> local folder" "$PY" scripts/bench/py_bronze.py \
   "$LAKECTL_KAFKA_BROKERS" books "$WORK/py-bronze" bench-py
 grep -q "\"records\": $N" "$WORK/out" || { log "python bronze read $(cat "$WORK/out")"; exit 1; }
 VALUE_BYTES=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["bytes"])' <"$WORK/out")
+
+# Silver reads lakectl's local bronze table; Polars reads the same table.
+log "silver"
+LAKECTL_LAKE_URI="$WORK/lake" \
+  measure silver "lakectl" "$LAKECTL" -p "$PIPELINE" run silver
+grep -q "$N bronze rows read, $N rows merged" "$WORK/out" || { log "silver: $(cat "$WORK/out")"; exit 1; }
+measure silver "python (polars+deltalake)" "$PY" scripts/bench/py_silver.py \
+  "$WORK/lake/bronze/books" "$WORK/py-silver"
+grep -q "\"records\": $N" "$WORK/out" || { log "polars silver wrote $(cat "$WORK/out")"; exit 1; }
 
 # Report: one table; the ratio is lakectl's records/s over the Python peer's, per stage.
 mkdir -p "$RESULTS"
@@ -108,7 +114,7 @@ mkdir -p "$RESULTS"
   echo "# lakectl benchmark, $STAMP"
   echo
   echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record)."
-  echo "MB/s is CSV read per second for produce, record values landed per second for bronze."
+  echo "MB/s is CSV read per second for produce, record values processed per second for bronze and silver."
   echo
   echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
@@ -116,7 +122,7 @@ mkdir -p "$RESULTS"
     IFS='|' read -r stage engine wall cpu rss <<<"$row"
     rate=$(echo "$N / $wall" | bc)
     stage_bytes=$BYTES
-    [[ $stage == bronze ]] && stage_bytes=$VALUE_BYTES
+    [[ $stage != produce ]] && stage_bytes=$VALUE_BYTES
     mbs=$(echo "scale=1; $stage_bytes / 1048576 / $wall" | bc)
     peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
     ratio=$(echo "scale=2; $peer / $wall" | bc)
