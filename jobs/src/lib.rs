@@ -2,6 +2,7 @@
 //! new module here implementing `lakehouse_core::Job`, and one line in `main.rs`.
 
 pub mod bronze;
+pub mod load;
 pub mod maintenance;
 pub mod produce;
 pub mod silver;

@@ -149,7 +149,8 @@ enum Stage {
     Silver(SilverArgs),
     /// SQL over silver -> Delta tables under <lake>/gold.
     Gold(RunArgs),
-    /// Silver/gold Delta tables -> PostgreSQL.
+    /// Silver/gold Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
+    /// source version recorded in lakectl.load_state in the same transaction).
     Load(RunArgs),
 }
 
@@ -283,9 +284,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     jobs::silver::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
                         .await?
                 }
-                Stage::Gold(_) | Stage::Load(_) => {
+                Stage::Load(args) => {
+                    let mode = args.mode(lakehouse_core::Mode::Once);
+                    jobs::load::run_tables(&pipeline, &args.tables, mode).await?
+                }
+                Stage::Gold(_) => {
                     return Err(lakehouse_core::Error::Input(
-                        "this stage is not implemented yet (bronze and silver are)".into(),
+                        "this stage is not implemented yet (bronze, silver and load are)".into(),
                     )
                     .into())
                 }

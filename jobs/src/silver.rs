@@ -35,20 +35,17 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{col, lit, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{Action as DeltaAction, Transaction};
+use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, TableProperty};
-use futures::{StreamExt, TryStreamExt};
 use lakehouse_core::config::SilverTable;
 use lakehouse_core::quality::{
     evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
 };
 use lakehouse_core::schema::{ColumnType, RecordParser};
+use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
-use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -56,8 +53,6 @@ use tracing::{debug, info, warn};
 const BRONZE_COLUMNS: [&str; 4] = ["value", "_partition", "_offset", "_kafka_ts"];
 /// Lineage every cleaned row carries (`_silver_ts` is added at the end).
 const RECORD_LINEAGE: [&str; 4] = ["_bronze_version", "_partition", "_offset", "_kafka_ts"];
-/// Bronze files read at once (they are independent; S3 latency dominates).
-const PARALLEL_READS: usize = 4;
 
 /// The app id of the `txn` action in silver and quarantine commits.
 pub fn txn_app_id(table: &str) -> String {
@@ -84,22 +79,14 @@ pub fn quarantine_schema() -> SchemaRef {
     ]))
 }
 
-/// A bronze file to read and the commit that added it.
-struct BronzeFile {
-    version: i64,
-    path: object_store::path::Path,
-}
-
 /// The bronze commits one unit consumes: versions `after + 1 ..= to`.
 struct Increment {
     after: i64,
     to: i64,
-    files: Vec<BronzeFile>,
+    files: Vec<DataFile>,
 }
 
-/// Reads the commits after `after`, stopping once `batch_rows` rows are gathered (a unit
-/// always takes at least one commit). Only `add` actions that change data count: OPTIMIZE
-/// rewrites rows already seen.
+/// The next bronze commits after `after`, up to `batch_rows` rows (at least one commit).
 async fn plan_increment(
     bronze: &DeltaTable,
     source: &str,
@@ -107,93 +94,23 @@ async fn plan_increment(
     latest: i64,
     batch_rows: usize,
 ) -> Result<Increment> {
-    let log = bronze.log_store();
-    let mut increment = Increment {
-        after,
-        to: after,
-        files: Vec::new(),
-    };
-    let mut rows = 0u64;
-    for version in after + 1..=latest {
-        let bytes = log
-            .read_commit_entry(version as u64)
-            .await?
-            .ok_or_else(|| {
-                Error::Input(format!(
-                "bronze.{source} version {version} is no longer in its Delta log (log retention \
-                 removed it); rebuild with `lakectl run silver --full-refresh`"
-            ))
-            })?;
-        for action in deltalake::logstore::get_actions(version as u64, &bytes)? {
-            let DeltaAction::Add(add) = action else {
-                continue;
-            };
-            if !add.data_change {
-                continue;
-            }
-            rows += add
-                .stats
-                .as_deref()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-                .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
-                .unwrap_or(0);
-            let path = object_store::path::Path::from_url_path(&add.path)
-                .map_err(|e| Error::Internal(format!("bad path in bronze log: {e}")))?;
-            increment.files.push(BronzeFile { version, path });
-        }
-        increment.to = version;
-        if rows >= batch_rows as u64 {
-            break;
-        }
-    }
-    Ok(increment)
+    let name = format!("bronze.{source}");
+    let (files, to) =
+        table_files::added_since(bronze, &name, after, latest, batch_rows as u64).await?;
+    Ok(Increment { after, to, files })
 }
 
 /// The increment's bronze rows: [`BRONZE_COLUMNS`] plus `_bronze_version`, in commit order.
 async fn read_increment(bronze: &DeltaTable, increment: &Increment) -> Result<Vec<RecordBatch>> {
-    let store = bronze.log_store().object_store(None);
-    // Collected first: a lazy `map` here trips the compiler's Send check for the job future.
-    let reads: Vec<_> = increment
-        .files
-        .iter()
-        .map(|file| read_file(store.clone(), file.path.clone(), file.version))
-        .collect();
-    let per_file: Vec<Vec<RecordBatch>> = futures::stream::iter(reads)
-        .buffered(PARALLEL_READS)
-        .try_collect()
-        .await?;
-    Ok(per_file.into_iter().flatten().collect())
-}
-
-/// One bronze file, fetched whole (bronze flushes bound its size) and decoded off the async
-/// threads.
-async fn read_file(
-    store: Arc<dyn object_store::ObjectStore>,
-    path: object_store::path::Path,
-    version: i64,
-) -> Result<Vec<RecordBatch>> {
-    let bytes = match store.get(&path).await {
-        Ok(got) => got.bytes().await?,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::Input(format!(
-                "bronze file {path} is gone (vacuumed before silver read it); rebuild with \
-                 `lakectl run silver --full-refresh`"
-            )))
+    let mut batches = Vec::new();
+    for (file, file_batches) in
+        table_files::read(bronze, &increment.files, Some(&BRONZE_COLUMNS)).await?
+    {
+        for batch in file_batches {
+            batches.push(with_version(batch, file.version)?);
         }
-        Err(e) => return Err(e.into()),
-    };
-    tokio::task::spawn_blocking(move || {
-        let unreadable =
-            |e: parquet::errors::ParquetError| Error::Internal(format!("bronze file {path}: {e}"));
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(unreadable)?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), BRONZE_COLUMNS);
-        let reader = builder.with_projection(mask).build().map_err(unreadable)?;
-        reader
-            .map(|batch| with_version(batch?, version))
-            .collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("decode task: {e}")))?
+    }
+    Ok(batches)
 }
 
 fn with_version(batch: RecordBatch, version: i64) -> Result<RecordBatch> {

@@ -109,7 +109,7 @@ fn numbered(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn produce_values(t: &TestPipeline, values: &[Vec<u8>]) {
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+    let records: Vec<RawRecord<'_>> =
         values.iter().map(|v| (None, Some(&v[..]))).collect();
     t.produce_raw(&records);
 }
@@ -176,7 +176,7 @@ fn poisoned_records_land_as_they_are() {
         return;
     };
     let huge = vec![b'z'; 900_000];
-    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+    let records: Vec<RawRecord<'_>> = vec![
         (None, Some(b"")),
         (Some(b"k"), None),
         (None, Some(b"\xff\xfe\x00not utf-8")),

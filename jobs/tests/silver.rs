@@ -218,7 +218,7 @@ fn each_bad_record_ends_up_where_the_rules_say() {
         Some(b"[1,2]"),                                         // parse: not an object
         None,                                                   // parse: a tombstone
     ];
-    let raw: Vec<(Option<&[u8]>, Option<&[u8]>)> = records.iter().map(|v| (None, *v)).collect();
+    let raw: Vec<RawRecord<'_>> = records.iter().map(|v| (None, *v)).collect();
     t.produce_raw(&raw);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     let out = ok(silver(&t, &[]));
@@ -442,7 +442,7 @@ fn fault_fixture(t: &TestPipeline, records: usize) {
     let keys: Vec<Vec<u8>> = (0..records)
         .map(|i| (i % 2000).to_string().into_bytes())
         .collect();
-    let raw: Vec<(Option<&[u8]>, Option<&[u8]>)> = keys
+    let raw: Vec<RawRecord<'_>> = keys
         .iter()
         .zip(&values)
         .map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice())))

@@ -4,5 +4,6 @@ mod util;
 
 mod bronze;
 mod cli;
+mod load;
 mod produce;
 mod silver;

@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 pub use lakehouse_core::testing::{service_env, unique_name};
 pub use lakehouse_core::Layer;
 
+/// A record to produce as raw bytes: (key, value), either may be absent.
+pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -70,6 +73,8 @@ pub struct TestPipeline {
     pub lake_uri: String,
     pub topic: String,
     pub table: String,
+    /// The Postgres table the pipeline loads into (books pipeline only).
+    pub pg_target: String,
     /// Env overrides for lakectl and for the test's own clients (beat the process env).
     env: std::collections::BTreeMap<String, String>,
 }
@@ -96,6 +101,7 @@ impl TestPipeline {
             env: [("LAKECTL_LAKE_URI".to_string(), lake_uri.clone())].into(),
             lake_uri,
             topic: name.clone(),
+            pg_target: format!("silver.{name}"),
             table: name,
         })
     }
@@ -108,7 +114,11 @@ impl TestPipeline {
         let data = repo_root().join("data");
         let text = shipped
             .replace("topic = \"books\"", &format!("topic = \"{}\"", t.topic))
-            .replace("\"../data/", &format!("\"{}/", data.display()));
+            .replace("\"../data/", &format!("\"{}/", data.display()))
+            .replace(
+                "target = \"silver.books\"",
+                &format!("target = \"{}\"", t.pg_target),
+            );
         assert!(
             text.contains(&t.topic),
             "the books pipeline names its topic `books`"
@@ -182,7 +192,7 @@ impl TestPipeline {
         read_topic(&self.brokers(), &self.topic)
     }
 
-    pub fn produce_raw(&self, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
+    pub fn produce_raw(&self, records: &[RawRecord<'_>]) {
         produce_raw(&self.brokers(), &self.topic, records);
     }
 }
@@ -278,7 +288,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
 
 /// Produces raw records (bytes as given) to a topic; returns when all are delivered and
 /// panics if any was not.
-pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, Option<&[u8]>)]) {
+pub fn produce_raw(brokers: &str, topic: &str, records: &[RawRecord<'_>]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -532,4 +542,22 @@ impl FlakyProxy {
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Rows of a Postgres query, every column as text (cast in the SQL), NULL as `None`.
+pub fn pg_rows(sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    let url = service_env("DATABASE_URL").expect("DATABASE_URL");
+    block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<Option<String>, _>(i))
+                    .collect()
+            })
+            .collect()
+    })
 }

@@ -9,6 +9,7 @@ pub mod run_log;
 pub mod runner;
 pub mod schema;
 pub mod storage;
+pub mod table_files;
 pub mod telemetry;
 pub mod testing;
 

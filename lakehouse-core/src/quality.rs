@@ -391,14 +391,21 @@ impl QualityReport {
             .max()
             .unwrap_or(4)
             .max(4);
+        let action = self
+            .rules
+            .iter()
+            .map(|r| r.action.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
         let mut out = format!(
-            "  {:<width$}  {:<10}  {:>10}  {:>10}  {:>10}\n",
+            "  {:<width$}  {:<action$}  {:>10}  {:>10}  {:>10}\n",
             "rule", "action", "checked", "passed", "failed"
         );
         for r in &self.rules {
             writeln!(
                 out,
-                "  {:<width$}  {:<10}  {:>10}  {:>10}  {:>10}",
+                "  {:<width$}  {:<action$}  {:>10}  {:>10}  {:>10}",
                 r.rule,
                 r.action,
                 r.checked,
@@ -635,12 +642,13 @@ mod tests {
         let mut b = QualityReport::default();
         b.count("parse", "quarantine", 5, 2);
         b.count("range(x)", "warn", 4, 0);
+        b.count("dedupe_key", "keep latest", 4, 1);
         a.absorb(&b);
         assert_eq!(a.failed("parse"), Some(3));
         assert_eq!(a.rules[0].checked, 15);
         let text = a.render();
         assert!(text.lines().nth(1).unwrap().contains("15"), "{text}");
-        assert_eq!(text.lines().count(), 3);
+        assert_eq!(text.lines().count(), 4);
         let header = text.lines().next().unwrap();
         assert!(text.lines().all(|l| l.len() == header.len()), "{text}");
     }

@@ -1,11 +1,18 @@
-//! The PostgreSQL side of lakectl: connecting, and (as the loader grows) type mapping,
-//! binary COPY, upserts and the `lakectl.load_state` bookkeeping.
+//! The PostgreSQL side of lakectl: connecting, the Arrow → Postgres type mapping and DDL
+//! ([`types`]), binary COPY ([`copy`]), upserts, and the `lakectl.load_state` table that makes
+//! loads exactly-once (the source version is recorded in the load's own transaction).
 
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use lakehouse_core::Fault;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgCopyIn, PgPoolOptions};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+
+pub mod copy;
+pub mod types;
+
+pub use types::{quote_ident, Column, TableName, LOADED_AT};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -29,18 +36,28 @@ pub enum Error {
     },
     #[error("postgres: {0}")]
     Query(#[from] sqlx::Error),
+    /// The source and the target do not fit: a type lakectl cannot load, incompatible drift.
+    #[error("{0}")]
+    Schema(String),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl Error {
     pub fn fault(&self) -> Fault {
         match self {
-            Error::NoUrl(_) | Error::BadUrl { .. } => Fault::User,
+            Error::NoUrl(_) | Error::BadUrl { .. } | Error::Schema(_) => Fault::User,
             Error::Unavailable { .. } => Fault::External,
+            Error::Arrow(_) => Fault::Internal,
             Error::Query(e) => match e {
-                sqlx::Error::Database(_) | sqlx::Error::ColumnNotFound(_) => Fault::User,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => {
-                    Fault::External
-                }
+                sqlx::Error::Database(db) => sqlstate_fault(db.code().as_deref()),
+                sqlx::Error::ColumnNotFound(_) => Fault::User,
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => Fault::External,
                 _ => Fault::Internal,
             },
         }
@@ -54,6 +71,18 @@ impl From<Error> for lakehouse_core::Error {
             Fault::External => lakehouse_core::Error::unavailable("postgres", e),
             Fault::Internal => lakehouse_core::Error::Internal(e.to_string()),
         }
+    }
+}
+
+/// A server error by SQLSTATE: the server going away, running short or a transaction losing
+/// a race is external (retrying helps); anything else is about what we asked.
+fn sqlstate_fault(code: Option<&str>) -> Fault {
+    match code {
+        Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+            Fault::External
+        }
+        Some("40001" | "40P01") => Fault::External,
+        _ => Fault::User,
     }
 }
 
@@ -92,4 +121,186 @@ pub async fn probe(url: Option<&str>, url_var: &str) -> Result<String> {
         .await?;
     pool.close().await;
     Ok(version)
+}
+
+/// Creates `lakectl.load_state` when missing: one row per target, the source version it holds.
+pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
+    for statement in [
+        "CREATE SCHEMA IF NOT EXISTS lakectl",
+        "CREATE TABLE IF NOT EXISTS lakectl.load_state (\
+           target text PRIMARY KEY, \
+           source text NOT NULL, \
+           source_version bigint NOT NULL, \
+           rows_loaded bigint NOT NULL, \
+           loaded_at timestamp with time zone NOT NULL DEFAULT now())",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Serialises loads into one target until the transaction ends.
+pub async fn lock_target(conn: &mut PgConnection, target: &TableName) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("lakectl.load:{}", target.plain()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn recorded_version(conn: &mut PgConnection, target: &TableName) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT source_version FROM lakectl.load_state WHERE target = $1")
+            .bind(target.plain())
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+pub async fn record_version(
+    conn: &mut PgConnection,
+    target: &TableName,
+    source: &str,
+    version: i64,
+    rows: u64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO lakectl.load_state (target, source, source_version, rows_loaded, loaded_at) \
+         VALUES ($1, $2, $3, $4, now()) ON CONFLICT (target) DO UPDATE SET \
+         source = EXCLUDED.source, source_version = EXCLUDED.source_version, \
+         rows_loaded = EXCLUDED.rows_loaded, loaded_at = EXCLUDED.loaded_at",
+    )
+    .bind(target.plain())
+    .bind(source)
+    .bind(version)
+    .bind(rows as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The table's columns as Postgres spells their types, without [`LOADED_AT`]; `None` when
+/// the table does not exist.
+pub async fn existing_columns(
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Option<Vec<Column>>> {
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+    )
+    .bind(&table.schema)
+    .bind(&table.table)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter(|(name, _, _)| name != LOADED_AT)
+            .map(|(name, pg_type, nullable)| Column {
+                name,
+                pg_type,
+                nullable,
+            })
+            .collect(),
+    ))
+}
+
+pub async fn is_empty(conn: &mut PgConnection, table: &TableName) -> Result<bool> {
+    let any: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table})"))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(!any)
+}
+
+/// Upserts the rows of `stage` into `target` by `key`: one row per key, and a row that did not
+/// change is not rewritten (its `_loaded_at` stays).
+pub fn upsert_sql(target: &TableName, stage: &str, columns: &[String], key: &[String]) -> String {
+    let q = |c: &String| quote_ident(c);
+    let cols: Vec<String> = columns.iter().map(q).collect();
+    let keys: Vec<String> = key.iter().map(q).collect();
+    let rest: Vec<&String> = columns.iter().filter(|c| !key.contains(c)).collect();
+    let loaded = quote_ident(LOADED_AT);
+    let mut sets: Vec<String> = rest
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", q(c)))
+        .collect();
+    sets.push(format!("{loaded} = EXCLUDED.{loaded}"));
+    let changed = if rest.is_empty() {
+        String::new()
+    } else {
+        let target_row: Vec<String> = rest.iter().map(|c| format!("{target}.{}", q(c))).collect();
+        let new_row: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{}", q(c))).collect();
+        format!(
+            " WHERE ({}) IS DISTINCT FROM ({})",
+            target_row.join(", "),
+            new_row.join(", ")
+        )
+    };
+    let action = if rest.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}{changed}", sets.join(", "))
+    };
+    format!(
+        "INSERT INTO {target} ({cols}, {loaded}) SELECT DISTINCT ON ({keys}) {cols}, now() \
+         FROM {stage} ORDER BY {keys} ON CONFLICT ({keys}) {action}",
+        cols = cols.join(", "),
+        keys = keys.join(", "),
+    )
+}
+
+/// A binary COPY in progress: batches are encoded and sent in chunks of about 4 MiB.
+pub struct Copier<'c> {
+    copy: PgCopyIn<&'c mut PgConnection>,
+    buffer: Vec<u8>,
+}
+
+const COPY_CHUNK: usize = 4 << 20;
+
+impl<'c> Copier<'c> {
+    /// Starts `COPY <table> (<columns>) FROM STDIN` in binary; `table` is already quoted.
+    pub async fn start(
+        conn: &'c mut PgConnection,
+        table: &str,
+        columns: &[String],
+    ) -> Result<Copier<'c>> {
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        let copy = conn
+            .copy_in_raw(&format!(
+                "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+                cols.join(", ")
+            ))
+            .await?;
+        let mut buffer = Vec::with_capacity(COPY_CHUNK + (1 << 20));
+        copy::header(&mut buffer);
+        Ok(Copier { copy, buffer })
+    }
+
+    pub async fn send(&mut self, batch: &RecordBatch) -> Result<()> {
+        copy::encode(batch, &mut self.buffer)?;
+        if self.buffer.len() >= COPY_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.copy.send(self.buffer.as_slice()).await?;
+        self.buffer.clear();
+        lakehouse_core::runner::crash_point("load:during_copy");
+        Ok(())
+    }
+
+    /// Ends the COPY; returns the rows Postgres took.
+    pub async fn finish(mut self) -> Result<u64> {
+        copy::trailer(&mut self.buffer);
+        self.flush().await?;
+        Ok(self.copy.finish().await?)
+    }
 }

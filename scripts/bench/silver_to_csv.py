@@ -1,0 +1,6 @@
+"""Writes a silver Delta table as CSV (header, lakectl's column order): psql \\copy's input."""
+import sys
+
+import polars as pl
+
+pl.read_delta(sys.argv[1]).write_csv(sys.argv[2])
