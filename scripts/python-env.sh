@@ -3,6 +3,7 @@
 # scripts/python/NAME.txt, re-installing when that file changes, and prints its python.
 #   test   the "other engine" the tests read Delta tables with
 #   bench  the seed-style Python pipelines scripts/bench.sh compares lakectl with
+#   dbt    dbt-core and dbt-postgres for books_analytics (scripts/dbt.sh)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NAME=${1:?usage: python-env.sh test|bench}

@@ -26,8 +26,9 @@ use async_trait::async_trait;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, TableProperty};
+use deltalake::DeltaTable;
 use lakehouse_core::config::BronzeTable;
+use lakehouse_core::storage::table_properties;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -520,9 +521,7 @@ impl BronzeJob {
                 CommitProperties::default().with_application_transactions(txns),
             );
         if creating {
-            let interval = self.checkpoint_interval.to_string();
-            write = write
-                .with_configuration([(TableProperty::CheckpointInterval.as_ref(), Some(interval))]);
+            write = write.with_configuration(table_properties(self.checkpoint_interval));
         }
         match write.await {
             Ok(table) => {

@@ -2,6 +2,8 @@
 //! new module here implementing `lakehouse_core::Job`, and one line in `main.rs`.
 
 pub mod bronze;
+pub mod catalog;
+pub mod gold;
 pub mod load;
 pub mod maintenance;
 pub mod produce;

@@ -83,6 +83,12 @@ enum Command {
     },
     /// Show the latest run of every job recorded in the lake, and each bronze table's lag.
     Status,
+    /// Run SQL over the pipeline's Delta tables and print the result. Tables are named
+    /// bronze.<t>, silver.<t>, quarantine.<t>, gold.<t>, _lakectl.runs and _lakectl.quality.
+    Query {
+        /// e.g. "SELECT genre, count(*) FROM silver.books GROUP BY genre"
+        sql: String,
+    },
     /// Compact a table's small files into large ones, e.g. `optimize bronze.books`.
     Optimize {
         /// <layer>.<table>
@@ -146,9 +152,10 @@ enum Stage {
     /// Bronze -> typed, cleaned, deduplicated Delta tables under <lake>/silver, with
     /// expectations, a quarantine table per table and a quality report (--once unless
     /// --continuous).
-    Silver(SilverArgs),
-    /// SQL over silver -> Delta tables under <lake>/gold.
-    Gold(RunArgs),
+    Silver(RebuildArgs),
+    /// DataFusion SQL over silver (and other gold) tables -> Delta tables under <lake>/gold,
+    /// rebuilt only when an input table moved (--once unless --continuous).
+    Gold(RebuildArgs),
     /// Silver/gold Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
     /// source version recorded in lakectl.load_state in the same transaction).
     Load(RunArgs),
@@ -168,11 +175,12 @@ struct RunArgs {
 }
 
 #[derive(Args)]
-struct SilverArgs {
+struct RebuildArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Rebuild the tables from the first bronze version: overwrites silver and its quarantine
-    /// (after a change of schema, cleaning SQL or expectations).
+    /// Rebuild from scratch: silver from the first bronze version, overwriting silver and its
+    /// quarantine (after a change of schema, cleaning SQL or expectations); gold even when no
+    /// input moved.
     #[arg(long)]
     full_refresh: bool,
 }
@@ -239,6 +247,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             jobs::status::run(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?).await?;
         }
+        Command::Query { sql } => {
+            jobs::catalog::query(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?, sql).await?;
+        }
         Command::Optimize { table } => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
             jobs::maintenance::optimize(&pipeline, table).await?;
@@ -288,11 +299,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let mode = args.mode(lakehouse_core::Mode::Once);
                     jobs::load::run_tables(&pipeline, &args.tables, mode).await?
                 }
-                Stage::Gold(_) => {
-                    return Err(lakehouse_core::Error::Input(
-                        "this stage is not implemented yet (bronze, silver and load are)".into(),
-                    )
-                    .into())
+                Stage::Gold(args) => {
+                    let mode = args.run.mode(lakehouse_core::Mode::Once);
+                    jobs::gold::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
+                        .await?
                 }
             }
         }

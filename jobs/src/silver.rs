@@ -38,12 +38,13 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, TableProperty};
+use deltalake::DeltaTable;
 use lakehouse_core::config::SilverTable;
 use lakehouse_core::quality::{
     evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
 };
 use lakehouse_core::schema::{ColumnType, RecordParser};
+use lakehouse_core::storage::table_properties;
 use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
@@ -647,7 +648,8 @@ impl SilverJob {
             }
             None => batch,
         };
-        if batch.num_rows() == 0 && !overwrite {
+        // The first unit creates the table even when empty, so readers always find it.
+        if batch.num_rows() == 0 && !overwrite && table.version().is_some() {
             return Ok(());
         }
         let mode = if overwrite {
@@ -676,9 +678,7 @@ impl SilverJob {
             write = write.with_schema_mode(SchemaMode::Overwrite);
         }
         if creating {
-            let interval = self.checkpoint_interval.to_string();
-            write = write
-                .with_configuration([(TableProperty::CheckpointInterval.as_ref(), Some(interval))]);
+            write = write.with_configuration(table_properties(self.checkpoint_interval));
         }
         Ok(write.await?)
     }
@@ -695,7 +695,11 @@ impl SilverJob {
         rows: RecordBatch,
         bronze_version: i64,
     ) -> Result<DeltaTable> {
-        if silver.version().is_none() || rows.num_rows() == 0 {
+        if silver.version().is_none()
+            || rows.num_rows() == 0
+            || !self.any_key_exists(&silver, &rows).await?
+        {
+            // Nothing to match: an append is the same MERGE, without reading the table.
             return self
                 .commit(silver, rows, bronze_version, SaveMode::Append)
                 .await;
@@ -837,6 +841,31 @@ impl SilverJob {
             version_written: silver.version().map(|v| v as i64),
             caught_up: increment.to == latest,
         })
+    }
+
+    /// Whether any key of `rows` is already in silver (reads the key columns only).
+    async fn any_key_exists(&self, silver: &DeltaTable, rows: &RecordBatch) -> Result<bool> {
+        let ctx = SessionContext::new();
+        ctx.register_table("target", silver.table_provider().await?)?;
+        let key_columns: Vec<usize> = self
+            .settings
+            .key
+            .iter()
+            .map(|k| rows.schema().index_of(k))
+            .collect::<std::result::Result<_, _>>()?;
+        ctx.register_batch("incoming", rows.project(&key_columns)?)?;
+        let on: Vec<String> = self
+            .settings
+            .key
+            .iter()
+            .map(|k| format!("t.{0} = i.{0}", quote_ident(k)))
+            .collect();
+        let sql = format!(
+            "SELECT 1 FROM target t JOIN incoming i ON {} LIMIT 1",
+            on.join(" AND ")
+        );
+        let found = ctx.sql(&sql).await?.collect().await?;
+        Ok(found.iter().any(|b| b.num_rows() > 0))
     }
 
     /// Advances the `txn` version without data, for increments that added no rows.

@@ -109,8 +109,7 @@ fn numbered(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn produce_values(t: &TestPipeline, values: &[Vec<u8>]) {
-    let records: Vec<RawRecord<'_>> =
-        values.iter().map(|v| (None, Some(&v[..]))).collect();
+    let records: Vec<RawRecord<'_>> = values.iter().map(|v| (None, Some(&v[..]))).collect();
     t.produce_raw(&records);
 }
 

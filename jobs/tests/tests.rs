@@ -5,5 +5,6 @@ mod util;
 mod bronze;
 mod cli;
 mod load;
+mod pipeline;
 mod produce;
 mod silver;

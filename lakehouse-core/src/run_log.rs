@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::runner::{Outcome, RunRecord};
 use crate::storage::{Lake, Layer};
 
-const TABLE: &str = "runs";
+pub const RUNS_TABLE: &str = "runs";
 
 #[derive(Debug, Clone)]
 pub struct RunLog {
@@ -73,7 +73,7 @@ impl RunLog {
             ],
         )?;
         self.lake
-            .table_or_new(Layer::System, TABLE)
+            .table_or_new(Layer::System, RUNS_TABLE)
             .await?
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
@@ -83,7 +83,7 @@ impl RunLog {
 
     /// Every run recorded, oldest first.
     pub async fn read_all(&self) -> Result<Vec<RunRecord>> {
-        let Some(table) = self.lake.load_table(Layer::System, TABLE).await? else {
+        let Some(table) = self.lake.load_table(Layer::System, RUNS_TABLE).await? else {
             return Ok(Vec::new());
         };
         let ctx = SessionContext::new();

@@ -217,6 +217,15 @@ impl Lake {
     }
 }
 
+/// The properties lakectl creates every table with: a Delta checkpoint every
+/// `checkpoint_interval` commits keeps the log cheap to open.
+pub fn table_properties(checkpoint_interval: u64) -> [(&'static str, Option<String>); 1] {
+    [(
+        "delta.checkpointInterval",
+        Some(checkpoint_interval.to_string()),
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

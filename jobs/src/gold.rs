@@ -1,0 +1,200 @@
+//! `lakectl run gold`: DataFusion SQL over silver and gold tables → `<lake>/gold/<table>`,
+//! rebuilt only when an input moved.
+//!
+//! The SQL names its inputs `silver.<table>` or `gold.<table>`. Each gold commit overwrites the
+//! table and carries one `txn` action per input (app id `lakectl-gold-<table>:<layer>.<input>`,
+//! version = the input version it read); a run whose inputs still have those versions does
+//! nothing. A crash before the commit leaves the previous build; after it, the next run sees
+//! the versions recorded.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use lakehouse_core::storage::table_properties;
+use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The app id of the `txn` action recording the version of `input` (`silver.books`).
+pub fn txn_app_id(table: &str, input: &str) -> String {
+    format!("lakectl-gold-{table}:{input}")
+}
+
+pub struct GoldJob {
+    table: String,
+    sql: String,
+    lake: Lake,
+    /// Tables the SQL may read: `silver.<t>` and the other `gold.<t>` of the pipeline.
+    candidates: Vec<(Layer, String)>,
+    checkpoint_interval: u64,
+    /// `--full-refresh`: rebuild even when no input moved.
+    force: bool,
+}
+
+impl GoldJob {
+    pub fn new(pipeline: &Pipeline, table: &str, force: bool) -> Result<GoldJob> {
+        let settings = pipeline.gold.get(table).ok_or_else(|| {
+            Error::Input(format!(
+                "no [gold.{table}] in {}",
+                pipeline.source_file.display()
+            ))
+        })?;
+        let candidates = pipeline
+            .silver
+            .keys()
+            .map(|t| (Layer::Silver, t.clone()))
+            .chain(
+                pipeline
+                    .gold
+                    .keys()
+                    .filter(|t| *t != table)
+                    .map(|t| (Layer::Gold, t.clone())),
+            )
+            .collect();
+        Ok(GoldJob {
+            table: table.to_string(),
+            sql: settings.sql.clone(),
+            lake: Lake::from_config(&pipeline.lake)?,
+            candidates,
+            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            force,
+        })
+    }
+
+    async fn build(&self) -> Result<UnitReport> {
+        let ctx = SessionContext::new();
+        let available = crate::catalog::register(&ctx, &self.lake, &self.candidates).await?;
+        let df = ctx.sql(&self.sql).await.map_err(|e| {
+            Error::Input(format!(
+                "gold.{}: the SQL does not plan: {e} (inputs are named silver.<table> or \
+                 gold.<table>; available now: {})",
+                self.table,
+                available.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let inputs: BTreeMap<String, i64> = read_tables(df.logical_plan())?
+            .into_iter()
+            .filter_map(|name| available.get(&name).map(|v| (name, *v)))
+            .collect();
+        let gold = self.lake.table_or_new(Layer::Gold, &self.table).await?;
+        if gold.version().is_some() && !self.force {
+            let mut unchanged = true;
+            for (input, version) in &inputs {
+                let recorded = gold
+                    .snapshot()?
+                    .transaction_version(&gold.log_store(), txn_app_id(&self.table, input))
+                    .await?;
+                unchanged &= recorded == Some(*version);
+            }
+            if unchanged {
+                info!(table = %self.table, "no input moved: nothing to rebuild");
+                return Ok(UnitReport {
+                    caught_up: true,
+                    ..Default::default()
+                });
+            }
+        }
+        let batches = df.collect().await?;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let txns = inputs
+            .iter()
+            .map(|(input, version)| Transaction::new(txn_app_id(&self.table, input), *version));
+        let creating = gold.version().is_none();
+        let mut write = gold
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(txns.collect()),
+            );
+        if creating {
+            write = write.with_configuration(table_properties(self.checkpoint_interval));
+        }
+        let written = write.await?;
+        Ok(UnitReport {
+            rows_in: rows,
+            rows_out: rows,
+            version_read: None,
+            version_written: written.version().map(|v| v as i64),
+            caught_up: true,
+        })
+    }
+}
+
+/// The `<layer>.<table>` names a plan scans, subqueries included.
+fn read_tables(plan: &LogicalPlan) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = &scan.table_name;
+            names.push(match name.schema() {
+                Some(schema) => format!("{schema}.{}", name.table()),
+                None => name.table().to_string(),
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(names)
+}
+
+#[async_trait]
+impl Job for GoldJob {
+    fn name(&self) -> String {
+        format!("gold:{}", self.table)
+    }
+
+    async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
+        let report = self.build().await?;
+        self.force = false;
+        Ok(report)
+    }
+}
+
+/// `lakectl run gold [TABLE…]`: each table in turn, in the pipeline file's order of names.
+pub async fn run_tables(
+    pipeline: &Pipeline,
+    tables: &[String],
+    mode: Mode,
+    full_refresh: bool,
+) -> Result<()> {
+    let names: Vec<String> = if tables.is_empty() {
+        pipeline.gold.keys().cloned().collect()
+    } else {
+        tables.to_vec()
+    };
+    if names.is_empty() {
+        return Err(Error::Input(format!(
+            "no [gold.*] tables in {}",
+            pipeline.source_file.display()
+        )));
+    }
+    let cancel = lakehouse_core::runner::cancel_on_signals()?;
+    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
+    for name in &names {
+        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
+            .with_config(&pipeline.runner)
+            .with_run_log(run_log.clone());
+        let mut job = GoldJob::new(pipeline, name, full_refresh)?;
+        let record = runner.run(&mut job).await?;
+        println!(
+            "{}: {} — {} rows written, table version {}",
+            record.job,
+            record.outcome.as_str(),
+            record.rows_out,
+            record
+                .last_version_written
+                .map_or("unchanged".into(), |v| v.to_string())
+        );
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The whole books pipeline through the CLI — produce, bronze, silver, gold, load — then
+//! `dbt build`, with the numbers in Postgres checked against an independent reading of the CSV.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::util::*;
+
+fn ok(out: Run) -> Run {
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
+/// Books count and sales in hundredths, per group, straight from the CSV.
+type Groups = BTreeMap<String, (u64, u64)>;
+
+fn cents(sales: &str) -> u64 {
+    let (whole, fraction) = sales.split_once('.').unwrap_or((sales, ""));
+    whole.parse::<u64>().unwrap() * 100 + format!("{fraction:0<2}").parse::<u64>().unwrap()
+}
+
+fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn sentence_case(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or(String::new(), |first| {
+        first.to_uppercase().collect::<String>() + &chars.as_str().to_lowercase()
+    })
+}
+
+/// Language, decade and genre groups of the CSV, by the rules the pipeline documents.
+fn expected_groups() -> (Groups, Groups, Groups, u64) {
+    let mut reader =
+        csv::Reader::from_path(repo_root().join("data/best-selling-books.csv")).unwrap();
+    let (mut language, mut decade, mut genre) = (Groups::new(), Groups::new(), Groups::new());
+    let mut total = 0;
+    for record in reader.records() {
+        let r = record.unwrap();
+        let sales = cents(&r[4]);
+        total += sales;
+        let genre_name = match r[5].trim() {
+            "" => "Unknown".to_string(),
+            g => sentence_case(g),
+        };
+        let year: u64 = r[3].parse().unwrap();
+        for (groups, key) in [
+            (&mut language, r[2].trim().to_string()),
+            (&mut decade, (year / 10 * 10).to_string()),
+            (&mut genre, genre_name),
+        ] {
+            let entry = groups.entry(key).or_default();
+            entry.0 += 1;
+            entry.1 += sales;
+        }
+    }
+    (language, decade, genre, total)
+}
+
+fn postgres_groups(sql: &str) -> Groups {
+    pg_rows(sql)
+        .into_iter()
+        .map(|r| {
+            let text = |i: usize| r[i].clone().unwrap();
+            (text(0), (text(1).parse().unwrap(), cents(&text(2))))
+        })
+        .collect()
+}
+
+#[test]
+fn books_from_csv_to_dbt_marts() {
+    let Some(t) = TestPipeline::books() else {
+        return;
+    };
+    t.create_topic(3);
+    for args in [
+        &["produce"][..],
+        &["run", "bronze", "--once"],
+        &["run", "silver"],
+        &["run", "gold"],
+        &["run", "load"],
+    ] {
+        ok(run(t.lakectl().args(args)));
+    }
+
+    let (language, decade, genre, total) = expected_groups();
+    assert_eq!(money(total), "5236.90");
+    let figures = pg_rows(&format!(
+        "SELECT count(*)::text, count(DISTINCT authors)::text, sum(sales_millions)::text FROM {}",
+        t.pg_target
+    ));
+    assert_eq!(
+        figures[0],
+        ["174", "157", "5236.90"].map(|s| Some(s.to_string()))
+    );
+    assert_eq!(
+        postgres_groups("SELECT original_language, books::text, sales_millions::text FROM gold.sales_by_language"),
+        language
+    );
+    assert_eq!(
+        postgres_groups(
+            "SELECT decade::text, books::text, sales_millions::text FROM gold.sales_by_decade"
+        ),
+        decade
+    );
+    assert_eq!(
+        postgres_groups("SELECT genre, books::text, sales_millions::text FROM gold.sales_by_genre"),
+        genre
+    );
+
+    // dbt: staging and marts over the loaded table, with every test.
+    let table = t.pg_target.split_once('.').unwrap().1;
+    let dbt_schema = format!("dbt_{table}");
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/dbt.sh"))
+        .args([
+            "build",
+            "--vars",
+            &format!("{{books_schema: silver, books_table: {table}}}"),
+        ])
+        .env("DBT_SCHEMA", &dbt_schema)
+        .env("DATABASE_URL", service_env("DATABASE_URL").unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dbt build failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ERROR=0") && stdout.contains("WARN=0"),
+        "{stdout}"
+    );
+    let marts = pg_rows(&format!(
+        "SELECT (SELECT count(*) FROM {s}.fact_books)::text, (SELECT count(*) FROM {s}.dim_author)::text, \
+         (SELECT count(*) FROM {s}.dim_language)::text, (SELECT sum(sales_millions) FROM {s}.fact_books)::text, \
+         (SELECT count(*) FROM {s}.dim_author WHERE is_joint_credit)::text",
+        s = format!("{dbt_schema}_marts")
+    ));
+    assert_eq!(
+        marts[0],
+        ["174", "157", &language.len().to_string(), "5236.90", "2"].map(|s| Some(s.to_string()))
+    );
+
+    // Gold again with no input moved: nothing is rebuilt.
+    let again = ok(run(t.lakectl().args(["run", "gold"])));
+    assert_eq!(
+        again
+            .stdout
+            .matches("0 rows written, table version unchanged")
+            .count(),
+        3,
+        "{}",
+        again.stdout
+    );
+}
