@@ -772,17 +772,7 @@ impl Job for BronzeJob {
 
 /// `lakectl run bronze [TABLE…]`: one job per table, run side by side on the shared runner.
 pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {
-    let names: Vec<String> = if tables.is_empty() {
-        pipeline.bronze.keys().cloned().collect()
-    } else {
-        tables.to_vec()
-    };
-    if names.is_empty() {
-        return Err(Error::Input(format!(
-            "no [bronze.*] tables in {}",
-            pipeline.source_file.display()
-        )));
-    }
+    let names = crate::stage::table_names(pipeline, "bronze", pipeline.bronze.keys(), tables)?;
     let cancel = lakehouse_core::runner::cancel_on_signals()?;
     let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
     let runs = names.iter().map(|name| {
@@ -804,9 +794,7 @@ pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> R
             record.outcome.as_str(),
             record.rows_in,
             record.rows_out,
-            record
-                .last_version_written
-                .map_or("unchanged".into(), |v| v.to_string())
+            crate::stage::version_or(record.last_version_written, "unchanged")
         );
     }
     results

@@ -20,6 +20,8 @@ use deltalake::protocol::SaveMode;
 use lakehouse_core::storage::table_properties;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
+
+use crate::stage;
 use tracing::info;
 
 /// The app id of the `txn` action recording the version of `input` (`silver.books`).
@@ -157,44 +159,25 @@ impl Job for GoldJob {
     }
 }
 
-/// `lakectl run gold [TABLE…]`: each table in turn, in the pipeline file's order of names.
+/// `lakectl run gold [TABLE…]`: each table in turn on the shared runner.
 pub async fn run_tables(
     pipeline: &Pipeline,
     tables: &[String],
     mode: Mode,
     full_refresh: bool,
 ) -> Result<()> {
-    let names: Vec<String> = if tables.is_empty() {
-        pipeline.gold.keys().cloned().collect()
-    } else {
-        tables.to_vec()
-    };
-    if names.is_empty() {
-        return Err(Error::Input(format!(
-            "no [gold.*] tables in {}",
-            pipeline.source_file.display()
-        )));
-    }
-    let cancel = lakehouse_core::runner::cancel_on_signals()?;
-    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
-    for name in &names {
-        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
-            .with_config(&pipeline.runner)
-            .with_run_log(run_log.clone());
-        let mut job = GoldJob::new(pipeline, name, full_refresh)?;
-        let record = runner.run(&mut job).await?;
-        println!(
-            "{}: {} — {} rows written, table version {}",
-            record.job,
-            record.outcome.as_str(),
-            record.rows_out,
-            record
-                .last_version_written
-                .map_or("unchanged".into(), |v| v.to_string())
-        );
-        if cancel.is_cancelled() {
-            break;
+    let names = stage::table_names(pipeline, "gold", pipeline.gold.keys(), tables)?;
+    let make = |name: &str| GoldJob::new(pipeline, name, full_refresh);
+    stage::run_each(pipeline, &names, mode, make, |_, result| {
+        if let Ok(record) = result {
+            println!(
+                "{}: {} — {} rows written, table version {}",
+                record.job,
+                record.outcome.as_str(),
+                record.rows_out,
+                stage::version_or(record.last_version_written, "unchanged"),
+            );
         }
-    }
-    Ok(())
+    })
+    .await
 }

@@ -8,5 +8,6 @@ pub mod load;
 pub mod maintenance;
 pub mod produce;
 pub mod silver;
+pub mod stage;
 pub mod status;
 pub mod validate;

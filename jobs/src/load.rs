@@ -23,6 +23,8 @@ use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::stage;
 use tracing::info;
 use warehouse::{Copier, TableName};
 
@@ -233,39 +235,20 @@ impl Job for LoadJob {
 
 /// `lakectl run load [TABLE…]`: each load target in turn on the shared runner.
 pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {
-    let names: Vec<String> = if tables.is_empty() {
-        pipeline.load.keys().cloned().collect()
-    } else {
-        tables.to_vec()
-    };
-    if names.is_empty() {
-        return Err(Error::Input(format!(
-            "no [load.*] targets in {}",
-            pipeline.source_file.display()
-        )));
-    }
-    let cancel = lakehouse_core::runner::cancel_on_signals()?;
-    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
-    for name in &names {
-        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
-            .with_config(&pipeline.runner)
-            .with_run_log(run_log.clone());
-        let mut job = LoadJob::new(pipeline, name)?;
-        let record = runner.run(&mut job).await?;
-        println!(
-            "{}: {} — {} rows sent, {} rows written to {}, source version {}",
-            record.job,
-            record.outcome.as_str(),
-            record.rows_in,
-            record.rows_out,
-            job.target.plain(),
-            record
-                .last_version_read
-                .map_or("-".into(), |v| v.to_string()),
-        );
-        if cancel.is_cancelled() {
-            break;
+    let names = stage::table_names(pipeline, "load", pipeline.load.keys(), tables)?;
+    let make = |name: &str| LoadJob::new(pipeline, name);
+    stage::run_each(pipeline, &names, mode, make, |job: &LoadJob, result| {
+        if let Ok(record) = result {
+            println!(
+                "{}: {} — {} rows sent, {} rows written to {}, source version {}",
+                record.job,
+                record.outcome.as_str(),
+                record.rows_in,
+                record.rows_out,
+                job.target.plain(),
+                stage::version_or(record.last_version_read, "-"),
+            );
         }
-    }
-    Ok(())
+    })
+    .await
 }

@@ -48,6 +48,8 @@ use lakehouse_core::storage::table_properties;
 use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
+
+use crate::stage;
 use tracing::{debug, info, warn};
 
 /// Bronze columns silver reads.
@@ -115,6 +117,16 @@ async fn read_increment(bronze: &DeltaTable, increment: &Increment) -> Result<Ve
 }
 
 fn with_version(batch: RecordBatch, version: i64) -> Result<RecordBatch> {
+    let versions = Arc::new(Int64Array::from(vec![version; batch.num_rows()]));
+    with_column(
+        batch,
+        Field::new("_bronze_version", DataType::Int64, false),
+        versions,
+    )
+}
+
+/// `batch` with one more column at the end.
+fn with_column(batch: RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = batch
         .schema()
         .fields()
@@ -122,8 +134,8 @@ fn with_version(batch: RecordBatch, version: i64) -> Result<RecordBatch> {
         .map(|f| f.as_ref().clone())
         .collect();
     let mut columns = batch.columns().to_vec();
-    fields.push(Field::new("_bronze_version", DataType::Int64, false));
-    columns.push(Arc::new(Int64Array::from(vec![version; batch.num_rows()])));
+    fields.push(field);
+    columns.push(column);
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,
@@ -253,10 +265,45 @@ fn parse(
     bronze: &BronzeRows,
     fields: &[(String, ColumnType)],
 ) -> Result<(RecordBatch, Vec<Quarantined>)> {
-    let mut parser = RecordParser::new(fields, bronze.rows() as usize);
+    if bronze.batches.is_empty() {
+        return Err(Error::Internal("parse called without bronze rows".into()));
+    }
+    // JSON parsing is most of silver's CPU: one thread per core, each on a run of batches,
+    // results joined in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = bronze.batches.len().div_ceil(threads);
+    let parts: Vec<Result<(RecordBatch, Vec<Quarantined>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bronze
+            .batches
+            .chunks(per_thread)
+            .map(|batches| scope.spawn(move || parse_batches(batches, fields)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a parse thread panicked"))
+            .collect()
+    });
+    let mut typed = Vec::with_capacity(parts.len());
+    let mut bad = Vec::new();
+    for part in parts {
+        let (batch, part_bad) = part?;
+        typed.push(batch);
+        bad.extend(part_bad);
+    }
+    Ok((concat_batches(&typed[0].schema(), &typed)?, bad))
+}
+
+/// [`parse`] for a run of bronze batches: the typed rows with their lineage, and the records
+/// that could not be typed.
+fn parse_batches(
+    batches: &[RecordBatch],
+    fields: &[(String, ColumnType)],
+) -> Result<(RecordBatch, Vec<Quarantined>)> {
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let mut parser = RecordParser::new(fields, rows);
     let mut kept: Vec<RecordBatch> = Vec::new();
     let mut bad = Vec::new();
-    for batch in &bronze.batches {
+    for batch in batches {
         let values: &BinaryArray = batch
             .column_by_name("value")
             .expect("bronze value")
@@ -284,17 +331,16 @@ fn parse(
         let lineage = batch.project(&indices)?;
         kept.push(filter_record_batch(&lineage, &BooleanArray::from(ok))?);
     }
-    let lineage_schema = match kept.first() {
-        Some(b) => b.schema(),
-        None => return Err(Error::Internal("parse called without bronze rows".into())),
-    };
+    let lineage_schema = kept[0].schema();
     let lineage = concat_batches(&lineage_schema, &kept)?;
     let mut schema_fields = RecordParser::arrow_fields(fields);
     schema_fields.extend(lineage_schema.fields().iter().map(|f| f.as_ref().clone()));
     let mut columns = parser.finish();
     columns.extend(lineage.columns().iter().cloned());
-    let typed = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)?;
-    Ok((typed, bad))
+    Ok((
+        RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)?,
+        bad,
+    ))
 }
 
 /// Appends the lineage columns to the cleaning SQL's SELECT, so users write plain SQL and
@@ -887,21 +933,12 @@ impl SilverJob {
 
 fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {
     let now = Utc::now().timestamp_micros();
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    fields.push(Field::new("_silver_ts", timestamp_type(), false));
-    columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC"),
-    ));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    let stamps = TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC");
+    with_column(
+        batch,
+        Field::new("_silver_ts", timestamp_type(), false),
+        Arc::new(stamps),
+    )
 }
 
 async fn txn_version(table: &DeltaTable, silver_table: &str) -> Result<Option<i64>> {
@@ -928,52 +965,30 @@ impl Job for SilverJob {
 }
 
 /// `lakectl run silver [TABLE…]`: each table in turn on the shared runner; prints each run's
-/// quality report.
+/// quality report, failed runs' too.
 pub async fn run_tables(
     pipeline: &Pipeline,
     tables: &[String],
     mode: Mode,
     full_refresh: bool,
 ) -> Result<()> {
-    let names: Vec<String> = if tables.is_empty() {
-        pipeline.silver.keys().cloned().collect()
-    } else {
-        tables.to_vec()
-    };
-    if names.is_empty() {
-        return Err(Error::Input(format!(
-            "no [silver.*] tables in {}",
-            pipeline.source_file.display()
-        )));
-    }
-    let cancel = lakehouse_core::runner::cancel_on_signals()?;
-    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
-    for name in &names {
-        let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
-            .with_config(&pipeline.runner)
-            .with_run_log(run_log.clone());
-        let mut job = SilverJob::new(pipeline, name, full_refresh)?;
-        let result = runner.run(&mut job).await;
+    let names = stage::table_names(pipeline, "silver", pipeline.silver.keys(), tables)?;
+    let make = |name: &str| SilverJob::new(pipeline, name, full_refresh);
+    stage::run_each(pipeline, &names, mode, make, |job, result| {
         if !job.report.rules.is_empty() {
             println!("{} quality:\n{}", job.name(), job.report.render());
         }
-        let record = result?;
-        println!(
-            "{}: {} — {} bronze rows read, {} rows merged, bronze version {}, table version {}",
-            record.job,
-            record.outcome.as_str(),
-            record.rows_in,
-            record.rows_out,
-            record
-                .last_version_read
-                .map_or("-".into(), |v| v.to_string()),
-            record
-                .last_version_written
-                .map_or("unchanged".into(), |v| v.to_string())
-        );
-        if cancel.is_cancelled() {
-            break;
+        if let Ok(record) = result {
+            println!(
+                "{}: {} — {} bronze rows read, {} rows merged, bronze version {}, table version {}",
+                record.job,
+                record.outcome.as_str(),
+                record.rows_in,
+                record.rows_out,
+                stage::version_or(record.last_version_read, "-"),
+                stage::version_or(record.last_version_written, "unchanged"),
+            );
         }
-    }
-    Ok(())
+    })
+    .await
 }

@@ -3,15 +3,6 @@
 
 use crate::util::*;
 
-fn ok(out: Run) -> Run {
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-    out
-}
-
 fn load(t: &TestPipeline, crash_at: Option<&str>) -> Run {
     let mut cmd = t.lakectl();
     cmd.args(["run", "load"]);
@@ -38,28 +29,8 @@ fn postgres_books(t: &TestPipeline) -> Vec<Vec<Option<String>>> {
 }
 
 fn delta_books(t: &TestPipeline) -> Vec<Vec<Option<String>>> {
-    let mut rows = Vec::new();
-    for batch in query_table(
-        &t.lake(),
-        Layer::Silver,
-        "books",
-        &format!("SELECT {DELTA_BOOKS} FROM t"),
-    ) {
-        use arrow::array::{Array, AsArray};
-        let columns: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..batch.num_rows() {
-            rows.push(
-                columns
-                    .iter()
-                    .map(|c| (!c.is_null(i)).then(|| c.as_string::<i32>().value(i).to_string()))
-                    .collect(),
-            );
-        }
-    }
+    let sql = format!("SELECT {DELTA_BOOKS} FROM t");
+    let mut rows = table_rows(&t.lake(), Layer::Silver, "books", &sql);
     rows.sort();
     rows
 }

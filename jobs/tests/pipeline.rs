@@ -6,15 +6,6 @@ use std::process::Command;
 
 use crate::util::*;
 
-fn ok(out: Run) -> Run {
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-    out
-}
-
 /// Books count and sales in hundredths, per group, straight from the CSV.
 type Groups = BTreeMap<String, (u64, u64)>;
 

@@ -4,40 +4,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
 use lakehouse_core::run_log::RunLog;
 
 use crate::util::*;
 
-fn ok(out: Run) -> Run {
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-    out
-}
-
-/// Rows of `sql` over `<layer>/<table>` as text, NULL as `None`; empty when no table.
 fn rows(t: &TestPipeline, layer: Layer, table: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for batch in query_table(&t.lake(), layer, table, sql) {
-        let columns: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..batch.num_rows() {
-            out.push(
-                columns
-                    .iter()
-                    .map(|c| (!c.is_null(i)).then(|| c.as_string::<i32>().value(i).to_string()))
-                    .collect(),
-            );
-        }
-    }
-    out
+    table_rows(&t.lake(), layer, table, sql)
 }
 
 /// The first cell of `sql` over `<layer>/<table>`.

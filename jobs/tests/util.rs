@@ -25,6 +25,16 @@ pub fn lakectl() -> Command {
     cmd
 }
 
+/// The run, after asserting it exited 0 (its output shown when not).
+pub fn ok(out: Run) -> Run {
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -560,4 +570,32 @@ pub fn pg_rows(sql: &str) -> Vec<Vec<Option<String>>> {
             })
             .collect()
     })
+}
+
+/// Rows of `sql` over `<layer>/<table>` (registered as `t`) as text, NULL as `None`; empty when
+/// the table does not exist.
+pub fn table_rows(
+    lake: &lakehouse_core::Lake,
+    layer: Layer,
+    table: &str,
+    sql: &str,
+) -> Vec<Vec<Option<String>>> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for batch in query_table(lake, layer, table, sql) {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..batch.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| (!c.is_null(i)).then(|| c.as_string::<i32>().value(i).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    out
 }

@@ -7,7 +7,10 @@ use arrow::array::{
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, TimeUnit};
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 /// A column type as written in the pipeline file.
@@ -222,16 +225,75 @@ enum Cell {
 /// Turns JSON object records into columns of the declared types.
 pub struct RecordParser {
     fields: Vec<(String, ColumnType)>,
+    /// Field name → position, to find a key without building the whole JSON object.
+    index: HashMap<String, usize>,
     builders: Vec<Box<dyn ArrayBuilder>>,
+    /// The declared fields' values of the record at hand; missing ones stay `None`.
+    values: Vec<Option<Value>>,
     /// Reused per record so a record that fails half way leaves the builders untouched.
     cells: Vec<Cell>,
+}
+
+/// Reads one JSON object, keeping the values of declared fields and skipping the rest.
+struct ObjectVisitor<'p> {
+    index: &'p HashMap<String, usize>,
+    values: &'p mut [Option<Value>],
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(position) = map.next_key_seed(FieldPosition(self.index))? {
+            match position {
+                Some(i) => self.values[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key, looked up without allocating: the position of a declared field, or `None`.
+struct FieldPosition<'p>(&'p HashMap<String, usize>);
+
+impl<'de> DeserializeSeed<'de> for FieldPosition<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldPosition<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.get(key).copied())
+    }
 }
 
 impl RecordParser {
     pub fn new(fields: &[(String, ColumnType)], capacity: usize) -> RecordParser {
         RecordParser {
             fields: fields.to_vec(),
+            index: fields
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (name.clone(), i))
+                .collect(),
             builders: fields.iter().map(|(_, t)| t.builder(capacity)).collect(),
+            values: vec![None; fields.len()],
             cells: Vec::with_capacity(fields.len()),
         }
     }
@@ -248,13 +310,23 @@ impl RecordParser {
     /// Appends one record, or returns why it cannot be typed (and appends nothing). Fields the
     /// schema does not declare are ignored; declared fields that are missing are null.
     pub fn push(&mut self, raw: &[u8]) -> Result<(), String> {
-        let value: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
-        let Value::Object(object) = value else {
-            return Err("not a JSON object".into());
+        self.values.iter_mut().for_each(|v| *v = None);
+        let mut reader = serde_json::Deserializer::from_slice(raw);
+        let visitor = ObjectVisitor {
+            index: &self.index,
+            values: &mut self.values,
         };
+        let read = reader.deserialize_map(visitor).and_then(|()| reader.end());
+        if let Err(e) = read {
+            // Valid JSON that is not an object, or not JSON at all.
+            return Err(match serde_json::from_slice::<IgnoredAny>(raw) {
+                Ok(_) => "not a JSON object".to_string(),
+                Err(_) => format!("not JSON: {e}"),
+            });
+        }
         self.cells.clear();
-        for (name, column_type) in &self.fields {
-            let cell = match object.get(name) {
+        for ((name, column_type), value) in self.fields.iter().zip(&self.values) {
+            let cell = match value {
                 None => Cell::Null,
                 Some(v) => column_type
                     .convert(v)

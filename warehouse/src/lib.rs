@@ -304,3 +304,37 @@ impl<'c> Copier<'c> {
         Ok(self.copy.finish().await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_going_away_is_external_a_bad_statement_is_not() {
+        for code in ["08006", "57P01", "57P03", "53300", "40001", "40P01"] {
+            assert_eq!(sqlstate_fault(Some(code)), Fault::External, "{code}");
+        }
+        for code in ["42P01", "23505", "22P02"] {
+            assert_eq!(sqlstate_fault(Some(code)), Fault::User, "{code}");
+        }
+        let e: lakehouse_core::Error = Error::Schema("x".into()).into();
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn upserts_skip_unchanged_rows_and_quote_everything() {
+        let target = TableName::parse("silver.books", "public");
+        let sql = upsert_sql(
+            &target,
+            "stage",
+            &["k".into(), "v\"x".into()],
+            &["k".into()],
+        );
+        assert_eq!(
+            sql,
+            "INSERT INTO \"silver\".\"books\" (\"k\", \"v\"\"x\", \"_loaded_at\") SELECT DISTINCT ON (\"k\") \"k\", \"v\"\"x\", now() \
+             FROM stage ORDER BY \"k\" ON CONFLICT (\"k\") DO UPDATE SET \"v\"\"x\" = EXCLUDED.\"v\"\"x\", \
+             \"_loaded_at\" = EXCLUDED.\"_loaded_at\" WHERE (\"silver\".\"books\".\"v\"\"x\") IS DISTINCT FROM (EXCLUDED.\"v\"\"x\")"
+        );
+    }
+}

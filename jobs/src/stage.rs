@@ -1,0 +1,57 @@
+//! What every `lakectl run <stage>` shares: which tables to run, and running one job per table
+//! on the shared runner with run records and signal handling.
+
+use lakehouse_core::run_log::RunLog;
+use lakehouse_core::{Error, Job, Lake, Mode, Pipeline, Result, RunRecord, Runner};
+
+/// The tables named on the command line, or every table of `[<section>.*]` when none are.
+pub fn table_names<'p>(
+    pipeline: &'p Pipeline,
+    section: &str,
+    declared: impl Iterator<Item = &'p String>,
+    named: &[String],
+) -> Result<Vec<String>> {
+    let names: Vec<String> = if named.is_empty() {
+        declared.cloned().collect()
+    } else {
+        named.to_vec()
+    };
+    if names.is_empty() {
+        return Err(Error::Input(format!(
+            "no [{section}.*] tables in {}",
+            pipeline.source_file.display()
+        )));
+    }
+    Ok(names)
+}
+
+/// Runs one job per table, in turn, until one fails or a signal stops them. `report` prints
+/// what a finished run did, failed runs included.
+pub async fn run_each<J: Job>(
+    pipeline: &Pipeline,
+    names: &[String],
+    mode: Mode,
+    mut make: impl FnMut(&str) -> Result<J>,
+    mut report: impl FnMut(&J, &Result<RunRecord>),
+) -> Result<()> {
+    let cancel = lakehouse_core::runner::cancel_on_signals()?;
+    let run_log = RunLog::new(Lake::from_config(&pipeline.lake)?);
+    for name in names {
+        let runner = Runner::new(&pipeline.name, mode, cancel.clone())
+            .with_config(&pipeline.runner)
+            .with_run_log(run_log.clone());
+        let mut job = make(name)?;
+        let result = runner.run(&mut job).await;
+        report(&job, &result);
+        result?;
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `3` or `unchanged`, for version columns of run summaries.
+pub fn version_or(version: Option<i64>, none: &str) -> String {
+    version.map_or(none.to_string(), |v| v.to_string())
+}
