@@ -137,7 +137,7 @@ mkdir -p "$RESULTS"
   echo "# lakectl benchmark, $STAMP"
   echo
   echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record)."
-  echo "MB/s is CSV read per second for produce, record values processed per second for bronze and silver."
+  echo "MB/s is CSV read per second for produce, record values processed per second for the other stages."
   echo
   echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"

@@ -553,27 +553,56 @@ mod tests {
     }
 
     /// Runs the evaluation query over a one-column table and returns each rule's pass flags.
-    async fn passes(rules: &[&str], values: Vec<Option<i64>>, names: Vec<&str>) -> Vec<Vec<bool>> {
-        let expectations: Vec<Expectation> = rules.iter().map(|r| parse(r).unwrap()).collect();
+    /// A table (k, n, s) registered as `name`.
+    fn register(
+        ctx: &SessionContext,
+        name: &str,
+        keys: Vec<i64>,
+        n: Vec<Option<i64>>,
+        s: Vec<Option<&str>>,
+    ) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("n", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
         ]));
-        let keys: Vec<i64> = (0..values.len() as i64).collect();
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
                 Arc::new(I64::from(keys)),
-                Arc::new(I64::from(values)),
-                Arc::new(StringArray::from(names)),
+                Arc::new(I64::from(n)),
+                Arc::new(StringArray::from(s)),
             ],
         )
         .unwrap();
-        let ctx = SessionContext::new();
         let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
-        ctx.register_table("rows", Arc::new(table)).unwrap();
-        let sql = evaluation_sql(&expectations, "rows", &["k".into()], None);
+        ctx.register_table(name, Arc::new(table)).unwrap();
+    }
+
+    /// Runs the evaluation query over rows keyed 0.. (and `target`, when given) and returns
+    /// each rule's pass flags in key order.
+    async fn passes(
+        rules: &[&str],
+        values: Vec<Option<i64>>,
+        names: Vec<&str>,
+        target: Option<(Vec<i64>, Vec<Option<i64>>)>,
+    ) -> Vec<Vec<bool>> {
+        let expectations: Vec<Expectation> = rules.iter().map(|r| parse(r).unwrap()).collect();
+        let ctx = SessionContext::new();
+        let keys: Vec<i64> = (0..values.len() as i64).collect();
+        register(
+            &ctx,
+            "rows",
+            keys,
+            values,
+            names.into_iter().map(Some).collect(),
+        );
+        let target = target.map(|(keys, n)| {
+            let s = vec![None; keys.len()];
+            register(&ctx, "target", keys, n, s);
+            "target"
+        });
+        let sql = evaluation_sql(&expectations, "rows", &["k".into()], target);
         let out = ctx
             .sql(&sql)
             .await
@@ -609,6 +638,7 @@ mod tests {
             ],
             values,
             names,
+            None,
         )
         .await;
         assert_eq!(got[0], [true, false, true, true], "not_null");
@@ -626,6 +656,20 @@ mod tests {
             "unique: both 5s fail, NULL passes"
         );
         assert_eq!(got[6], [false, true, true, false], "unique on text");
+    }
+
+    #[tokio::test]
+    async fn unique_looks_at_the_table_as_the_merge_leaves_it() {
+        // Target: key 10 holds 6 (kept), key 2 holds 7 (replaced by incoming key 2).
+        let target = (vec![10, 2], vec![Some(6), Some(7)]);
+        let got = passes(
+            &["rule = \"unique\"\ncolumn = \"n\""],
+            vec![Some(5), Some(6), Some(7)],
+            vec!["a", "b", "c"],
+            Some(target),
+        )
+        .await;
+        assert_eq!(got[0], [true, false, true]);
     }
 
     #[test]
