@@ -8,6 +8,8 @@ cd "$ROOT"
 # Build output lives outside the clone so fresh clones (CI) reuse it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Backtraces on, as on CI: some libraries wrap their errors differently when they capture one.
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 bash scripts/install-deps.sh
 # The Python that reads our Delta tables as "another engine" in the tests.

@@ -1,7 +1,8 @@
 //! `lakectl run gold`: DataFusion SQL over silver and gold tables → `<lake>/gold/<table>`,
 //! rebuilt only when an input moved.
 //!
-//! The SQL names its inputs `silver.<table>` or `gold.<table>`. Each gold commit overwrites the
+//! The SQL names its inputs `<layer>.<table>`: `silver.books`, `gold.sales_by_genre`,
+//! `quarantine.books`, `_lakectl.quality`. Each gold commit overwrites the
 //! table and carries one `txn` action per input (app id `lakectl-gold-<table>:<layer>.<input>`,
 //! version = the input version it read); a run whose inputs still have those versions does
 //! nothing. A crash before the commit leaves the previous build; after it, the next run sees
@@ -33,7 +34,8 @@ pub struct GoldJob {
     table: String,
     sql: String,
     lake: Lake,
-    /// Tables the SQL may read: `silver.<t>` and the other `gold.<t>` of the pipeline.
+    /// Tables the SQL may read: every table of the pipeline but itself (silver, quarantine,
+    /// other gold tables, bronze, and lakectl's `_lakectl.runs` and `_lakectl.quality`).
     candidates: Vec<(Layer, String)>,
     checkpoint_interval: u64,
     /// `--full-refresh`: rebuild even when no input moved.
@@ -48,17 +50,9 @@ impl GoldJob {
                 pipeline.source_file.display()
             ))
         })?;
-        let candidates = pipeline
-            .silver
-            .keys()
-            .map(|t| (Layer::Silver, t.clone()))
-            .chain(
-                pipeline
-                    .gold
-                    .keys()
-                    .filter(|t| *t != table)
-                    .map(|t| (Layer::Gold, t.clone())),
-            )
+        let candidates = crate::catalog::pipeline_tables(pipeline)
+            .into_iter()
+            .filter(|(layer, name)| !(*layer == Layer::Gold && name == table))
             .collect();
         Ok(GoldJob {
             table: table.to_string(),
@@ -75,8 +69,8 @@ impl GoldJob {
         let available = crate::catalog::register(&ctx, &self.lake, &self.candidates).await?;
         let df = ctx.sql(&self.sql).await.map_err(|e| {
             Error::Input(format!(
-                "gold.{}: the SQL does not plan: {e} (inputs are named silver.<table> or \
-                 gold.<table>; available now: {})",
+                "gold.{}: the SQL does not plan: {e} (inputs are named <layer>.<table>; \
+                 available now: {})",
                 self.table,
                 available.keys().cloned().collect::<Vec<_>>().join(", ")
             ))

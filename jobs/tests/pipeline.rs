@@ -104,6 +104,15 @@ fn books_from_csv_to_dbt_marts() {
         genre
     );
 
+    assert_eq!(
+        pg_rows(
+            "SELECT rows_checked::text, rows_failed::text FROM gold.quality_by_rule \
+             WHERE job = 'silver:books' AND rule = 'parse'"
+        ),
+        [[Some("174".to_string()), Some("0".to_string())]],
+        "the quality report reaches Postgres"
+    );
+
     // dbt: staging and marts over the loaded table, with every test.
     let table = t.pg_target.split_once('.').unwrap().1;
     let dbt_schema = format!("dbt_{table}");
@@ -146,7 +155,7 @@ fn books_from_csv_to_dbt_marts() {
             .stdout
             .matches("0 rows written, table version unchanged")
             .count(),
-        3,
+        4,
         "{}",
         again.stdout
     );

@@ -126,7 +126,16 @@ fn delta_fault(e: &deltalake::DeltaTableError) -> Fault {
         D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. } => Fault::External,
         D::NotATable(_) | D::InvalidTableLocation(_) | D::SchemaMismatch { .. } => Fault::User,
         D::Generic(_) | D::GenericError { .. } => Fault::External,
-        D::KernelError(delta_kernel::Error::ObjectStore(source)) => object_store_fault(source),
+        D::KernelError(e) => kernel_fault(e),
+        _ => Fault::Internal,
+    }
+}
+
+/// The kernel wraps errors in `Backtraced` whenever `RUST_BACKTRACE` is set: look inside.
+fn kernel_fault(e: &delta_kernel::Error) -> Fault {
+    match e {
+        delta_kernel::Error::Backtraced { source, .. } => kernel_fault(source),
+        delta_kernel::Error::ObjectStore(source) => object_store_fault(source),
         _ => Fault::Internal,
     }
 }
@@ -220,6 +229,22 @@ mod tests {
         let kernel = deltalake::DeltaTableError::KernelError(network.into());
         let e = Error::Delta(kernel);
         assert_eq!(e.fault(), Fault::External, "{e}");
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn a_kernel_error_with_a_backtrace_is_classified_by_what_it_wraps() {
+        // What the kernel hands back whenever RUST_BACKTRACE is set (CI sets it).
+        let network = object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        let backtraced = delta_kernel::Error::Backtraced {
+            source: Box::new(delta_kernel::Error::ObjectStore(network)),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let e = Error::Delta(deltalake::DeltaTableError::KernelError(backtraced));
+        assert_eq!(e.fault(), Fault::External);
         assert!(e.is_retryable());
     }
 
