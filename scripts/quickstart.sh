@@ -5,9 +5,9 @@
 #
 # Installs what it needs (cached under ~/.cache/lakectl), starts PostgreSQL, the Nisshi
 # Kafka-protocol broker and a moto S3 server on 127.0.0.1 (scripts/services.sh), builds
-# lakectl, runs produce -> bronze -> silver -> gold -> load -> dbt build, and prints the rows
-# per layer and the top 5 books by sales, read from Postgres. The services stay up for you to
-# explore; `bash scripts/services.sh down` stops them.
+# lakectl, runs produce -> bronze -> silver -> gold -> load -> dbt build, starts Superset with
+# the books dashboard, and prints the rows per layer and the top 5 books by sales, read from
+# Postgres. The services stay up for you to explore; the last lines say how to stop them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -35,6 +35,9 @@ lakectl run gold
 lakectl run load
 bash scripts/dbt.sh build
 
+step "Superset"
+SUPERSET_URL=$(bash scripts/superset.sh up)
+
 step "rows per layer"
 lakectl query "
   SELECT 'bronze.books' AS \"table\", count(*) AS \"rows\" FROM bronze.books
@@ -58,8 +61,9 @@ psql "$DATABASE_URL" -c "
 step "done in $(( $(date +%s) - started )) s"
 cat <<MSG
 The services are still running (addresses in .lakectl/services.env):
+  Superset dashboard: $SUPERSET_URL/superset/dashboard/books/  (login admin / admin)
   source .lakectl/services.env
   $CARGO_TARGET_DIR/debug/lakectl -p pipelines/books.toml status
   psql "\$DATABASE_URL"
-Stop them with: bash scripts/services.sh down
+Stop them with: bash scripts/superset.sh down && bash scripts/services.sh down
 MSG

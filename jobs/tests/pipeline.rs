@@ -148,6 +148,8 @@ fn books_from_csv_to_dbt_marts() {
         ["174", "157", &language.len().to_string(), "5236.90", "2"].map(|s| Some(s.to_string()))
     );
 
+    check_superset(&format!("{dbt_schema}_marts"), &language, &genre);
+
     // Gold again with no input moved: nothing is rebuilt.
     let again = ok(run(t.lakectl().args(["run", "gold"])));
     assert_eq!(
@@ -158,5 +160,89 @@ fn books_from_csv_to_dbt_marts() {
         4,
         "{}",
         again.stdout
+    );
+}
+
+/// `scripts/superset.sh` with the test's Postgres and a state folder of its own.
+fn superset(state: &std::path::Path, marts: &str, args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg(repo_root().join("scripts/superset.sh"))
+        .args(args)
+        .env("SUPERSET_STATE", state)
+        .env("SUPERSET_MARTS_SCHEMA", marts)
+        .env("DATABASE_URL", service_env("DATABASE_URL").unwrap())
+        .output()
+        .unwrap()
+}
+
+/// Stops the test's Superset however the test ends.
+struct SupersetGuard(std::path::PathBuf);
+
+impl Drop for SupersetGuard {
+    fn drop(&mut self) {
+        superset(&self.0, "", &["down"]);
+    }
+}
+
+/// Bootstraps Superset over the loaded tables and the marts, checks every chart's data as its
+/// API serves it, and takes a screenshot of the dashboard in headless Chromium.
+fn check_superset(marts: &str, language: &Groups, genre: &Groups) {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = SupersetGuard(dir.path().to_path_buf());
+    let up = superset(&guard.0, marts, &["up"]);
+    assert!(
+        up.status.success(),
+        "superset up:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let checked = superset(&guard.0, marts, &["check"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let charts: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    let rows = |chart: &str| charts[chart].as_array().unwrap().clone();
+    let total = |chart: &str, column: &str| -> f64 {
+        rows(chart)
+            .iter()
+            .map(|r| r[column].as_f64().unwrap())
+            .sum()
+    };
+    let sales = "sales (millions)";
+    assert_eq!(rows("Sales by genre").len(), genre.len());
+    assert!((total("Sales by genre", sales) - 5236.9).abs() < 1e-6);
+    assert_eq!(rows("Sales by original language").len(), language.len());
+    let english = rows("Sales by original language")
+        .into_iter()
+        .find(|r| r["original_language"] == "English")
+        .unwrap();
+    assert_eq!(
+        english[sales].as_f64().unwrap(),
+        language["English"].1 as f64 / 100.0
+    );
+    let top = rows("Top books by sales");
+    assert_eq!(top.len(), 10);
+    assert_eq!(top[0][sales].as_f64(), Some(200.0), "{top:?}");
+    let quarantined = rows("Rows quarantined per rule");
+    assert!(
+        quarantined.iter().any(|r| r["rule"] == "parse"),
+        "{quarantined:?}"
+    );
+    assert_eq!(total("Rows quarantined per rule", "rows failed"), 0.0);
+
+    let png = guard.0.join("dashboard.png");
+    let shot = superset(&guard.0, marts, &["screenshot", png.to_str().unwrap()]);
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "{} bytes",
+        bytes.len()
     );
 }
