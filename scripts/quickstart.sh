@@ -45,7 +45,8 @@ lakectl query "
   UNION ALL SELECT 'quarantine.books', count(*) FROM quarantine.books
   UNION ALL SELECT 'gold.sales_by_genre', count(*) FROM gold.sales_by_genre
   UNION ALL SELECT 'gold.sales_by_language', count(*) FROM gold.sales_by_language
-  UNION ALL SELECT 'gold.sales_by_decade', count(*) FROM gold.sales_by_decade"
+  UNION ALL SELECT 'gold.sales_by_decade', count(*) FROM gold.sales_by_decade
+  ORDER BY 1"
 psql "$DATABASE_URL" -c "
   SELECT 'silver.books' AS postgres_table, count(*) AS rows FROM silver.books
   UNION ALL SELECT 'analytics_marts.fact_books', count(*) FROM analytics_marts.fact_books
