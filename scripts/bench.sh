@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Benchmarks lakectl stage by stage against the seed-style Python pipelines, on one machine,
-# on the same input. Not part of the tests. Prints a table and writes bench/results/<date>.md
-# and .json.
+# Benchmarks lakectl stage by stage against what users would otherwise run, on one machine, on
+# the same input. Not part of the tests. Prints a table and writes bench/results/<date>.md and
+# .json.
 #
 #   BENCH_RECORDS=1000000 bash scripts/bench.sh
 #
 # It runs its own broker and S3 on free loopback ports (a memory-engine Nisshi, a moto server)
 # and stops them at the end; for Postgres it starts scripts/services.sh's cluster (if it is not
-# up) and works in a database of its own, dropped at the end.
-# Stages so far: produce, bronze (into a local folder and into S3), silver (the shipped books
-# cleaning, against Polars), load (against psql \copy and pandas to_sql). Every ratio is
-# computed from figures measured in this run.
+# up) and works in databases of its own, dropped at the end.
+#
+# Stages: produce (against pandas + confluent-kafka), bronze into a local folder and into S3
+# (against confluent-kafka + pyarrow), silver (the shipped books cleaning, against Polars), load
+# (against psql \copy and pandas to_sql). Each is run BENCH_REPEAT times (default 3) on fresh
+# state and the median of each figure reported. Then: produce --rate accuracy; the scaling check
+# (bronze and silver at 100k, 1M and 5M records: peak RSS should stay flat, time linear); and
+# end-to-end freshness (produce at BENCH_FRESH_RATE records/s for BENCH_FRESH_SECONDS with
+# bronze, silver and load running continuously; p50/p95/p99 from produce to the row in
+# Postgres). Every ratio is computed from figures measured in this run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 N=${BENCH_RECORDS:-1000000}
+REPEAT=${BENCH_REPEAT:-3}
+SCALES=${BENCH_SCALES:-100000 1000000 5000000}
 CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
 LAKECTL="$CARGO_TARGET_DIR/release/lakectl"
@@ -30,7 +38,10 @@ PIDS=()
 BENCH_DB=lakectl_bench_$$
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [[ -n ${PG_ADMIN:-} ]] && psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $BENCH_DB" 2>/dev/null
+  if [[ -n ${PG_ADMIN:-} ]]; then
+    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $BENCH_DB" 2>/dev/null || true
+    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS ${BENCH_DB}_fresh" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -56,87 +67,169 @@ export LAKECTL_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
 
-log "generating $N records"
-"$PY" scripts/bench/gen_books.py "$N" "$WORK/books.csv"
-BYTES=$(stat -c %s "$WORK/books.csv")
-# The shipped books pipeline: its bronze and silver settings are what is measured.
-PIPELINE="$ROOT/pipelines/books.toml"
+BIGGEST=$N
+for n in $SCALES; do ((n > BIGGEST)) && BIGGEST=$n; done
+log "generating $BIGGEST records"
+"$PY" scripts/bench/gen_books.py "$BIGGEST" "$WORK/all.csv"
+# The first n records (and the header) of the same file.
+csv_of() { [[ -f $WORK/books-$1.csv ]] || head -n $(($1 + 1)) "$WORK/all.csv" >"$WORK/books-$1.csv"; echo "$WORK/books-$1.csv"; }
+CSV=$(csv_of "$N")
+BYTES=$(stat -c %s "$CSV")
+# variant TOPIC: the shipped books pipeline (its bronze, silver and load settings are what is
+# measured) reading TOPIC, written to $WORK/TOPIC.toml with its SQL file's path made absolute.
+variant() {
+  sed -e "s/^topic = \"books\"/topic = \"$1\"/" \
+    -e "s#^sql_file = \"books.silver.sql\"#sql_file = \"$ROOT/pipelines/books.silver.sql\"#" \
+    "$ROOT/pipelines/books.toml" >"$WORK/$1.toml"
+  echo "$WORK/$1.toml"
+}
+PIPELINE=$(variant books_1)
 
-ROWS=()   # "stage|engine|wall|cpu|rss_kb", each over the same N records
-# measure STAGE ENGINE CMD...: runs CMD under /usr/bin/time.
+ROWS=()   # "stage|engine|wall|cpu|rss_kb": medians over REPEAT runs on the same N records
+# measure STAGE ENGINE CMD...: runs CMD REPEAT times under /usr/bin/time; in CMD and in
+# $BEFORE (run first, untimed), @I@ is the repetition's number, for state of its own.
 measure() {
-  local stage=$1 engine=$2
+  local stage=$1 engine=$2 i
   shift 2
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
-    log "$stage/$engine failed:"; tail -20 "$WORK/err" >&2; exit 1
-  }
-  read -r wall user sys rss <"$WORK/time"
-  ROWS+=("$stage|$engine|$wall|$(echo "$user + $sys" | bc)|$rss")
-  log "$stage/$engine: ${wall}s, peak RSS $((rss / 1024)) MiB"
+  : >"$WORK/times"
+  for ((i = 1; i <= REPEAT; i++)); do
+    [[ -n ${BEFORE:-} ]] && eval "${BEFORE//@I@/$i}"
+    /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "${@//@I@/$i}" >"$WORK/out" 2>"$WORK/err" || {
+      log "$stage/$engine failed:"; tail -20 "$WORK/err" >&2; exit 1
+    }
+    [[ -z ${CHECK:-} ]] || grep -q "$CHECK" "$WORK/out" || {
+      log "$stage/$engine: no \"$CHECK\" in its output:"; tail -20 "$WORK/out" >&2; exit 1
+    }
+    cat "$WORK/time" >>"$WORK/times"
+  done
+  median() { awk "{print \$$1}" "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
+  local wall cpu rss
+  wall=$(median 1)
+  cpu=$(awk '{print $2 + $3}' "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}')
+  rss=$(median 4)
+  ROWS+=("$stage|$engine|$wall|$cpu|$rss")
+  log "$stage/$engine: median of $REPEAT: ${wall}s, peak RSS $((rss / 1024)) MiB"
 }
 
 log "produce"
-measure produce lakectl "$LAKECTL" -p "$PIPELINE" produce --file "$WORK/books.csv" --topic books
-grep -q "delivered $N, failed 0" "$WORK/out" || { log "lakectl produce did not deliver $N"; exit 1; }
-measure produce "python (pandas+confluent-kafka)" "$PY" scripts/bench/py_produce.py \
-  "$LAKECTL_KAFKA_BROKERS" books_py "$WORK/books.csv"
-grep -q "\"records\": $N" "$WORK/out" || { log "python produce did not deliver $N"; exit 1; }
+CHECK="delivered $N, failed 0" \
+  measure produce lakectl "$LAKECTL" -p "$PIPELINE" produce --file "$CSV" --topic books_@I@
+CHECK="\"records\": $N" \
+  measure produce "python (pandas+confluent-kafka)" "$PY" scripts/bench/py_produce.py \
+  "$LAKECTL_KAFKA_BROKERS" books_py_@I@ "$CSV"
 
 # --rate is a promise too: a minute at a fixed rate must land within 5 %.
 RATE=${BENCH_RATE:-2000}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
 log "produce --rate $RATE/s for ${RATE_SECONDS}s"
 started=$(date +%s.%N)
-"$LAKECTL" -p "$PIPELINE" produce --file "$WORK/books.csv" --topic books_rate \
+"$LAKECTL" -p "$PIPELINE" produce --file "$CSV" --topic books_rate \
   --rate "$RATE" --limit $((RATE * RATE_SECONDS)) >/dev/null 2>&1
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 RATE_LINE="produce --rate $RATE/s --limit $((RATE * RATE_SECONDS)): $(echo "scale=1; $RATE * $RATE_SECONDS / $elapsed" | bc) records/s over ${elapsed%.*} s ($(echo "scale=2; ($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE" | bc) % off the target)"
 log "$RATE_LINE"
 
-# Bronze reads the topic lakectl produced; each run in its own consumer group.
+# Bronze reads the topic lakectl's first run produced; each run in a consumer group and lake of
+# its own.
 log "bronze"
-LAKECTL_LAKE_URI="$WORK/lake" LAKECTL_KAFKA_GROUP_ID=bench-local \
-  measure bronze "lakectl -> local folder" "$LAKECTL" -p "$PIPELINE" run bronze --once
-grep -q "$N rows written" "$WORK/out" || { log "bronze local wrote $(cat "$WORK/out")"; exit 1; }
-LAKECTL_LAKE_URI=s3://lake/bench/ LAKECTL_KAFKA_GROUP_ID=bench-s3 \
-  measure bronze "lakectl -> S3 (moto)" "$LAKECTL" -p "$PIPELINE" run bronze --once
-grep -q "$N rows written" "$WORK/out" || { log "bronze s3 wrote $(cat "$WORK/out")"; exit 1; }
-measure bronze "python (confluent-kafka+pyarrow) -> local folder" "$PY" scripts/bench/py_bronze.py \
-  "$LAKECTL_KAFKA_BROKERS" books "$WORK/py-bronze" bench-py
-grep -q "\"records\": $N" "$WORK/out" || { log "python bronze read $(cat "$WORK/out")"; exit 1; }
+CHECK="$N rows written" \
+  measure bronze "lakectl -> local folder" env LAKECTL_LAKE_URI="$WORK/lake-@I@" \
+  LAKECTL_KAFKA_GROUP_ID=bench-local-@I@ "$LAKECTL" -p "$PIPELINE" run bronze --once
+CHECK="$N rows written" \
+  measure bronze "lakectl -> S3 (moto)" env LAKECTL_LAKE_URI=s3://lake/bench-@I@/ \
+  LAKECTL_KAFKA_GROUP_ID=bench-s3-@I@ "$LAKECTL" -p "$PIPELINE" run bronze --once
+CHECK="\"records\": $N" \
+  measure bronze "python (confluent-kafka+pyarrow) -> local folder" "$PY" scripts/bench/py_bronze.py \
+  "$LAKECTL_KAFKA_BROKERS" books_1 "$WORK/py-bronze-@I@" bench-py-@I@
 VALUE_BYTES=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["bytes"])' <"$WORK/out")
 
-# Silver reads lakectl's local bronze table; Polars reads the same table.
+# Silver: each repetition cleans the bronze table of its own lake; Polars reads the same tables.
 log "silver"
-LAKECTL_LAKE_URI="$WORK/lake" \
-  measure silver "lakectl" "$LAKECTL" -p "$PIPELINE" run silver
-grep -q "$N bronze rows read, $N rows merged" "$WORK/out" || { log "silver: $(cat "$WORK/out")"; exit 1; }
-measure silver "python (polars+deltalake)" "$PY" scripts/bench/py_silver.py \
-  "$WORK/lake/bronze/books" "$WORK/py-silver"
-grep -q "\"records\": $N" "$WORK/out" || { log "polars silver wrote $(cat "$WORK/out")"; exit 1; }
+CHECK="$N bronze rows read, $N rows merged" \
+  measure silver "lakectl" env LAKECTL_LAKE_URI="$WORK/lake-@I@" "$LAKECTL" -p "$PIPELINE" run silver
+CHECK="\"records\": $N" \
+  measure silver "python (polars+deltalake)" "$PY" scripts/bench/py_silver.py \
+  "$WORK/lake-@I@/bronze/books" "$WORK/py-silver-@I@"
 
 # Load: lakectl's silver table into an empty Postgres table; psql \copy of the same rows from
 # CSV into a table of the same shape (the ceiling); pandas to_sql from the same Delta table.
 log "load"
-DATABASE_URL=$BENCH_DB_URL LAKECTL_LAKE_URI="$WORK/lake" \
-  measure load "lakectl (binary COPY)" "$LAKECTL" -p "$PIPELINE" run load
-grep -q "$N rows written" "$WORK/out" || { log "load: $(cat "$WORK/out")"; exit 1; }
-"$PY" scripts/bench/silver_to_csv.py "$WORK/lake/silver/books" "$WORK/silver.csv"
+BEFORE="psql \"$BENCH_DB_URL\" -qc 'DROP TABLE IF EXISTS silver.books; DELETE FROM lakectl.load_state' 2>/dev/null || true" \
+CHECK="$N rows written" \
+  measure load "lakectl (binary COPY)" env DATABASE_URL="$BENCH_DB_URL" \
+  LAKECTL_LAKE_URI="$WORK/lake-1" "$LAKECTL" -p "$PIPELINE" run load books
+"$PY" scripts/bench/silver_to_csv.py "$WORK/lake-1/silver/books" "$WORK/silver.csv"
 COLUMNS=$(head -1 "$WORK/silver.csv")
 psql "$BENCH_DB_URL" -qc "CREATE TABLE silver.books_copy (LIKE silver.books INCLUDING ALL)"
-measure load "psql \\copy from CSV (ceiling)" psql "$BENCH_DB_URL" -qc \
+BEFORE="psql \"$BENCH_DB_URL\" -qc 'TRUNCATE silver.books_copy'" \
+  measure load "psql \\copy from CSV (ceiling)" psql "$BENCH_DB_URL" -qc \
   "\\copy silver.books_copy ($COLUMNS) FROM '$WORK/silver.csv' CSV HEADER"
-measure load "python (pandas to_sql)" "$PY" scripts/bench/py_load.py "$WORK/lake/silver/books" \
+BEFORE="psql \"$BENCH_DB_URL\" -qc 'DROP TABLE IF EXISTS silver.books_pandas'" CHECK="\"records\": $N" \
+  measure load "python (pandas to_sql)" "$PY" scripts/bench/py_load.py "$WORK/lake-1/silver/books" \
   "$BENCH_DB_URL" silver.books_pandas
-grep -q "\"records\": $N" "$WORK/out" || { log "pandas load: $(cat "$WORK/out")"; exit 1; }
 COPY_SHARE=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$1 == "load" && $2 ~ /^lakectl/ {l=$3} $1 == "load" && $2 ~ /copy/ {c=$3} END {printf "%.0f", 100 * c / l}')
 
-# Report: one table; the ratio is lakectl's records/s over the Python peer's, per stage.
+# Scaling: lakectl bronze and silver over 100k, 1M and 5M records, once each.
+SCALE_ROWS=()   # "records|stage|wall|rss_kb"
+for n in $SCALES; do
+  log "scaling: $n records"
+  scale_pipeline=$(variant "scale_$n")
+  "$LAKECTL" -p "$scale_pipeline" produce --file "$(csv_of "$n")" >/dev/null 2>&1
+  for stage in bronze silver; do
+    /usr/bin/time -f '%e %M' -o "$WORK/time" env LAKECTL_LAKE_URI="$WORK/scale-$n" \
+      "$LAKECTL" -p "$scale_pipeline" run "$stage" --once >"$WORK/out" 2>"$WORK/err" ||
+      { tail -20 "$WORK/err" >&2; exit 1; }
+    read -r wall rss <"$WORK/time"
+    SCALE_ROWS+=("$n|$stage|$wall|$rss")
+    log "scaling: $stage, $n records: ${wall}s, peak RSS $((rss / 1024)) MiB"
+  done
+done
+
+# Freshness: continuous bronze, silver and load while produce sends at a fixed rate; the lag of
+# a row is _loaded_at (its load transaction's start) minus _kafka_ts (when it was produced).
+FRESH_RATE=${BENCH_FRESH_RATE:-5000}
+FRESH_SECONDS=${BENCH_FRESH_SECONDS:-60}
+FRESH_N=$((FRESH_RATE * FRESH_SECONDS))
+log "freshness: $FRESH_RATE records/s for ${FRESH_SECONDS}s"
+psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_fresh"
+FRESH_URL=${PG_ADMIN%/*}/${BENCH_DB}_fresh
+FRESH_PIPELINE=$(variant fresh)
+sed -i 's/^\[bronze.books\]/&\nflush_interval_ms = 500/' "$FRESH_PIPELINE"
+fresh_env=(env LAKECTL_LAKE_URI="$WORK/fresh-lake" DATABASE_URL="$FRESH_URL" LAKECTL_RUNNER_IDLE_POLL_MS=200)
+# One record first, so the topic exists when bronze subscribes.
+"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --limit 1 >/dev/null 2>&1
+JOB_PIDS=()
+for stage in "bronze" "silver" "load books"; do
+  # shellcheck disable=SC2086
+  "${fresh_env[@]}" "$LAKECTL" -p "$FRESH_PIPELINE" run $stage --continuous \
+    >"$WORK/fresh-${stage%% *}.log" 2>&1 &
+  JOB_PIDS+=($!)
+done
+PIDS+=("${JOB_PIDS[@]}")
+sleep 3
+"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --rate "$FRESH_RATE" --limit "$FRESH_N" >/dev/null 2>&1
+for _ in $(seq 120); do
+  loaded=$(psql "$FRESH_URL" -tAc "SELECT count(*) FROM silver.books" 2>/dev/null || echo 0)
+  ((loaded > FRESH_N)) && break
+  sleep 1
+done
+kill -TERM "${JOB_PIDS[@]}" 2>/dev/null || true
+wait "${JOB_PIDS[@]}" 2>/dev/null || true
+FRESH_LINE=$(psql "$FRESH_URL" -tA -F' ' -c "
+  SELECT count(*),
+         round(percentile_cont(0.50) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+         round(percentile_cont(0.95) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 2)
+  FROM (SELECT extract(epoch FROM _loaded_at - _kafka_ts) AS lag FROM silver.books) l")
+read -r fresh_rows p50 p95 p99 <<<"$FRESH_LINE"
+log "freshness: $fresh_rows rows, p50 ${p50}s, p95 ${p95}s, p99 ${p99}s"
+
+# Report: the ratio is lakectl's records/s over the Python peer's, per stage.
 mkdir -p "$RESULTS"
 {
   echo "# lakectl benchmark, $STAMP"
   echo
-  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record)."
+  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record). Each figure is the median of $REPEAT runs."
   echo "MB/s is CSV read per second for produce, record values processed per second for the other stages."
   echo
   echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
@@ -155,6 +248,23 @@ mkdir -p "$RESULTS"
   echo "Rate accuracy: $RATE_LINE."
   echo
   echo "Load: lakectl ran at $COPY_SHARE % of the psql \\copy rate (the goal is 90 %)."
+  echo
+  echo "Scaling (lakectl, one run each):"
+  echo
+  echo "| records | stage | wall s | s per million | peak RSS MiB |"
+  echo "|---:|---|---:|---:|---:|"
+  for row in "${SCALE_ROWS[@]}"; do
+    IFS='|' read -r n stage wall rss <<<"$row"
+    echo "| $n | $stage | $wall | $(echo "scale=2; $wall * 1000000 / $n" | bc) | $((rss / 1024)) |"
+  done
+  echo
+  echo "Freshness: produce at $FRESH_RATE records/s for ${FRESH_SECONDS} s with bronze, silver and load running continuously; $fresh_rows rows reached Postgres; produce to row loaded p50 ${p50} s, p95 ${p95} s, p99 ${p99} s."
 } | tee "$RESULTS/$STAMP.md"
-printf '%s\n' "${ROWS[@]}" | awk -F'|' -v n="$N" 'BEGIN {print "["} {printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"records\":%s,\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, n, $3, $4, $5} END {print "\n]"}' >"$RESULTS/$STAMP.json"
+{
+  echo "{\"cores\": $(nproc), \"records\": $N, \"repeat\": $REPEAT, \"stages\": ["
+  printf '%s\n' "${ROWS[@]}" | awk -F'|' '{printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
+  echo "], \"scaling\": ["
+  printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' '{printf "%s{\"records\":%s,\"stage\":\"%s\",\"wall_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4}'
+  echo "], \"freshness\": {\"rate\": $FRESH_RATE, \"seconds\": $FRESH_SECONDS, \"rows\": ${fresh_rows:-0}, \"p50_s\": ${p50:-null}, \"p95_s\": ${p95:-null}, \"p99_s\": ${p99:-null}}}"
+} >"$RESULTS/$STAMP.json"
 log "results in bench/results/$STAMP.md and .json"

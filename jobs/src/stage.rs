@@ -25,8 +25,9 @@ pub fn table_names<'p>(
     Ok(names)
 }
 
-/// Runs one job per table, in turn, until one fails or a signal stops them. `report` prints
-/// what a finished run did, failed runs included.
+/// Runs one job per table until a signal stops them: `--once` runs them in turn and stops at
+/// the first failure; continuous runs them side by side (each runs until stopped). `report`
+/// prints what a finished run did, failed runs included.
 pub async fn run_each<J: Job>(
     pipeline: &Pipeline,
     names: &[String],
@@ -36,12 +37,29 @@ pub async fn run_each<J: Job>(
 ) -> Result<()> {
     let cancel = lakehouse_core::runner::cancel_on_signals()?;
     let run_log = RunLog::new(Lake::from_config(&pipeline.lake)?);
-    for name in names {
-        let runner = Runner::new(&pipeline.name, mode, cancel.clone())
+    let runner = || {
+        Runner::new(&pipeline.name, mode, cancel.clone())
             .with_config(&pipeline.runner)
-            .with_run_log(run_log.clone());
+            .with_run_log(run_log.clone())
+    };
+    if mode == Mode::Continuous {
+        let mut jobs = names.iter().map(|n| make(n)).collect::<Result<Vec<J>>>()?;
+        let runs = jobs.iter_mut().map(|job| {
+            let runner = runner();
+            async move { runner.run(job).await }
+        });
+        let results = futures::future::join_all(runs).await;
+        for (job, result) in jobs.iter().zip(&results) {
+            report(job, result);
+        }
+        return results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err);
+    }
+    for name in names {
         let mut job = make(name)?;
-        let result = runner.run(&mut job).await;
+        let result = runner().run(&mut job).await;
         report(&job, &result);
         result?;
         if cancel.is_cancelled() {
