@@ -207,7 +207,8 @@ for stage in "bronze" "silver" "load books"; do
 done
 PIDS+=("${JOB_PIDS[@]}")
 sleep 3
-"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --rate "$FRESH_RATE" --limit "$FRESH_N" >/dev/null 2>&1
+"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --forever --rate "$FRESH_RATE" --limit "$FRESH_N" \
+  >/dev/null 2>&1
 for _ in $(seq 120); do
   loaded=$(psql "$FRESH_URL" -tAc "SELECT count(*) FROM silver.books" 2>/dev/null || echo 0)
   ((loaded > FRESH_N)) && break
