@@ -907,7 +907,8 @@ impl SilverJob {
             .map(|k| format!("t.{0} = i.{0}", quote_ident(k)))
             .collect();
         let sql = format!(
-            "SELECT 1 FROM target t JOIN incoming i ON {} LIMIT 1",
+            // The small side first: the hash join builds its table from the left input.
+            "SELECT 1 FROM incoming i JOIN target t ON {} LIMIT 1",
             on.join(" AND ")
         );
         let found = ctx.sql(&sql).await?.collect().await?;
