@@ -191,7 +191,24 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+/// glibc gives each thread that allocates an arena of its own and keeps freed memory in each:
+/// with tokio's, DataFusion's and the JSON parser's threads, silver over 5M records peaked at
+/// 1.1 GB instead of 0.66 GB. Two arenas, unless MALLOC_ARENA_MAX says otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     telemetry::init_logging(
         match cli.log_format {
