@@ -11,14 +11,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use lakehouse_core::storage::table_properties;
+use lakehouse_core::storage::{table_properties, txn_version};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -64,29 +62,55 @@ impl GoldJob {
         })
     }
 
+    /// The `<layer>.<table>` names the SQL reads, subqueries included (CTE names are not).
+    fn named_tables(
+        &self,
+        ctx: &SessionContext,
+    ) -> datafusion::error::Result<std::collections::HashSet<String>> {
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(&self.sql, &dialect)?;
+        Ok(state
+            .resolve_table_references(&statement)?
+            .iter()
+            .map(|name| match name.schema() {
+                Some(schema) => format!("{schema}.{}", name.table()),
+                None => name.table().to_string(),
+            })
+            .collect())
+    }
+
     async fn build(&self) -> Result<UnitReport> {
         let ctx = SessionContext::new();
-        let available = crate::catalog::register(&ctx, &self.lake, &self.candidates).await?;
-        let df = ctx.sql(&self.sql).await.map_err(|e| {
+        let does_not_plan = |e: datafusion::error::DataFusionError| {
+            let tables: Vec<String> = self
+                .candidates
+                .iter()
+                .map(|(layer, name)| format!("{}.{name}", layer.folder()))
+                .collect();
             Error::Input(format!(
-                "gold.{}: the SQL does not plan: {e} (inputs are named <layer>.<table>; \
-                 available now: {})",
+                "gold.{}: the SQL does not plan: {e} (inputs are named <layer>.<table>; this \
+                 pipeline has {})",
                 self.table,
-                available.keys().cloned().collect::<Vec<_>>().join(", ")
+                tables.join(", ")
             ))
-        })?;
-        let inputs: BTreeMap<String, i64> = read_tables(df.logical_plan())?
-            .into_iter()
-            .filter_map(|name| available.get(&name).map(|v| (name, *v)))
+        };
+        // Only the tables the SQL names are opened: each is a Delta log to read.
+        let named = self.named_tables(&ctx).map_err(does_not_plan)?;
+        let wanted: Vec<(Layer, String)> = self
+            .candidates
+            .iter()
+            .filter(|(layer, name)| named.contains(&format!("{}.{name}", layer.folder())))
+            .cloned()
             .collect();
+        let inputs: BTreeMap<String, i64> =
+            crate::catalog::register(&ctx, &self.lake, &wanted).await?;
+        let df = ctx.sql(&self.sql).await.map_err(does_not_plan)?;
         let gold = self.lake.table_or_new(Layer::Gold, &self.table).await?;
         if gold.version().is_some() && !self.force {
             let mut unchanged = true;
             for (input, version) in &inputs {
-                let recorded = gold
-                    .snapshot()?
-                    .transaction_version(&gold.log_store(), txn_app_id(&self.table, input))
-                    .await?;
+                let recorded = txn_version(&gold, &txn_app_id(&self.table, input)).await?;
                 unchanged &= recorded == Some(*version);
             }
             if unchanged {
@@ -122,22 +146,6 @@ impl GoldJob {
             caught_up: true,
         })
     }
-}
-
-/// The `<layer>.<table>` names a plan scans, subqueries included.
-fn read_tables(plan: &LogicalPlan) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            let name = &scan.table_name;
-            names.push(match name.schema() {
-                Some(schema) => format!("{schema}.{}", name.table()),
-                None => name.table().to_string(),
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(names)
 }
 
 #[async_trait]

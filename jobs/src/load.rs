@@ -133,10 +133,7 @@ impl LoadJob {
             existing.as_deref(),
             &self.settings.key,
         )? {
-            sqlx::query(&statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(warehouse::Error::from)?;
+            warehouse::execute(&mut tx, &statement).await?;
         }
         let mode = self.settings.mode;
         let seen = if mode == LoadMode::Replace {
@@ -150,10 +147,7 @@ impl LoadJob {
         let direct = match mode {
             LoadMode::Append => true,
             LoadMode::Replace => {
-                sqlx::query(&format!("TRUNCATE {target}"))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(warehouse::Error::from)?;
+                warehouse::execute(&mut tx, &format!("TRUNCATE {target}")).await?;
                 true
             }
             LoadMode::Upsert => created || warehouse::is_empty(&mut tx, target).await?,
@@ -161,12 +155,10 @@ impl LoadJob {
         let copy_into = if direct {
             target.to_string()
         } else {
-            sqlx::query(&format!(
+            let stage = format!(
                 "CREATE TEMPORARY TABLE {STAGE} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP"
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(warehouse::Error::from)?;
+            );
+            warehouse::execute(&mut tx, &stage).await?;
             STAGE.to_string()
         };
         let copied = self
@@ -176,11 +168,7 @@ impl LoadJob {
             copied
         } else {
             let sql = warehouse::upsert_sql(target, STAGE, &columns, &self.settings.key);
-            sqlx::query(&sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(warehouse::Error::from)?
-                .rows_affected()
+            warehouse::execute(&mut tx, &sql).await?
         };
         warehouse::record_version(&mut tx, target, &self.settings.source, version, copied).await?;
         crash_point("load:before_commit");

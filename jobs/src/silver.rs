@@ -20,7 +20,7 @@
 //! already has. The MERGE only replaces a row with a record that is not older (by Kafka
 //! timestamp), so re-applying an increment changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -44,7 +44,7 @@ use lakehouse_core::quality::{
     evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
 };
 use lakehouse_core::schema::{ColumnType, RecordParser};
-use lakehouse_core::storage::table_properties;
+use lakehouse_core::storage::{table_properties, txn_version};
 use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
@@ -156,26 +156,33 @@ struct Quarantined {
     error: String,
 }
 
-/// The bronze rows of a unit, addressable by origin for quarantine.
+/// The bronze rows of a unit.
 struct BronzeRows {
     batches: Vec<RecordBatch>,
-    index: HashMap<Origin, (usize, usize)>,
 }
 
 impl BronzeRows {
-    fn new(batches: Vec<RecordBatch>) -> BronzeRows {
-        let mut index = HashMap::new();
-        for (b, batch) in batches.iter().enumerate() {
+    /// Where each of `origins` is among the batches. Only units that quarantine something
+    /// pay for this scan.
+    fn locate(&self, origins: &[Origin]) -> HashMap<Origin, (usize, usize)> {
+        let wanted: HashSet<Origin> = origins.iter().copied().collect();
+        let mut found = HashMap::with_capacity(wanted.len());
+        if wanted.is_empty() {
+            return found;
+        }
+        for (b, batch) in self.batches.iter().enumerate() {
             let (partitions, offsets) = lineage_arrays(batch);
             for row in 0..batch.num_rows() {
                 let origin = Origin {
                     partition: partitions.value(row),
                     offset: offsets.value(row),
                 };
-                index.insert(origin, (b, row));
+                if wanted.contains(&origin) {
+                    found.insert(origin, (b, row));
+                }
             }
         }
-        BronzeRows { batches, index }
+        found
     }
 
     fn rows(&self) -> u64 {
@@ -185,6 +192,8 @@ impl BronzeRows {
     /// Builds the quarantine batch for `records`, with their raw values and lineage.
     fn quarantine_batch(&self, records: &[Quarantined], run_id: &str) -> Result<RecordBatch> {
         let n = records.len();
+        let origins: Vec<Origin> = records.iter().map(|q| q.origin).collect();
+        let index = self.locate(&origins);
         let (mut versions, mut partitions, mut offsets, mut kafka_ts, mut raw) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -193,7 +202,7 @@ impl BronzeRows {
             Vec::with_capacity(n),
         );
         for q in records {
-            let (b, row) = self.index[&q.origin];
+            let (b, row) = index[&q.origin];
             let batch = &self.batches[b];
             let value = batch
                 .column_by_name("value")
@@ -680,10 +689,10 @@ impl SilverJob {
             .lake
             .table_or_new(Layer::Quarantine, &self.table)
             .await?;
-        let already = if overwrite || table.version().is_none() {
+        let already = if overwrite {
             None
         } else {
-            txn_version(&table, &self.table).await?
+            txn_version(&table, &txn_app_id(&self.table)).await?
         };
         let batch = bronze_rows.quarantine_batch(records, &self.run_id)?;
         let batch = match already {
@@ -814,9 +823,12 @@ impl SilverJob {
         };
         let latest = bronze.version().expect("loaded tables have a version") as i64;
         let silver = self.lake.table_or_new(Layer::Silver, &self.table).await?;
-        let done = match (self.refresh, silver.version()) {
-            (true, _) | (false, None) => -1,
-            (false, Some(_)) => txn_version(&silver, &self.table).await?.unwrap_or(-1),
+        let done = if self.refresh {
+            -1
+        } else {
+            txn_version(&silver, &txn_app_id(&self.table))
+                .await?
+                .unwrap_or(-1)
         };
         if done >= latest {
             return Ok(UnitReport {
@@ -833,7 +845,9 @@ impl SilverJob {
             self.settings.batch_rows,
         )
         .await?;
-        let bronze_rows = BronzeRows::new(read_increment(&bronze, &increment).await?);
+        let bronze_rows = BronzeRows {
+            batches: read_increment(&bronze, &increment).await?,
+        };
         let rows_in = bronze_rows.rows();
         if rows_in == 0 {
             // Commits that added no rows (OPTIMIZE, empty writes): record progress alone.
@@ -940,13 +954,6 @@ fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {
         Field::new("_silver_ts", timestamp_type(), false),
         Arc::new(stamps),
     )
-}
-
-async fn txn_version(table: &DeltaTable, silver_table: &str) -> Result<Option<i64>> {
-    Ok(table
-        .snapshot()?
-        .transaction_version(&table.log_store(), txn_app_id(silver_table))
-        .await?)
 }
 
 #[async_trait]

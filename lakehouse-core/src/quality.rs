@@ -11,7 +11,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use deltalake::protocol::SaveMode;
 use serde::Deserialize;
 
 use crate::error::Result;
@@ -463,13 +462,7 @@ impl QualityLog {
             return Ok(());
         }
         let batch = quality_batch(scope, report)?;
-        self.lake
-            .table_or_new(Layer::System, QUALITY_TABLE)
-            .await?
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .await?;
-        Ok(())
+        self.lake.append(Layer::System, QUALITY_TABLE, batch).await
     }
 }
 

@@ -9,7 +9,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
-use deltalake::protocol::SaveMode;
 
 use crate::error::{Error, Result};
 use crate::runner::{Outcome, RunRecord};
@@ -72,13 +71,7 @@ impl RunLog {
                 Arc::new(StringArray::from(vec![record.error.as_deref()])),
             ],
         )?;
-        self.lake
-            .table_or_new(Layer::System, RUNS_TABLE)
-            .await?
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .await?;
-        Ok(())
+        self.lake.append(Layer::System, RUNS_TABLE, batch).await
     }
 
     /// Every run recorded, oldest first.

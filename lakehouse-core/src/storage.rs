@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Once};
 
+use arrow::array::RecordBatch;
+use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
@@ -200,6 +202,16 @@ impl Lake {
         Ok(t.version().is_some().then_some(t))
     }
 
+    /// Appends `batch` to `<layer>/<table>`, creating the table on the first write.
+    pub async fn append(&self, layer: Layer, table: &str, batch: RecordBatch) -> Result<()> {
+        self.table_or_new(layer, table)
+            .await?
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await?;
+        Ok(())
+    }
+
     /// Answers whether the lake's bucket/folder is reachable, for `lakectl validate`.
     pub async fn probe(&self) -> Result<()> {
         use futures::TryStreamExt;
@@ -215,6 +227,18 @@ impl Lake {
             )),
         }
     }
+}
+
+/// The version of the `txn` action `app_id` in the loaded table: what the writer that owns
+/// that app id last committed. `None` when the table has none, or no version yet.
+pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    if table.version().is_none() {
+        return Ok(None);
+    }
+    Ok(table
+        .snapshot()?
+        .transaction_version(&table.log_store(), app_id)
+        .await?)
 }
 
 /// The properties lakectl creates every table with: a Delta checkpoint every

@@ -123,6 +123,12 @@ pub async fn probe(url: Option<&str>, url_var: &str) -> Result<String> {
     Ok(version)
 }
 
+/// Runs one statement built by lakectl (every identifier in it quoted); returns the rows it
+/// affected.
+pub async fn execute(conn: &mut PgConnection, sql: &str) -> Result<u64> {
+    Ok(sqlx::query(sql).execute(conn).await?.rows_affected())
+}
+
 /// Creates `lakectl.load_state` when missing: one row per target, the source version it holds.
 pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
     for statement in [
@@ -134,7 +140,7 @@ pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
            rows_loaded bigint NOT NULL, \
            loaded_at timestamp with time zone NOT NULL DEFAULT now())",
     ] {
-        sqlx::query(statement).execute(&mut *conn).await?;
+        execute(conn, statement).await?;
     }
     Ok(())
 }
