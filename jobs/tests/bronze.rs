@@ -26,10 +26,20 @@ impl Drop for Bronze {
     }
 }
 
+/// `  12: tokio::runtime::…` or `             at ./src/x.rs:3:4`.
+fn is_backtrace_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("at ")
+        || t.split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 impl Bronze {
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
+        // Backtraces in error messages (RUST_BACKTRACE is on in tests) would crowd out the
+        // messages themselves.
+        let lines: Vec<&str> = log.lines().filter(|l| !is_backtrace_line(l)).collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }
