@@ -127,17 +127,36 @@ fn delta_fault(e: &deltalake::DeltaTableError) -> Fault {
         D::NotATable(_) | D::InvalidTableLocation(_) | D::SchemaMismatch { .. } => Fault::User,
         D::Generic(_) | D::GenericError { .. } => Fault::External,
         D::KernelError(e) => kernel_fault(e),
-        _ => Fault::Internal,
+        _ => io_cause_fault(e).unwrap_or(Fault::Internal),
     }
 }
 
 /// The kernel wraps errors in `Backtraced` whenever `RUST_BACKTRACE` is set: look inside.
 fn kernel_fault(e: &delta_kernel::Error) -> Fault {
+    use delta_kernel::Error as K;
     match e {
-        delta_kernel::Error::Backtraced { source, .. } => kernel_fault(source),
-        delta_kernel::Error::ObjectStore(source) => object_store_fault(source),
-        _ => Fault::Internal,
+        K::Backtraced { source, .. } => kernel_fault(source),
+        K::ObjectStore(source) => object_store_fault(source),
+        K::IOError(_) | K::Reqwest(_) | K::JoinFailure(_) => Fault::External,
+        _ => io_cause_fault(e).unwrap_or(Fault::Internal),
     }
+}
+
+/// The fault of an object-store or I/O failure anywhere among `e`'s causes. Delta wraps them
+/// in Arrow, Parquet and generic errors depending on where the read failed, so a storage
+/// outage must be recognised through those too, or it is taken for a bug and not retried.
+fn io_cause_fault(e: &(dyn std::error::Error + 'static)) -> Option<Fault> {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(store) = c.downcast_ref::<object_store::Error>() {
+            return Some(object_store_fault(store));
+        }
+        if c.is::<std::io::Error>() {
+            return Some(Fault::External);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 fn datafusion_fault(e: &datafusion::error::DataFusionError) -> Fault {
@@ -230,6 +249,25 @@ mod tests {
         let e = Error::Delta(kernel);
         assert_eq!(e.fault(), Fault::External, "{e}");
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn a_storage_failure_deep_inside_a_kernel_error_is_retried() {
+        let network = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        let generic = delta_kernel::Error::GenericError {
+            source: Box::new(network),
+        };
+        let e = Error::Delta(deltalake::DeltaTableError::KernelError(generic));
+        assert_eq!(e.fault(), Fault::External, "{e}");
+        assert!(e.is_retryable());
+        let bug = delta_kernel::Error::InternalError("impossible".into());
+        assert_eq!(
+            Error::Delta(deltalake::DeltaTableError::KernelError(bug)).fault(),
+            Fault::Internal
+        );
     }
 
     #[test]
