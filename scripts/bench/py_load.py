@@ -1,5 +1,6 @@
 """The seed pipelines' load: the Delta table into pandas, then DataFrame.to_sql into Postgres."""
 import json
+import os
 import sys
 import time
 
@@ -13,3 +14,5 @@ schema, name = target.split(".", 1)
 engine = create_engine(url.replace("postgres://", "postgresql+psycopg2://", 1))
 df.to_sql(name, engine, schema=schema, if_exists="append", index=False, chunksize=10_000)
 print(json.dumps({"records": len(df), "seconds": time.time() - started}))
+sys.stdout.flush()
+os._exit(0)  # deltalake may abort interpreter teardown (known upstream bug)

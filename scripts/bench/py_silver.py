@@ -3,6 +3,7 @@ values, trim, rename, normalise genres, keep the latest record per title, check 
 expectations, write Delta. Unlike lakectl it cannot quarantine single unparseable records
 (one bad value fails json_decode for the whole column) and it is not incremental."""
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -44,3 +45,5 @@ if bad.height:
     bad.write_delta(out + "_quarantine", mode="overwrite")
 print(json.dumps({"records": good.height, "quarantined": bad.height, "warned": warned,
                   "seconds": time.time() - started}))
+sys.stdout.flush()
+os._exit(0)  # deltalake may abort interpreter teardown (known upstream bug)
