@@ -33,6 +33,8 @@ STAMP=$(date -u +%Y-%m-%d)
 source "$ROOT/scripts/lib.sh"
 log() { printf '[bench] %s\n' "$*" >&2; }
 wait_port() { until port_open "$1"; do sleep 0.1; done; }
+# calc FORMAT EXPR: EXPR evaluated in floating point, printed with printf's FORMAT.
+calc() { awk "BEGIN {printf \"$1\", $2}"; }
 
 PIDS=()
 BENCH_DB=lakectl_bench_$$
@@ -125,8 +127,8 @@ log "produce --rate $RATE/s for ${RATE_SECONDS}s"
 started=$(date +%s.%N)
 "$LAKECTL" -p "$PIPELINE" produce --file "$CSV" --topic books_rate \
   --rate "$RATE" --limit $((RATE * RATE_SECONDS)) >/dev/null 2>&1
-elapsed=$(echo "$(date +%s.%N) - $started" | bc)
-RATE_LINE="produce --rate $RATE/s --limit $((RATE * RATE_SECONDS)): $(echo "scale=1; $RATE * $RATE_SECONDS / $elapsed" | bc) records/s over ${elapsed%.*} s ($(echo "scale=2; ($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE" | bc) % off the target)"
+elapsed=$(calc %.1f "$(date +%s.%N) - $started")
+RATE_LINE="produce --rate $RATE/s --limit $((RATE * RATE_SECONDS)): $(calc %.1f "$RATE * $RATE_SECONDS / $elapsed") records/s over $elapsed s ($(calc %+.2f "($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE") % off the target)"
 log "$RATE_LINE"
 
 # Bronze reads the topic lakectl's first run produced; each run in a consumer group and lake of
@@ -243,12 +245,12 @@ mkdir -p "$RESULTS"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for row in "${ROWS[@]}"; do
     IFS='|' read -r stage engine wall cpu rss <<<"$row"
-    rate=$(echo "$N / $wall" | bc)
+    rate=$(calc %.0f "$N / $wall")
     stage_bytes=$BYTES
     [[ $stage != produce ]] && stage_bytes=$VALUE_BYTES
-    mbs=$(echo "scale=1; $stage_bytes / 1048576 / $wall" | bc)
+    mbs=$(calc %.1f "$stage_bytes / 1048576 / $wall")
     peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
-    ratio=$(echo "scale=2; $peer / $wall" | bc)
+    ratio=$(calc %.2f "$peer / $wall")
     echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | ${ratio}x |"
   done
   echo
@@ -262,7 +264,7 @@ mkdir -p "$RESULTS"
   echo "|---:|---|---:|---:|---:|"
   for row in "${SCALE_ROWS[@]}"; do
     IFS='|' read -r n stage wall rss <<<"$row"
-    echo "| $n | $stage | $wall | $(echo "scale=2; $wall * 1000000 / $n" | bc) | $((rss / 1024)) |"
+    echo "| $n | $stage | $wall | $(calc %.2f "$wall * 1000000 / $n") | $((rss / 1024)) |"
   done
   echo
   # Growth between the two largest inputs, both many flushes long: what "flat" is judged by.

@@ -7,10 +7,13 @@ use arrow::array::{
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, TimeUnit};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// A column type as written in the pipeline file.
@@ -103,82 +106,163 @@ impl ColumnType {
     /// (CSV-born data often quotes them); numbers are accepted for strings as their JSON
     /// text (a title like `1984` arrives as a number). Anything else is an error that says
     /// what was expected and what came.
-    fn convert(self, value: &Value) -> Result<Cell, String> {
-        let text = match value {
-            Value::Null => return Ok(Cell::Null),
-            Value::String(s) => Some(s.as_str()),
+    fn convert(self, value: Raw<'_>) -> Result<Cell<'_>, String> {
+        let value = match value {
+            Raw::Null => return Ok(Cell::Null),
+            Raw::Str(s) if self == ColumnType::String => return Ok(Cell::Str(s)),
+            other => other,
+        };
+        let number = match &value {
+            Raw::Number(n) => Some(n),
             _ => None,
         };
-        let shown = || {
-            let s = value.to_string();
-            if s.len() > 60 {
-                format!("{}…", &s[..s.floor_char_boundary(60)])
-            } else {
-                s
-            }
+        let text = match &value {
+            Raw::Str(s) => Some(s.trim()),
+            _ => None,
         };
-        let expected = |what: &str| format!("expected {what}, got {}", shown());
-        match self {
-            ColumnType::String => match value {
-                Value::String(s) => Ok(Cell::Str(s.clone())),
-                Value::Number(n) => Ok(Cell::Str(n.to_string())),
-                Value::Bool(b) => Ok(Cell::Str(b.to_string())),
-                _ => Err(expected("a string")),
+        let cell = match self {
+            ColumnType::String => match &value {
+                Raw::Number(n) => Some(Cell::Str(n.to_string().into())),
+                Raw::Bool(b) => Some(Cell::Str(b.to_string().into())),
+                _ => None,
             },
-            ColumnType::Int => {
-                let parsed = match (value, text) {
-                    (Value::Number(n), _) => n.as_i64(),
-                    (_, Some(s)) => s.trim().parse::<i64>().ok(),
-                    _ => None,
-                };
-                parsed.map(Cell::Int).ok_or_else(|| expected("an integer"))
+            ColumnType::Int => match number {
+                Some(n) => n.as_i64(),
+                None => text.and_then(|s| s.parse().ok()),
             }
-            ColumnType::Double => {
-                let parsed = match (value, text) {
-                    (Value::Number(n), _) => n.as_f64(),
-                    // `NaN` and `inf` parse as f64 but are not data.
-                    (_, Some(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-                    _ => None,
-                };
-                parsed
-                    .map(Cell::Double)
-                    .ok_or_else(|| expected("a finite number"))
+            .map(Cell::Int),
+            ColumnType::Double => match number {
+                Some(n) => n.as_f64(),
+                // `NaN` and `inf` parse as f64 but are not data.
+                None => text.and_then(|s| s.parse::<f64>().ok().filter(|f| f.is_finite())),
             }
-            ColumnType::Bool => match (value, text.map(|s| s.trim().to_ascii_lowercase())) {
-                (Value::Bool(b), _) => Ok(Cell::Bool(*b)),
-                (_, Some(s)) if s == "true" => Ok(Cell::Bool(true)),
-                (_, Some(s)) if s == "false" => Ok(Cell::Bool(false)),
-                _ => Err(expected("true or false")),
-            },
+            .map(Cell::Double),
+            ColumnType::Bool => match (&value, text.map(str::to_ascii_lowercase)) {
+                (Raw::Bool(b), _) => Some(*b),
+                (_, Some(s)) if s == "true" => Some(true),
+                (_, Some(s)) if s == "false" => Some(false),
+                _ => None,
+            }
+            .map(Cell::Bool),
             ColumnType::Date => text
-                .and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok())
+                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
                 .map(|d| {
                     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
                     Cell::Date((d - epoch).num_days() as i32)
-                })
-                .ok_or_else(|| expected("a date YYYY-MM-DD")),
+                }),
             ColumnType::Timestamp => text
-                .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
-                .map(|t| Cell::Timestamp(t.timestamp_micros()))
-                .ok_or_else(|| expected("an RFC 3339 timestamp with offset")),
-            ColumnType::Decimal(p, s) => {
-                let digits = match (value, text) {
-                    (Value::Number(n), _) => Some(n.to_string()),
-                    (_, Some(t)) => Some(t.trim().to_string()),
-                    _ => None,
-                };
-                digits
-                    .as_deref()
-                    .and_then(|d| parse_decimal(d, p, s))
-                    .map(Cell::Decimal)
-                    .ok_or_else(|| {
-                        expected(&format!(
-                            "a decimal with at most {} digits before and {s} after the point",
-                            p as i8 - s
-                        ))
-                    })
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| Cell::Timestamp(t.timestamp_micros())),
+            ColumnType::Decimal(p, s) => match number {
+                Some(n) => parse_decimal(&n.to_string(), p, s),
+                None => text.and_then(|t| parse_decimal(t, p, s)),
             }
+            .map(Cell::Decimal),
+        };
+        cell.ok_or_else(|| format!("expected {}, got {}", self.expected(), value.shown()))
+    }
+
+    /// What a value of this type looks like, for error messages.
+    fn expected(self) -> String {
+        match self {
+            ColumnType::String => "a string".into(),
+            ColumnType::Int => "an integer".into(),
+            ColumnType::Double => "a finite number".into(),
+            ColumnType::Bool => "true or false".into(),
+            ColumnType::Date => "a date YYYY-MM-DD".into(),
+            ColumnType::Timestamp => "an RFC 3339 timestamp with offset".into(),
+            ColumnType::Decimal(p, s) => format!(
+                "a decimal with at most {} digits before and {s} after the point",
+                p as i8 - s
+            ),
         }
+    }
+}
+
+/// One declared field's JSON value, borrowed from the record where it can be: building a
+/// `serde_json::Value` allocated every string twice over.
+enum Raw<'de> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Cow<'de, str>),
+    /// An array or an object: never a valid cell, kept whole for the error message.
+    Nested(Value),
+}
+
+impl Raw<'_> {
+    /// The value as JSON text, cut to 60 characters.
+    fn shown(&self) -> String {
+        let s = match self {
+            Raw::Null => "null".to_string(),
+            Raw::Bool(b) => b.to_string(),
+            Raw::Number(n) => n.to_string(),
+            Raw::Str(s) => Value::String(s.to_string()).to_string(),
+            Raw::Nested(v) => v.to_string(),
+        };
+        if s.len() > 60 {
+            format!("{}…", &s[..s.floor_char_boundary(60)])
+        } else {
+            s
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Number(v.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Raw<'de>, E> {
+        Ok(Raw::Number(v.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Raw<'de>, E> {
+        serde_json::Number::from_f64(v)
+            .map(Raw::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Raw<'de>, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Raw::Nested)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw<'de>, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Raw::Nested)
     }
 }
 
@@ -211,9 +295,9 @@ fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
-enum Cell {
+enum Cell<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     Int(i64),
     Double(f64),
     Bool(bool),
@@ -228,19 +312,15 @@ pub struct RecordParser {
     /// Field name → position, to find a key without building the whole JSON object.
     index: HashMap<String, usize>,
     builders: Vec<Box<dyn ArrayBuilder>>,
-    /// The declared fields' values of the record at hand; missing ones stay `None`.
-    values: Vec<Option<Value>>,
-    /// Reused per record so a record that fails half way leaves the builders untouched.
-    cells: Vec<Cell>,
 }
 
 /// Reads one JSON object, keeping the values of declared fields and skipping the rest.
-struct ObjectVisitor<'p> {
+struct ObjectVisitor<'p, 'de> {
     index: &'p HashMap<String, usize>,
-    values: &'p mut [Option<Value>],
+    values: &'p mut [Option<Raw<'de>>],
 }
 
-impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+impl<'de> Visitor<'de> for ObjectVisitor<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -293,8 +373,6 @@ impl RecordParser {
                 .map(|(i, (name, _))| (name.clone(), i))
                 .collect(),
             builders: fields.iter().map(|(_, t)| t.builder(capacity)).collect(),
-            values: vec![None; fields.len()],
-            cells: Vec::with_capacity(fields.len()),
         }
     }
 
@@ -310,11 +388,11 @@ impl RecordParser {
     /// Appends one record, or returns why it cannot be typed (and appends nothing). Fields the
     /// schema does not declare are ignored; declared fields that are missing are null.
     pub fn push(&mut self, raw: &[u8]) -> Result<(), String> {
-        self.values.iter_mut().for_each(|v| *v = None);
+        let mut values: Vec<Option<Raw>> = (0..self.fields.len()).map(|_| None).collect();
         let mut reader = serde_json::Deserializer::from_slice(raw);
         let visitor = ObjectVisitor {
             index: &self.index,
-            values: &mut self.values,
+            values: &mut values,
         };
         let read = reader.deserialize_map(visitor).and_then(|()| reader.end());
         if let Err(e) = read {
@@ -324,17 +402,20 @@ impl RecordParser {
                 Err(_) => format!("not JSON: {e}"),
             });
         }
-        self.cells.clear();
-        for ((name, column_type), value) in self.fields.iter().zip(&self.values) {
-            let cell = match value {
-                None => Cell::Null,
+        // Every field converted before any is appended: a record that fails half way leaves
+        // the builders untouched.
+        let cells = self
+            .fields
+            .iter()
+            .zip(values)
+            .map(|((name, column_type), value)| match value {
+                None => Ok(Cell::Null),
                 Some(v) => column_type
                     .convert(v)
-                    .map_err(|e| format!("field {name:?}: {e}"))?,
-            };
-            self.cells.push(cell);
-        }
-        for (builder, cell) in self.builders.iter_mut().zip(self.cells.drain(..)) {
+                    .map_err(|e| format!("field {name:?}: {e}")),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for (builder, cell) in self.builders.iter_mut().zip(cells) {
             append(builder.as_mut(), cell);
         }
         Ok(())
@@ -440,12 +521,19 @@ mod tests {
         p.push(br#"{"title":"Dune","year":1965,"sales":20.5,"score":"4.5","ok":true,"day":"2024-02-29","at":"2024-01-01T01:00:00+01:00","extra":[1]}"#).unwrap();
         p.push(br#"{"title":1984,"year":"1949","sales":"30"}"#)
             .unwrap();
+        p.push(br#"{"title":"Say \"hi\"\u00e9","ok":" TRUE ","year":null}"#)
+            .unwrap();
         let cols = p.finish();
         assert_eq!(cols[0].as_string::<i32>().value(1), "1984");
-        assert_eq!(cols[1].as_primitive::<Int64Type>().values(), &[1965, 1949]);
+        assert_eq!(cols[0].as_string::<i32>().value(2), "Say \"hi\"é");
+        assert!(cols[4].as_boolean().value(2) && cols[1].is_null(2));
         assert_eq!(
-            cols[2].as_primitive::<Decimal128Type>().values(),
-            &[2050, 3000]
+            cols[1].as_primitive::<Int64Type>().values()[..2],
+            [1965, 1949]
+        );
+        assert_eq!(
+            cols[2].as_primitive::<Decimal128Type>().values()[..2],
+            [2050, 3000]
         );
         assert_eq!(cols[3].as_primitive::<Float64Type>().value(0), 4.5);
         assert!(cols[4].is_null(1) && cols[5].is_null(1) && cols[6].is_null(1));
@@ -460,7 +548,7 @@ mod tests {
     #[test]
     fn bad_records_say_why_and_leave_no_partial_row() {
         let mut p = RecordParser::new(&fields(), 4);
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 9] = [
             (b"not json", "not JSON"),
             (br#"{"score": NaN}"#, "not JSON"),
             (br#"[1,2]"#, "not a JSON object"),
@@ -471,6 +559,11 @@ mod tests {
             (br#"{"year":1965.5}"#, "expected an integer"),
             (br#"{"score":"NaN"}"#, "expected a finite number"),
             (br#"{"title":"ok","sales":1.234}"#, "field \"sales\""),
+            (
+                br#"{"title":{"a":[1,"x"]}}"#,
+                r#"field "title": expected a string, got {"a":[1,"x"]}"#,
+            ),
+            (br#"{"ok":"yes"}"#, r#"expected true or false, got "yes""#),
         ];
         for (raw, want) in cases {
             let err = p.push(raw).unwrap_err();
