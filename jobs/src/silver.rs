@@ -1042,8 +1042,11 @@ pub async fn run_tables(
 mod tests {
     use super::*;
 
-    /// Rows of (key, second key, partition, offset, Kafka timestamp); `v` numbers them.
-    fn batch(rows: &[(&str, i64, i32, i64, Option<i64>)]) -> RecordBatch {
+    /// A row: key, second key, partition, offset, Kafka timestamp.
+    type TestRow<'a> = (&'a str, i64, i32, i64, Option<i64>);
+
+    /// The rows as a batch of the lineage columns and keys; `v` numbers them.
+    fn batch(rows: &[TestRow]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, false),
             Field::new("n", DataType::Int64, false),
@@ -1052,17 +1055,17 @@ mod tests {
             Field::new("_kafka_ts", timestamp_type(), true),
             Field::new("v", DataType::Int64, false),
         ]));
-        let column = |f: fn(&(&str, i64, i32, i64, Option<i64>)) -> Option<i64>| {
-            rows.iter().map(f).collect::<Vec<_>>()
-        };
         RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-                Arc::new(Int64Array::from_iter(column(|r| Some(r.1)))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
                 Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2))),
-                Arc::new(Int64Array::from_iter(column(|r| Some(r.3)))),
-                Arc::new(TimestampMicrosecondArray::from(column(|r| r.4)).with_timezone("UTC")),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.4))
+                        .with_timezone("UTC"),
+                ),
                 Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
             ],
         )
