@@ -17,12 +17,22 @@
 # end-to-end freshness (produce at BENCH_FRESH_RATE records/s for BENCH_FRESH_SECONDS with
 # bronze, silver and load running continuously; p50/p95/p99 from produce to the row in
 # Postgres). Every ratio is computed from figures measured in this run.
+#
+# generate: `lakectl generate user-activity` into the broker against the same profile written the
+# usual way (Python + Faker + confluent-kafka), and its --rate accuracy.
+#
+# BENCH_SECTIONS (default "books generate scaling freshness") picks what runs; "books" is the
+# produce -> bronze -> silver -> load chain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 N=${BENCH_RECORDS:-1000000}
 REPEAT=${BENCH_REPEAT:-3}
 SCALES=${BENCH_SCALES:-100000 1000000 5000000}
+RATE=${BENCH_RATE:-2000}
+RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
+SECTIONS=" ${BENCH_SECTIONS:-books generate scaling freshness} "
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
 LAKECTL="$CARGO_TARGET_DIR/release/lakectl"
@@ -113,6 +123,7 @@ measure() {
   log "$stage/$engine: median of $REPEAT: ${wall}s, peak RSS $((rss / 1024)) MiB"
 }
 
+if section books; then
 log "produce"
 CHECK="delivered $N, failed 0" \
   measure produce lakectl "$LAKECTL" -p "$PIPELINE" produce --file "$CSV" --topic books_@I@
@@ -121,8 +132,6 @@ CHECK="\"records\": $N" \
   "$LAKECTL_KAFKA_BROKERS" books_py_@I@ "$CSV"
 
 # --rate is a promise too: a minute at a fixed rate must land within 5 %.
-RATE=${BENCH_RATE:-2000}
-RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
 log "produce --rate $RATE/s for ${RATE_SECONDS}s"
 started=$(date +%s.%N)
 "$LAKECTL" -p "$PIPELINE" produce --file "$CSV" --topic books_rate \
@@ -170,6 +179,27 @@ BEFORE="psql \"$BENCH_DB_URL\" -qc 'DROP TABLE IF EXISTS silver.books_pandas'" C
   measure load "python (pandas to_sql)" "$PY" scripts/bench/py_load.py "$WORK/lake-1/silver/books" \
   "$BENCH_DB_URL" silver.books_pandas
 COPY_SHARE=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$1 == "load" && $2 ~ /^lakectl/ {l=$3} $1 == "load" && $2 ~ /copy/ {c=$3} END {printf "%.0f", 100 * c / l}')
+fi
+
+if section generate; then
+  # The bytes of the generated values, from the same stream written to a file.
+  "$LAKECTL" generate user-activity --count "$N" --out "$WORK/activity.ndjson" >/dev/null
+  GEN_BYTES=$(($(stat -c %s "$WORK/activity.ndjson") - N))   # less one newline a record
+  rm -f "$WORK/activity.ndjson"
+  log "generate"
+  CHECK="delivered $N, failed 0" \
+    measure generate lakectl "$LAKECTL" generate user-activity --count "$N" --topic activity_@I@
+  CHECK="\"records\": $N" \
+    measure generate "python (faker+confluent-kafka)" "$PY" scripts/bench/py_generate.py \
+    "$LAKECTL_KAFKA_BROKERS" activity_py_@I@ "$N"
+  log "generate --rate $RATE/s for ${RATE_SECONDS}s"
+  started=$(date +%s.%N)
+  "$LAKECTL" generate user-activity --topic activity_rate --rate "$RATE" \
+    --count $((RATE * RATE_SECONDS)) >/dev/null 2>&1
+  elapsed=$(calc %.1f "$(date +%s.%N) - $started")
+  GEN_RATE_LINE="generate --rate $RATE/s --count $((RATE * RATE_SECONDS)): $(calc %.1f "$RATE * $RATE_SECONDS / $elapsed") records/s over $elapsed s ($(calc %+.2f "($RATE * $RATE_SECONDS / $elapsed - $RATE) * 100 / $RATE") % off the target)"
+  log "$GEN_RATE_LINE"
+fi
 
 # Scaling: lakectl bronze and silver over 100k, 1M and 5M records, once each. The flush limits
 # that should bound memory are written into the pipeline (the defaults unless overridden), so
@@ -179,6 +209,7 @@ BATCH_ROWS=${BENCH_BATCH_ROWS:-250000}
 SCALE_ROWS=()   # "records|stage|wall|rss_kb|reached": reached, the share of the run after
 # which the high-water mark was within 5 % of the peak (sampled from /proc every 0.2 s): a peak
 # reached early and never exceeded is memory bounded by the flush limits, not by the input.
+section scaling || SCALES=""
 for n in $SCALES; do
   log "scaling: $n records"
   scale_pipeline=$(variant "scale_$n")
@@ -213,6 +244,7 @@ done
 FRESH_RATE=${BENCH_FRESH_RATE:-5000}
 FRESH_SECONDS=${BENCH_FRESH_SECONDS:-60}
 FRESH_N=$((FRESH_RATE * FRESH_SECONDS))
+if section freshness; then
 log "freshness: $FRESH_RATE records/s for ${FRESH_SECONDS}s"
 psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_fresh"
 FRESH_URL=${PG_ADMIN%/*}/${BENCH_DB}_fresh
@@ -247,32 +279,49 @@ FRESH_LINE=$(psql "$FRESH_URL" -tA -F' ' -c "
   FROM (SELECT extract(epoch FROM _loaded_at - _kafka_ts) AS lag FROM silver.books) l")
 read -r fresh_rows p50 p95 p99 <<<"$FRESH_LINE"
 log "freshness: $fresh_rows rows, p50 ${p50}s, p95 ${p95}s, p99 ${p99}s"
+fi
 
 # Report: the ratio is lakectl's records/s over the Python peer's, per stage.
 mkdir -p "$RESULTS"
 {
   echo "# lakectl benchmark, $STAMP"
   echo
-  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record). Each figure is the median of $REPEAT runs."
-  echo "MB/s is CSV read per second for produce, record values processed per second for the other stages."
+  echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $N records; sections:$SECTIONS. Each figure is the median of $REPEAT runs."
+  if section books; then
+    echo "Books input CSV $((BYTES / 1048576)) MiB, as JSON record values $((VALUE_BYTES / 1048576)) MiB ($((VALUE_BYTES / N)) bytes a record)."
+  fi
+  if section generate; then
+    echo "Generated user-activity values: $((GEN_BYTES / 1048576)) MiB ($((GEN_BYTES / N)) bytes a record)."
+  fi
+  echo "MB/s is CSV read per second for produce, record values written per second for generate, record values processed per second for the other stages."
   echo
   echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for row in "${ROWS[@]}"; do
     IFS='|' read -r stage engine wall cpu rss <<<"$row"
     rate=$(calc %.0f "$N / $wall")
-    stage_bytes=$BYTES
-    [[ $stage != produce ]] && stage_bytes=$VALUE_BYTES
+    case $stage in
+      produce) stage_bytes=$BYTES ;;
+      generate) stage_bytes=$GEN_BYTES ;;
+      *) stage_bytes=$VALUE_BYTES ;;
+    esac
     mbs=$(calc %.1f "$stage_bytes / 1048576 / $wall")
     peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
     ratio=$(calc %.2f "$peer / $wall")
     echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | ${ratio}x |"
   done
   echo
-  echo "Rate accuracy: $RATE_LINE."
-  echo
-  echo "Load: lakectl ran at $COPY_SHARE % of the psql \\copy rate (the goal is 90 %)."
-  echo
+  if section books; then
+    echo "Rate accuracy: $RATE_LINE."
+    echo
+    echo "Load: lakectl ran at $COPY_SHARE % of the psql \\copy rate (the goal is 90 %)."
+    echo
+  fi
+  if section generate; then
+    echo "Rate accuracy: $GEN_RATE_LINE."
+    echo
+  fi
+  if section scaling; then
   echo "Scaling (lakectl, one run each; bronze commits every $FLUSH_ROWS records, silver reads units of $BATCH_ROWS rows):"
   echo
   echo "| records | stage | wall s | s per million | peak RSS MiB | 95 % of the peak reached after |"
@@ -292,7 +341,8 @@ mkdir -p "$RESULTS"
       END {printf "%s from %d to %d records: peak RSS %+.0f %%, time per record %+.0f %%.\n", s, a, b, 100 * (rb / ra - 1), 100 * (tb / ta - 1)}'
   done
   echo
-  echo "Freshness: produce at $FRESH_RATE records/s for ${FRESH_SECONDS} s with bronze, silver and load running continuously; $fresh_rows rows reached Postgres; produce to row loaded p50 ${p50} s, p95 ${p95} s, p99 ${p99} s."
+  fi
+  if section freshness; then echo "Freshness: produce at $FRESH_RATE records/s for ${FRESH_SECONDS} s with bronze, silver and load running continuously; $fresh_rows rows reached Postgres; produce to row loaded p50 ${p50} s, p95 ${p95} s, p99 ${p99} s."; fi
 } | tee "$RESULTS/$STAMP.md"
 {
   echo "{\"cores\": $(nproc), \"records\": $N, \"repeat\": $REPEAT, \"stages\": ["

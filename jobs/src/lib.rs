@@ -3,6 +3,7 @@
 
 pub mod bronze;
 pub mod catalog;
+pub mod generate;
 pub mod gold;
 pub mod load;
 pub mod maintenance;
@@ -10,4 +11,5 @@ pub mod produce;
 pub mod silver;
 pub mod stage;
 pub mod status;
+pub mod topic_producer;
 pub mod validate;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use jobs::generate::{GenerateOptions, ProfileName, RunFlags};
 use jobs::produce::{OnBadRow, Passes, ProduceOptions};
+use lakehouse_core::config::{GenerateConfig, Span};
 use lakehouse_core::telemetry::{self, LogFormat};
 use lakehouse_core::{Fault, Pipeline};
 
@@ -76,6 +78,10 @@ enum Command {
     },
     /// Replay a CSV file into a Kafka topic as JSON records (defaults from [producer]).
     Produce(ProduceArgs),
+    /// Generate a synthetic event stream with known defects into Kafka or an NDJSON file
+    /// (defaults from [generate]). The same seed and options give the same bytes.
+    #[command(after_help = GENERATE_HELP)]
+    Generate(GenerateArgs),
     /// Run a job type over the tables of the pipeline.
     Run {
         #[command(subcommand)]
@@ -133,6 +139,88 @@ struct ProduceArgs {
     /// What to do with a row that has the wrong number of fields or invalid UTF-8.
     #[arg(long, value_enum, default_value = "fail")]
     on_bad_row: OnBadRow,
+}
+
+const GENERATE_HELP: &str = "\
+Profiles (JSON shapes in the README):
+  user-activity    website visits: page_view, click, scroll, search, ...; key user_id
+  customer-events  streaming-app events with nested device, location, content, subscription,
+                   event_details and arrays; key user_id
+  ecommerce        page_view, search, add_to_cart, purchase with price, quantity, revenue;
+                   key user_id
+  orders           order lifecycles in an envelope, payload checksummed with SHA-256;
+                   key order_id
+
+Each record is clean, late, corrupt or a duplicate; the shares hold to within one record in
+every 1,000. --truth writes one JSON line per late, corrupt and duplicate record (seq,
+event_id, key, defect, details); Kafka records carry their position as the header `seq`.
+
+Examples:
+  lakectl generate user-activity --topic activity --count 100000 --seed 7 \\
+      --out-of-order 5s --late-fraction 0.01 --late-by 10m --truth truth.ndjson
+  lakectl generate orders --out orders.ndjson --count 1000 --duplicate-fraction 0.02
+  lakectl generate ecommerce --topic shop --partitions 3 --forever --rate 1000/s --start now";
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// The stream to make [default: [generate] profile].
+    #[arg(value_enum)]
+    profile: Option<ProfileName>,
+    /// Kafka topic [default: [generate] topic].
+    #[arg(long)]
+    topic: Option<String>,
+    /// Create the topic with N partitions when it does not exist (keys are partitioned like
+    /// Kafka's Java client does: murmur2).
+    #[arg(long, value_name = "N")]
+    partitions: Option<i32>,
+    /// Write the records to an NDJSON file (one value per line) instead of Kafka.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["topic", "partitions"])]
+    out: Option<PathBuf>,
+    /// Write the ground truth (every late, corrupt and duplicate record) as NDJSON.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
+    /// Records to send, duplicates included.
+    #[arg(long, value_name = "N", conflicts_with_all = ["duration", "forever"])]
+    count: Option<u64>,
+    /// Send for this long of wall time, e.g. 60s or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "forever")]
+    duration: Option<std::time::Duration>,
+    /// Send until stopped (SIGINT/SIGTERM).
+    #[arg(long)]
+    forever: bool,
+    /// Records per second of wall time, e.g. 1000/s; unlimited by default.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Events per second of event time [default: --rate, else 100/s].
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    event_rate: Option<f64>,
+    /// Random seed: the same seed and options give the same records [default: 0].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Event time of the first event: RFC 3339, or `now` [default: 2026-01-01T00:00:00Z].
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// Jitter: each event's time is up to this much before its arrival, so events arrive out
+    /// of order by up to this much, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    out_of_order: Option<Span>,
+    /// Share of records that are late: their time is set back by --late-by (plus jitter).
+    #[arg(long, value_name = "F")]
+    late_fraction: Option<f64>,
+    /// How far a late event's time is set back, e.g. 10m.
+    #[arg(long, value_name = "DURATION")]
+    late_by: Option<Span>,
+    /// Share of records that re-send a recent clean record (same key, same bytes).
+    #[arg(long, value_name = "F")]
+    duplicate_fraction: Option<f64>,
+    /// Share of records with one of the profile's corruptions (a bad checksum, a negative
+    /// price, a missing required field, a wrong type, ...).
+    #[arg(long, value_name = "F")]
+    corrupt_fraction: Option<f64>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    lakehouse_core::config::parse_span(s)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -300,6 +388,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  bad row skipped: {bad}");
             }
         }
+        Command::Generate(args) => {
+            // A pipeline file is optional: without one, Kafka comes from LAKECTL_KAFKA_BROKERS.
+            let pipeline = match cli.pipeline.as_deref() {
+                Some(path) => load_pipeline(Some(path), &cli.set)?,
+                None => Pipeline::without_file(&|var| std::env::var(var).ok(), &cli.set)
+                    .map_err(lakehouse_core::Error::from)?,
+            };
+            let options = generate_options(&pipeline, args)?;
+            let cancel = lakehouse_core::runner::cancel_on_signals()?;
+            let report = jobs::generate::run(&pipeline, options.clone(), cancel).await?;
+            let target = match (&options.out, &options.topic) {
+                (Some(path), _) => path.display().to_string(),
+                (None, topic) => format!("topic {}", topic.as_deref().unwrap_or_default()),
+            };
+            let seconds = report.elapsed.as_secs_f64();
+            println!(
+                "{} -> {target}: sent {}, delivered {}, failed {} in {seconds:.2} s ({:.0} records/s)",
+                options.profile.name(),
+                report.sent,
+                report.delivered,
+                report.failed,
+                report.delivered as f64 / seconds.max(1e-9),
+            );
+            let corrupt: Vec<String> = report
+                .corrupt
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            println!(
+                "  seed {}: late {}, duplicates {}, corrupt {} ({})",
+                options.seed,
+                report.late,
+                report.duplicates,
+                report.corrupt.values().sum::<u64>(),
+                if corrupt.is_empty() {
+                    "none".into()
+                } else {
+                    corrupt.join(", ")
+                }
+            );
+            if let Some((first, last)) = report.event_time_span {
+                let time = |ms| {
+                    chrono::DateTime::from_timestamp_millis(ms)
+                        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+                };
+                println!("  event time {} to {}", time(first), time(last));
+            }
+        }
         Command::Run { stage } => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
             match stage {
@@ -371,6 +507,37 @@ fn produce_options(pipeline: &Pipeline, args: &ProduceArgs) -> anyhow::Result<Pr
         limit: args.limit,
         on_bad_row: args.on_bad_row,
     })
+}
+
+/// The pipeline's [generate] section overlaid with the flags given.
+fn generate_options(pipeline: &Pipeline, args: &GenerateArgs) -> anyhow::Result<GenerateOptions> {
+    let flags = GenerateConfig {
+        profile: args.profile.map(|p| p.name().to_string()),
+        topic: args.topic.clone(),
+        partitions: args.partitions,
+        count: args.count,
+        rate: args.rate,
+        event_rate: args.event_rate,
+        seed: args.seed,
+        start: args.start.clone(),
+        out_of_order: args.out_of_order,
+        late_fraction: args.late_fraction,
+        late_by: args.late_by,
+        duplicate_fraction: args.duplicate_fraction,
+        corrupt_fraction: args.corrupt_fraction,
+    };
+    let run = RunFlags {
+        out: args.out.clone(),
+        truth: args.truth.clone(),
+        duration: args.duration,
+        forever: args.forever,
+    };
+    Ok(GenerateOptions::resolve(
+        &pipeline.generate,
+        &pipeline.source_file,
+        &flags,
+        run,
+    )?)
 }
 
 fn load_pipeline(path: Option<&Path>, set: &[(String, String)]) -> anyhow::Result<Pipeline> {

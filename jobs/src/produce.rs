@@ -15,18 +15,15 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lakehouse_core::telemetry::Progress;
 use lakehouse_core::{Error, Pipeline, Result};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::topic_producer::TopicProducer;
 
 /// How many times to replay the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,35 +196,6 @@ pub fn is_json_number(s: &str) -> bool {
     i == b.len() && s.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
-/// Counts delivery reports; librdkafka calls it from `poll`/`flush`.
-#[derive(Default)]
-struct DeliveryCounter {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryCounter {}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.first_error
-                    .lock()
-                    .expect("delivery lock")
-                    .get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-}
-
 /// Replays the file. Runs on a blocking thread: CSV reading and librdkafka are synchronous.
 pub async fn run(
     pipeline: &Pipeline,
@@ -236,37 +204,27 @@ pub async fn run(
 ) -> Result<ProduceReport> {
     // An unreachable broker is a clear error up front, not a silent five-minute queue.
     lakehouse_core::kafka::probe(&pipeline.kafka, Duration::from_secs(10)).await?;
-    let mut config = lakehouse_core::kafka::client_config(&pipeline.kafka);
-    config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("message.timeout.ms", "60000");
+    let kafka = pipeline.kafka.clone();
     tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer<DeliveryCounter> = config
-            .create_with_context(DeliveryCounter::default())
-            .map_err(Error::from)?;
-        replay(&producer, &options, &cancel)
+        let mut producer = TopicProducer::new(&kafka, &options.topic, options.rate, &[])?;
+        replay(&mut producer, &options, &cancel)
     })
     .await
     .map_err(|e| Error::Internal(format!("producer thread: {e}")))?
 }
 
 fn replay(
-    producer: &BaseProducer<DeliveryCounter>,
+    producer: &mut TopicProducer,
     options: &ProduceOptions,
     cancel: &CancellationToken,
 ) -> Result<ProduceReport> {
-    let started = Instant::now();
     let file_name = options
         .file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let progress = Progress::new(&format!("produce:{}", options.topic));
-    let mut report = ProduceReport::default();
+    let mut bad_rows = Vec::new();
     let mut buf = Vec::with_capacity(1024);
     let looped = options.passes != Passes::Times(1);
     let mut pass = 0;
@@ -283,7 +241,7 @@ fn replay(
         };
         let mut record = csv::ByteRecord::new();
         loop {
-            if cancel.is_cancelled() || options.limit.is_some_and(|l| report.sent >= l) {
+            if cancel.is_cancelled() || options.limit.is_some_and(|l| producer.sent() >= l) {
                 break 'passes Ok(());
             }
             match reader.read_byte_record(&mut record) {
@@ -316,7 +274,7 @@ fn replay(
                         }
                         OnBadRow::Skip => {
                             warn!("skipping bad row at {bad}");
-                            report.bad_rows.push(bad);
+                            bad_rows.push(bad);
                             continue;
                         }
                     }
@@ -338,67 +296,33 @@ fn replay(
                     value: Some(pass.to_string().as_bytes()),
                 });
             }
-            if let Some(rate) = options.rate {
-                let due = started + Duration::from_secs_f64(report.sent as f64 / rate);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            if let Err(e) = send(producer, &options.topic, &buf, key.as_deref(), headers) {
+            if let Err(e) = producer.send(&buf, key.as_deref().map(str::as_bytes), headers) {
                 break 'passes Err(e);
             }
-            report.sent += 1;
-            if report.sent % 1_000 == 0 {
-                producer.poll(Duration::ZERO);
-                let delivered = producer.context().delivered.load(Ordering::Relaxed);
+            if producer.sent().is_multiple_of(1_000) {
                 progress.update(|| {
                     format!(
-                        "pass {}, {} sent, {delivered} delivered",
+                        "pass {}, {} sent, {} delivered",
                         pass + 1,
-                        report.sent
+                        producer.sent(),
+                        producer.delivered()
                     )
                 });
             }
         }
         pass += 1;
     };
-    // Whatever happened, wait for every delivery report of what was sent.
-    let flushed = producer.flush(Duration::from_secs(120));
     progress.finish();
-    let context = producer.context();
-    report.delivered = context.delivered.load(Ordering::Relaxed);
-    let failed = context.failed.load(Ordering::Relaxed);
-    // Records without any delivery report by the end of the flush count as failed too.
-    let unconfirmed = report.sent.saturating_sub(report.delivered + failed);
-    report.failed = failed + unconfirmed;
-    report.elapsed = started.elapsed();
-    info!(
-        sent = report.sent,
-        delivered = report.delivered,
-        failed = report.failed,
-        bad_rows = report.bad_rows.len(),
-        "produce finished"
-    );
-    outcome?;
-    if let Err(e) = flushed {
-        return Err(Error::unavailable(
-            "kafka broker",
-            format!("deliveries unconfirmed after flush: {e}"),
-        ));
-    }
-    if report.failed > 0 {
-        let first = context.first_error.lock().expect("delivery lock").clone();
-        return Err(Error::unavailable(
-            "kafka broker",
-            format!(
-                "{} of {} records were not delivered (first error: {})",
-                report.failed,
-                report.sent,
-                first.unwrap_or_default()
-            ),
-        ));
-    }
-    Ok(report)
+    // Whatever happened, wait for every delivery report of what was sent.
+    let delivery = producer.finish(outcome)?;
+    info!(bad_rows = bad_rows.len(), "produce finished");
+    Ok(ProduceReport {
+        sent: delivery.sent,
+        delivered: delivery.delivered,
+        failed: delivery.failed,
+        bad_rows,
+        elapsed: producer.elapsed(),
+    })
 }
 
 /// Physical line numbers of byte offsets. The csv crate's own line count is one short on CRLF
@@ -499,33 +423,6 @@ fn utf8_cells(record: &csv::ByteRecord) -> std::result::Result<Vec<&str>, String
                 .map_err(|e| format!("field {} is not valid UTF-8 ({e})", i + 1))
         })
         .collect()
-}
-
-/// Sends one record, waiting for queue space when librdkafka's buffer is full.
-fn send(
-    producer: &BaseProducer<DeliveryCounter>,
-    topic: &str,
-    payload: &[u8],
-    key: Option<&str>,
-    headers: OwnedHeaders,
-) -> Result<()> {
-    let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                back,
-            )) => {
-                record = back;
-                producer.poll(Duration::from_millis(50));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ pub struct Pipeline {
     #[serde(default)]
     pub runner: RunnerConfig,
     pub producer: Option<ProducerConfig>,
+    /// Defaults for `lakectl generate`; its flags win.
+    #[serde(default)]
+    pub generate: GenerateConfig,
     #[serde(default)]
     pub bronze: BTreeMap<String, BronzeTable>,
     #[serde(default)]
@@ -136,6 +139,88 @@ pub struct ProducerConfig {
     pub key: Option<String>,
     /// Records per second; unlimited when absent.
     pub rate: Option<f64>,
+}
+
+/// `lakectl generate` settings; each has a flag of the same name (`late_fraction` is
+/// `--late-fraction`), and the flag wins. Semantics are documented on the flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateConfig {
+    pub profile: Option<String>,
+    pub topic: Option<String>,
+    pub partitions: Option<i32>,
+    pub count: Option<u64>,
+    pub rate: Option<f64>,
+    pub event_rate: Option<f64>,
+    pub seed: Option<u64>,
+    /// RFC 3339, or `now`.
+    pub start: Option<String>,
+    pub out_of_order: Option<Span>,
+    pub late_fraction: Option<f64>,
+    pub late_by: Option<Span>,
+    pub duplicate_fraction: Option<f64>,
+    pub corrupt_fraction: Option<f64>,
+}
+
+/// A length of time in the pipeline file: a number of seconds (`90`, `0.5`) or a string with
+/// a unit (`"500ms"`, `"90s"`, `"2m"`, `"1h"`, `"1d"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SpanText")]
+pub struct Span(pub std::time::Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SpanText {
+    Seconds(f64),
+    Text(String),
+}
+
+impl TryFrom<SpanText> for Span {
+    type Error = String;
+
+    fn try_from(value: SpanText) -> Result<Span, String> {
+        match value {
+            SpanText::Seconds(s) => seconds(s, &s.to_string()),
+            SpanText::Text(t) => parse_span(&t),
+        }
+        .map(Span)
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Span, String> {
+        parse_span(s).map(Span)
+    }
+}
+
+/// Parses `90`, `90s`, `1.5s`, `500ms`, `2m`, `1h` or `1d` (no unit means seconds).
+pub fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_seconds = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if unit_seconds.is_finite() => seconds(n * unit_seconds, text),
+        _ => Err(format!(
+            "expected a duration like 90s, 500ms, 2m, 1h or 1d, got {text:?}"
+        )),
+    }
+}
+
+fn seconds(s: f64, text: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("expected a non-negative duration, got {text:?}"))
 }
 
 /// Kafka topic → `<lake>/bronze/<table>`.
@@ -309,7 +394,30 @@ impl Pipeline {
             file: file.to_path_buf(),
             source,
         })?;
-        let mut pipeline = Pipeline::parse(&text, file)?;
+        Pipeline::layered(&text, file, env, cli)
+    }
+
+    /// A pipeline without a file: built-in defaults < env < CLI, for commands that need only
+    /// a service address (`lakectl generate` into Kafka).
+    pub fn without_file(
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: &[(String, String)],
+    ) -> Result<Pipeline, ConfigError> {
+        Pipeline::layered(
+            "name = \"lakectl\"",
+            Path::new("(no pipeline file)"),
+            env,
+            cli,
+        )
+    }
+
+    fn layered(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        cli: &[(String, String)],
+    ) -> Result<Pipeline, ConfigError> {
+        let mut pipeline = Pipeline::parse(text, file)?;
         pipeline.apply_env(env)?;
         for (key, value) in cli {
             pipeline
@@ -813,6 +921,63 @@ topic = "books"
         );
         p.source_file = PathBuf::from("p.toml");
         assert_eq!(p.resolve_path(Path::new("x.csv")), PathBuf::from("x.csv"));
+    }
+
+    #[test]
+    fn spans_take_a_unit_or_mean_seconds() {
+        use std::time::Duration;
+        for (text, want) in [
+            ("90", Duration::from_secs(90)),
+            ("90s", Duration::from_secs(90)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            (" 1h ", Duration::from_secs(3600)),
+            ("1d", Duration::from_secs(86400)),
+        ] {
+            assert_eq!(parse_span(text), Ok(want), "{text}");
+        }
+        for bad in ["", "s", "1w", "-1s", "1.2.3s", "ten"] {
+            let err = parse_span(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_generate_section_takes_numbers_and_spans() {
+        let p = load_with(
+            &format!(
+                "{MINIMAL}\n[generate]\nprofile = \"orders\"\nlate_by = \"5m\"\nout_of_order = 2\ncount = 10\n"
+            ),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.generate.profile.as_deref(), Some("orders"));
+        assert_eq!(
+            p.generate.late_by,
+            Some(Span(std::time::Duration::from_secs(300)))
+        );
+        assert_eq!(
+            p.generate.out_of_order,
+            Some(Span(std::time::Duration::from_secs(2)))
+        );
+        let err = load_with(
+            &format!("{MINIMAL}\n[generate]\nlate_by = \"soon\"\n"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(":8:") && err.contains("\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn without_a_file_env_and_flags_still_apply() {
+        let env: HashMap<&str, &str> = [("LAKECTL_KAFKA_BROKERS", "10.0.0.1:9092")].into();
+        let p = Pipeline::without_file(&|k| env.get(k).map(|v| v.to_string()), &[]).unwrap();
+        assert_eq!(p.kafka.brokers, "10.0.0.1:9092");
+        assert!(p.bronze.is_empty());
     }
 
     #[test]

@@ -42,3 +42,56 @@ pub async fn probe(kafka: &KafkaConfig, timeout: Duration) -> Result<usize> {
     .await
     .map_err(|e| Error::Internal(format!("metadata probe task: {e}")))?
 }
+
+/// Creates `topic` with `partitions` partitions unless it exists; returns how many partitions
+/// it has. An existing topic is left as it is (a different count is logged, not changed).
+pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Result<i32> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Error::unavailable(format!("kafka broker {}", kafka.brokers), e)
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(kafka).create().map_err(Error::from)?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&[new], &options)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    for result in results {
+        match result {
+            Ok(_) => return Ok(partitions),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(Error::Input(format!(
+                    "cannot create topic {topic:?} with {partitions} partitions: {code}"
+                )))
+            }
+        }
+    }
+    let config = client_config(kafka);
+    let name = topic.to_string();
+    let existing = tokio::task::spawn_blocking(move || -> Result<i32> {
+        let consumer: BaseConsumer = config.create().map_err(Error::from)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .map_err(Error::from)?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("metadata task: {e}")))??;
+    if existing != partitions {
+        tracing::warn!(
+            topic,
+            existing,
+            asked = partitions,
+            "topic exists with another partition count; left as it is"
+        );
+    }
+    Ok(existing)
+}

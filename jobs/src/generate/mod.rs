@@ -1,0 +1,588 @@
+//! `lakectl generate`: deterministic synthetic event streams with known defects.
+//!
+//! A stream is one sequence per seed and options: `--count`, `--duration` and `--forever`
+//! only decide where it stops, and `--rate` only how fast it is sent. Each profile
+//! (`user_activity.rs`, `customer_events.rs`, `ecommerce.rs`, `orders.rs`) runs a fixed
+//! number of *slots*; a slot runs one actor at a time (a visit, a viewing session, an order)
+//! that emits a burst of events with gaps, then the next actor after a pause. Arrival times
+//! come from the slots, so the stream holds `--event-rate` events per second of event time.
+//!
+//! Every record is exactly one of: clean; **late** (its event time set back by `--late-by`
+//! plus jitter); **corrupt** (one of the profile's corruptions); a **duplicate** (the exact
+//! bytes and key of a recent clean record sent again). Which one is drawn from stratified
+//! blocks of 1,000 records, so each fraction holds to within one record per block. The truth
+//! file lists every late, corrupt and duplicate record with its position (`seq`, also the
+//! Kafka header `seq`).
+
+mod customer_events;
+mod ecommerce;
+mod json;
+mod options;
+mod orders;
+mod random;
+mod user_activity;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lakehouse_core::telemetry::Progress;
+use lakehouse_core::{Error, Pipeline, Result};
+use rdkafka::message::{Header, OwnedHeaders};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::topic_producer::{Pace, TopicProducer};
+use json::Json;
+pub use options::RunFlags;
+pub use random::Rand;
+
+/// The streams `lakectl generate` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfileName {
+    /// Website visits: page views, clicks, searches; keyed by user_id.
+    UserActivity,
+    /// Streaming-app events with nested device, location, content, subscription; keyed by user_id.
+    CustomerEvents,
+    /// Shop events: page_view, search, add_to_cart, purchase; keyed by user_id.
+    Ecommerce,
+    /// Order lifecycles in an envelope with a SHA-256 checksum of the payload; keyed by order_id.
+    Orders,
+}
+
+impl ProfileName {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileName::UserActivity => "user-activity",
+            ProfileName::CustomerEvents => "customer-events",
+            ProfileName::Ecommerce => "ecommerce",
+            ProfileName::Orders => "orders",
+        }
+    }
+
+    fn build(self, seed: u64, start_ms: i64, event_rate: f64) -> Box<dyn Profile> {
+        match self {
+            ProfileName::UserActivity => {
+                Box::new(user_activity::UserActivity::new(seed, start_ms, event_rate))
+            }
+            ProfileName::CustomerEvents => Box::new(customer_events::CustomerEvents::new(
+                seed, start_ms, event_rate,
+            )),
+            ProfileName::Ecommerce => {
+                Box::new(ecommerce::Ecommerce::new(seed, start_ms, event_rate))
+            }
+            ProfileName::Orders => Box::new(orders::Orders::new(seed, start_ms, event_rate)),
+        }
+    }
+}
+
+/// When a run stops (besides SIGINT/SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    Count(u64),
+    After(Duration),
+    Forever,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub profile: ProfileName,
+    /// Kafka topic; unused when `out` is set.
+    pub topic: Option<String>,
+    /// Create the topic with this many partitions when it does not exist.
+    pub partitions: Option<i32>,
+    /// An NDJSON file instead of Kafka: one record value per line.
+    pub out: Option<PathBuf>,
+    pub truth: Option<PathBuf>,
+    pub stop: Stop,
+    /// Records per second of wall time; unlimited when absent.
+    pub rate: Option<f64>,
+    /// Events per second of event time.
+    pub event_rate: f64,
+    pub seed: u64,
+    /// Event time of the stream's start, ms since the epoch.
+    pub start_ms: i64,
+    pub out_of_order: Duration,
+    pub late_fraction: f64,
+    pub late_by: Duration,
+    pub duplicate_fraction: f64,
+    pub corrupt_fraction: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GenerateReport {
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    /// Corrupt records per corruption.
+    pub corrupt: BTreeMap<&'static str, u64>,
+    /// Event time of the first and the last original event.
+    pub event_time_span: Option<(i64, i64)>,
+    pub elapsed: Duration,
+}
+
+/// One original event as a profile writes it.
+#[derive(Default, Clone)]
+pub struct Event {
+    pub value: Vec<u8>,
+    pub key: String,
+    pub event_id: String,
+    /// When it arrives, in the stream's order (ms since the epoch).
+    pub arrival_ms: i64,
+    /// The time it carries: arrival minus the jitter (and the lateness, for a late event).
+    pub event_ms: i64,
+}
+
+/// A kind of synthetic stream.
+trait Profile: Send {
+    /// The corruptions this profile can apply, named as in the truth file.
+    fn corruptions(&self) -> &'static [&'static str];
+    /// Writes the next event into `event`: it carries `arrival - delay_ms` as its time and
+    /// the given corruption, if any.
+    fn next(
+        &mut self,
+        rng: &mut Rand,
+        delay_ms: i64,
+        corruption: Option<&'static str>,
+        event: &mut Event,
+    );
+}
+
+/// What one record of the stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Clean,
+    Late,
+    Corrupt,
+    Duplicate,
+}
+
+/// Draws each record's kind from stratified blocks: block after block, the positions
+/// 0..1000 are shuffled and position k stands for the interval [k/1000, (k+1)/1000), so
+/// every block holds each kind's share to within one record.
+struct Strata {
+    block: Vec<u32>,
+    next: usize,
+    corrupt: f64,
+    late: f64,
+    duplicate: f64,
+}
+
+const STRATA_BLOCK: u32 = 1000;
+
+impl Strata {
+    fn new(corrupt: f64, late: f64, duplicate: f64) -> Strata {
+        Strata {
+            block: (0..STRATA_BLOCK).collect(),
+            next: STRATA_BLOCK as usize,
+            corrupt,
+            late,
+            duplicate,
+        }
+    }
+
+    fn draw(&mut self, rng: &mut Rand) -> Kind {
+        if self.next == self.block.len() {
+            for i in (1..self.block.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.block.swap(i, j);
+            }
+            self.next = 0;
+        }
+        let u = (self.block[self.next] as f64 + rng.unit()) / STRATA_BLOCK as f64;
+        self.next += 1;
+        if u < self.corrupt {
+            Kind::Corrupt
+        } else if u < self.corrupt + self.late {
+            Kind::Late
+        } else if u < self.corrupt + self.late + self.duplicate {
+            Kind::Duplicate
+        } else {
+            Kind::Clean
+        }
+    }
+}
+
+/// Actors that each emit a burst of events. `count` slots run one actor at a time; the slot
+/// of the earliest due actor is served next, so arrival times never go back.
+pub struct Slots<A> {
+    due: BinaryHeap<Reverse<(i64, usize)>>,
+    actors: Vec<A>,
+}
+
+impl<A> Slots<A> {
+    /// Slots for `event_rate` events per second when a slot spends `ms_per_event` on average
+    /// per event; the first actors start within one cycle after `start_ms`.
+    pub fn new(
+        event_rate: f64,
+        ms_per_event: f64,
+        start_ms: i64,
+        rng: &mut Rand,
+        mut first: impl FnMut(&mut Rand, usize) -> A,
+    ) -> Slots<A> {
+        let count = ((event_rate * ms_per_event / 1000.0).ceil() as usize).max(1);
+        let mut slots = Slots {
+            due: BinaryHeap::with_capacity(count),
+            actors: Vec::with_capacity(count),
+        };
+        for slot in 0..count {
+            slots.actors.push(first(rng, slot));
+            let offset = rng.below(ms_per_event as u64 + 1) as i64;
+            slots.due.push(Reverse((start_ms + offset, slot)));
+        }
+        slots
+    }
+
+    /// The slot due next and its time; hand it back with [`Slots::again`].
+    pub fn take(&mut self) -> (usize, i64) {
+        let Reverse((at, slot)) = self.due.pop().expect("slots are never empty");
+        (slot, at)
+    }
+
+    pub fn actor(&mut self, slot: usize) -> &mut A {
+        &mut self.actors[slot]
+    }
+
+    /// The slot's next event is due at `at`.
+    pub fn again(&mut self, slot: usize, at: i64) {
+        self.due.push(Reverse((at, slot)));
+    }
+
+    /// The slot's actor is done: `next` starts at `at`.
+    pub fn replace(&mut self, slot: usize, next: A, at: i64) {
+        self.actors[slot] = next;
+        self.again(slot, at);
+    }
+}
+
+/// Milliseconds of `seconds`, at least 1.
+pub fn ms(seconds: f64) -> i64 {
+    ((seconds * 1000.0) as i64).max(1)
+}
+
+/// The stream's random purposes (see [`Rand::stream`]).
+pub mod stream {
+    pub const EVENTS: u64 = 1;
+    pub const DEFECTS: u64 = 2;
+    pub const SLOTS: u64 = 3;
+    /// Stable attributes of an entity (a user's device, a product's price): stream
+    /// `ENTITY + id`, so they never depend on when the entity first appears.
+    pub const ENTITY: u64 = 1 << 32;
+}
+
+/// Where records go.
+enum Sink {
+    Kafka(TopicProducer),
+    File {
+        out: BufWriter<File>,
+        path: PathBuf,
+        pace: Pace,
+        sent: u64,
+    },
+}
+
+impl Sink {
+    fn send(&mut self, value: &[u8], key: &str, seq: u64) -> Result<()> {
+        match self {
+            Sink::Kafka(producer) => {
+                let seq = seq.to_string();
+                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                    key: "seq",
+                    value: Some(seq.as_bytes()),
+                });
+                producer.send(value, Some(key.as_bytes()), headers)
+            }
+            Sink::File {
+                out,
+                path,
+                pace,
+                sent,
+            } => {
+                pace.wait_for(*sent);
+                *sent += 1;
+                out.write_all(value)
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+            }
+        }
+    }
+}
+
+/// Generates the stream into Kafka or a file. Runs on a blocking thread.
+pub async fn run(
+    pipeline: &Pipeline,
+    options: GenerateOptions,
+    cancel: CancellationToken,
+) -> Result<GenerateReport> {
+    let sink = match (&options.out, &options.topic) {
+        (Some(path), _) => {
+            let file = File::create(path)
+                .map_err(|e| Error::Input(format!("cannot create {}: {e}", path.display())))?;
+            Sink::File {
+                out: BufWriter::with_capacity(1 << 20, file),
+                path: path.clone(),
+                pace: Pace::new(options.rate),
+                sent: 0,
+            }
+        }
+        (None, Some(topic)) => {
+            lakehouse_core::kafka::probe(&pipeline.kafka, Duration::from_secs(10)).await?;
+            if let Some(partitions) = options.partitions {
+                lakehouse_core::kafka::ensure_topic(&pipeline.kafka, topic, partitions).await?;
+            }
+            // Kafka's own partitioner (murmur2), so keys land where Java clients put them.
+            Sink::Kafka(TopicProducer::new(
+                &pipeline.kafka,
+                topic,
+                options.rate,
+                &[("partitioner", "murmur2_random")],
+            )?)
+        }
+        (None, None) => {
+            return Err(Error::Input(
+                "no destination: give --topic (or [generate] topic) or --out FILE".into(),
+            ))
+        }
+    };
+    let truth = match &options.truth {
+        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+            Error::Input(format!("cannot create {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || generate(&options, sink, truth, &cancel))
+        .await
+        .map_err(|e| Error::Internal(format!("generator thread: {e}")))?
+}
+
+/// Recent clean records a duplicate may repeat.
+const RECENT: usize = 1000;
+
+fn generate(
+    options: &GenerateOptions,
+    mut sink: Sink,
+    mut truth: Option<BufWriter<File>>,
+    cancel: &CancellationToken,
+) -> Result<GenerateReport> {
+    let started = Instant::now();
+    let mut profile = options
+        .profile
+        .build(options.seed, options.start_ms, options.event_rate);
+    let corruptions = profile.corruptions();
+    let mut events = Rand::stream(options.seed, stream::EVENTS);
+    let mut defects = Rand::stream(options.seed, stream::DEFECTS);
+    let mut strata = Strata::new(
+        options.corrupt_fraction,
+        options.late_fraction,
+        options.duplicate_fraction,
+    );
+    let jitter_ms = options.out_of_order.as_millis() as u64;
+    let late_ms = options.late_by.as_millis() as i64;
+    let mut recent: VecDeque<(u64, Event)> = VecDeque::with_capacity(RECENT);
+    let mut event = Event::default();
+    let mut report = GenerateReport::default();
+    let mut line = Vec::with_capacity(256);
+    let progress = Progress::new(&format!("generate:{}", options.profile.name()));
+    let mut seq = 0u64;
+    let outcome: Result<()> = loop {
+        let done = match options.stop {
+            Stop::Count(n) => seq >= n,
+            Stop::After(d) => started.elapsed() >= d,
+            Stop::Forever => false,
+        };
+        if done || cancel.is_cancelled() {
+            break Ok(());
+        }
+        let mut kind = strata.draw(&mut defects);
+        if kind == Kind::Duplicate && recent.is_empty() {
+            kind = Kind::Clean;
+        }
+        line.clear();
+        let sent = if kind == Kind::Duplicate {
+            let (of_seq, original) = &recent[defects.below(recent.len() as u64) as usize];
+            report.duplicates += 1;
+            let mut t = truth_line(&mut line, seq, original, "duplicate");
+            t.int("of_seq", *of_seq as i64);
+            t.end();
+            sink.send(&original.value, &original.key, seq)
+        } else {
+            let jitter = if jitter_ms > 0 {
+                defects.below(jitter_ms + 1) as i64
+            } else {
+                0
+            };
+            let (delay, corruption) = match kind {
+                Kind::Late => (jitter + late_ms, None),
+                Kind::Corrupt => (jitter, Some(defects.pick(corruptions))),
+                _ => (jitter, None),
+            };
+            profile.next(&mut events, delay, corruption, &mut event);
+            report.event_time_span = Some(match report.event_time_span {
+                None => (event.event_ms, event.event_ms),
+                Some((first, _)) => (first, event.event_ms),
+            });
+            match (kind, corruption) {
+                (Kind::Late, _) => {
+                    report.late += 1;
+                    let mut t = truth_line(&mut line, seq, &event, "late");
+                    t.int("late_by_ms", delay)
+                        .time("event_time", event.event_ms)
+                        .time("arrival_time", event.arrival_ms);
+                    t.end();
+                }
+                (_, Some(name)) => {
+                    *report.corrupt.entry(name).or_default() += 1;
+                    let mut t = truth_line(&mut line, seq, &event, "corrupt");
+                    t.str("corruption", name);
+                    t.end();
+                }
+                _ => {}
+            }
+            let sent = sink.send(&event.value, &event.key, seq);
+            if kind == Kind::Clean {
+                if recent.len() == RECENT {
+                    let (_, reused) = recent.pop_front().expect("full");
+                    recent.push_back((seq, std::mem::replace(&mut event, reused)));
+                } else {
+                    recent.push_back((seq, event.clone()));
+                }
+            }
+            sent
+        };
+        if let Err(e) = sent {
+            break Err(e);
+        }
+        if let (Some(out), false) = (truth.as_mut(), line.is_empty()) {
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                break Err(Error::io("writing the truth file", e));
+            }
+        }
+        seq += 1;
+        if seq.is_multiple_of(10_000) {
+            progress.update(|| format!("{seq} records"));
+        }
+    };
+    progress.finish();
+    let flushed = match &mut truth {
+        Some(out) => out
+            .flush()
+            .map_err(|e| Error::io("writing the truth file", e)),
+        None => Ok(()),
+    };
+    match sink {
+        Sink::Kafka(producer) => {
+            let delivery = producer.finish(outcome.and(flushed))?;
+            report.sent = delivery.sent;
+            report.delivered = delivery.delivered;
+            report.failed = delivery.failed;
+        }
+        Sink::File { mut out, path, .. } => {
+            outcome.and(flushed)?;
+            out.flush()
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            report.sent = seq;
+            report.delivered = seq;
+        }
+    }
+    report.elapsed = started.elapsed();
+    info!(
+        sent = report.sent,
+        late = report.late,
+        duplicates = report.duplicates,
+        corrupt = report.corrupt.values().sum::<u64>(),
+        "generate finished"
+    );
+    Ok(report)
+}
+
+/// Starts a truth-file line for `event` at position `seq`; add fields, then `end` it.
+fn truth_line<'a>(line: &'a mut Vec<u8>, seq: u64, event: &Event, defect: &str) -> Json<'a> {
+    let mut t = Json::object(line);
+    t.int("seq", seq as i64)
+        .str("event_id", &event.event_id)
+        .str("key", &event.key)
+        .str("defect", defect);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strata_hold_each_share_to_one_record_per_block() {
+        let mut rng = Rand::stream(1, 1);
+        let mut strata = Strata::new(0.03, 0.05, 0.02);
+        let mut counts = BTreeMap::new();
+        for _ in 0..10 * STRATA_BLOCK {
+            *counts
+                .entry(format!("{:?}", strata.draw(&mut rng)))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(counts["Corrupt"], 300);
+        assert_eq!(counts["Late"], 500);
+        assert_eq!(counts["Duplicate"], 200);
+        assert_eq!(counts["Clean"], 9000);
+    }
+
+    #[test]
+    fn slots_serve_in_time_order() {
+        let mut rng = Rand::stream(2, 2);
+        let mut slots = Slots::new(100.0, 5000.0, 1_000, &mut rng, |_, i| i);
+        assert_eq!(slots.actors.len(), 500);
+        let mut last = 0;
+        for _ in 0..5000 {
+            let (slot, at) = slots.take();
+            assert!(at >= last);
+            last = at;
+            let gap = rng.exp(5000.0) as i64;
+            slots.again(slot, at + gap);
+        }
+        // 5,000 events at 100 per second take about 50 s of event time.
+        assert!((40_000..60_000).contains(&(last - 1_000)), "{last}");
+    }
+
+    /// Every profile: same seed, same bytes; every corruption changes the record; records
+    /// are JSON objects with the profile's key field.
+    #[test]
+    fn profiles_are_deterministic_and_apply_every_corruption() {
+        for name in [
+            ProfileName::UserActivity,
+            ProfileName::CustomerEvents,
+            ProfileName::Ecommerce,
+            ProfileName::Orders,
+        ] {
+            let stream = |seed: u64, corruption: Option<&'static str>| {
+                let mut profile = name.build(seed, 1_767_225_600_000, 50.0);
+                let mut rng = Rand::stream(seed, stream::EVENTS);
+                let mut event = Event::default();
+                (0..300)
+                    .map(|_| {
+                        profile.next(&mut rng, 0, corruption, &mut event);
+                        String::from_utf8(event.value.clone()).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let clean = stream(1, None);
+            assert_eq!(clean, stream(1, None), "{name:?}");
+            assert_ne!(clean, stream(2, None), "{name:?}");
+            for value in &clean {
+                let v: serde_json::Value = serde_json::from_str(value).unwrap();
+                assert!(v.is_object(), "{name:?}: {value}");
+            }
+            for corruption in name.build(1, 0, 1.0).corruptions() {
+                let bad = stream(1, Some(corruption));
+                assert!(
+                    bad.iter().zip(&clean).all(|(b, c)| b != c),
+                    "{name:?}: {corruption} left a record as it was"
+                );
+            }
+        }
+    }
+}

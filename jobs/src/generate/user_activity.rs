@@ -1,0 +1,176 @@
+//! `user-activity`: visits to a website. A visit is a burst of events by one user (mean 8,
+//! about 20 s apart), reached from an outside referrer or none, then navigating inside the
+//! site (each event's referrer is the page before). Users and pages are Zipf-popular.
+//!
+//! ```json
+//! {"event_id":"…","user_id":"u012345","session_id":"…","event_type":"page_view",
+//!  "page":"/products/p0042","referrer":"google.com","device":"mobile",
+//!  "event_time":"2026-01-01T00:00:01.234Z"}
+//! ```
+//! Key: `user_id`. Corruptions: `missing_field` (no `user_id`), `wrong_type` (`event_time`
+//! as epoch milliseconds, a number).
+
+use super::json::Json;
+use super::random::{Rand, Zipf};
+use super::{ms, stream, Event, Profile, Slots};
+
+const USERS: usize = 50_000;
+const EVENTS_PER_VISIT: f64 = 8.0;
+const GAP_IN_VISIT_S: f64 = 20.0;
+const GAP_BETWEEN_VISITS_S: f64 = 60.0;
+
+const EVENT_TYPES: &[(&str, f64)] = &[
+    ("page_view", 0.62),
+    ("click", 0.2),
+    ("scroll", 0.08),
+    ("search", 0.04),
+    ("add_to_cart", 0.04),
+    ("login", 0.01),
+    ("logout", 0.01),
+];
+const DEVICES: &[(&str, f64)] = &[("desktop", 0.48), ("mobile", 0.44), ("tablet", 0.08)];
+/// Where a visit comes from; `None` is a direct visit.
+const REFERRERS: &[(Option<&str>, f64)] = &[
+    (None, 0.35),
+    (Some("google.com"), 0.3),
+    (Some("bing.com"), 0.05),
+    (Some("duckduckgo.com"), 0.03),
+    (Some("facebook.com"), 0.08),
+    (Some("t.co"), 0.04),
+    (Some("newsletter"), 0.08),
+    (Some("partner-blog.example"), 0.07),
+];
+const SECTIONS: &[&str] = &[
+    "/",
+    "/products",
+    "/search",
+    "/cart",
+    "/checkout",
+    "/account",
+    "/help",
+    "/about",
+    "/blog",
+    "/deals",
+    "/contact",
+    "/login",
+];
+
+/// A user id from a popularity rank: a fixed permutation, so the most active users are not
+/// simply the lowest ids.
+pub fn user_id(rank: usize, users: usize) -> String {
+    format!("u{:06}", rank * 7919 % users)
+}
+
+struct Visit {
+    user: String,
+    session_id: String,
+    device: &'static str,
+    left: u32,
+    /// The page of the last event, the referrer of the next; the outside referrer first.
+    previous: Option<String>,
+}
+
+pub struct UserActivity {
+    slots: Slots<Visit>,
+    users: Zipf,
+    pages: Zipf,
+    page_names: Vec<String>,
+    gap_ms: f64,
+}
+
+impl UserActivity {
+    pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> UserActivity {
+        let users = Zipf::new(USERS, 0.7);
+        let pages = Zipf::new(400, 1.0);
+        let page_names = SECTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .chain((0..388).map(|i| {
+                if i % 4 == 3 {
+                    format!("/blog/post-{}", i / 4)
+                } else {
+                    format!("/products/p{i:04}")
+                }
+            }))
+            .collect();
+        let per_event =
+            ((EVENTS_PER_VISIT - 1.0) * GAP_IN_VISIT_S + GAP_BETWEEN_VISITS_S) / EVENTS_PER_VISIT;
+        let mut rng = Rand::stream(seed, stream::SLOTS);
+        let slots = Slots::new(
+            event_rate,
+            per_event * 1000.0,
+            start_ms,
+            &mut rng,
+            |rng, _| new_visit(rng, &users),
+        );
+        UserActivity {
+            slots,
+            users,
+            pages,
+            page_names,
+            gap_ms: GAP_IN_VISIT_S * 1000.0,
+        }
+    }
+}
+
+fn new_visit(rng: &mut Rand, users: &Zipf) -> Visit {
+    let mut session_id = String::new();
+    rng.uuid(&mut session_id);
+    Visit {
+        user: user_id(users.sample(rng), USERS),
+        session_id,
+        device: rng.weighted(DEVICES),
+        left: rng.count_with_mean(EVENTS_PER_VISIT),
+        previous: rng.weighted(REFERRERS).map(str::to_string),
+    }
+}
+
+impl Profile for UserActivity {
+    fn corruptions(&self) -> &'static [&'static str] {
+        &["missing_field", "wrong_type"]
+    }
+
+    fn next(
+        &mut self,
+        rng: &mut Rand,
+        delay_ms: i64,
+        corruption: Option<&'static str>,
+        event: &mut Event,
+    ) {
+        let (slot, at) = self.slots.take();
+        rng.uuid(&mut event.event_id);
+        event.arrival_ms = at;
+        event.event_ms = at - delay_ms;
+        let page = &self.page_names[self.pages.sample(rng)];
+        let event_type = rng.weighted(EVENT_TYPES);
+        let visit = self.slots.actor(slot);
+        event.key.clone_from(&visit.user);
+        event.value.clear();
+        let mut o = Json::object(&mut event.value);
+        o.str("event_id", &event.event_id);
+        if corruption != Some("missing_field") {
+            o.str("user_id", &visit.user);
+        }
+        o.str("session_id", &visit.session_id)
+            .str("event_type", event_type)
+            .str("page", page)
+            .opt_str("referrer", visit.previous.as_deref())
+            .str("device", visit.device);
+        if corruption == Some("wrong_type") {
+            o.int("event_time", event.event_ms);
+        } else {
+            o.time("event_time", event.event_ms);
+        }
+        o.end();
+        visit.previous = Some(page.clone());
+        visit.left -= 1;
+        if visit.left == 0 {
+            let next = new_visit(rng, &self.users);
+            let pause = ms(rng.exp(GAP_BETWEEN_VISITS_S));
+            self.slots.replace(slot, next, at + pause);
+        } else {
+            let gap = 1 + rng.exp(self.gap_ms) as i64;
+            self.slots.again(slot, at + gap);
+        }
+    }
+}
