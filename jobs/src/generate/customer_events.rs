@@ -25,13 +25,15 @@
 use super::json::Json;
 use super::random::{Rand, Zipf};
 use super::user_activity::user_id;
-use super::{ms, stream, Event, Profile, Slots};
+use super::{stream, Burst, Event, Profile, Slots};
 
 const USERS: usize = 20_000;
 const TITLES: usize = 3_000;
-const EVENTS_PER_SESSION: f64 = 5.0;
-const GAP_IN_SESSION_S: f64 = 45.0;
-const GAP_BETWEEN_SESSIONS_S: f64 = 120.0;
+const SESSION: Burst = Burst {
+    events: 5.0,
+    gap_s: 45.0,
+    pause_s: 120.0,
+};
 /// Titles' attributes come from entity streams above the users'.
 const TITLE_STREAMS: u64 = 1 << 24;
 
@@ -151,16 +153,9 @@ pub struct CustomerEvents {
 impl CustomerEvents {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> CustomerEvents {
         let users = Zipf::new(USERS, 0.7);
-        let per_event = ((EVENTS_PER_SESSION - 1.0) * GAP_IN_SESSION_S + GAP_BETWEEN_SESSIONS_S)
-            / EVENTS_PER_SESSION;
-        let mut rng = Rand::stream(seed, stream::SLOTS);
-        let slots = Slots::new(
-            event_rate,
-            per_event * 1000.0,
-            start_ms,
-            &mut rng,
-            |rng, _| new_viewer(rng, &users),
-        );
+        let slots = Slots::new(seed, start_ms, event_rate, &SESSION, |rng| {
+            new_viewer(rng, &users)
+        });
         CustomerEvents {
             seed,
             slots,
@@ -175,7 +170,7 @@ fn new_viewer(rng: &mut Rand, users: &Zipf) -> Viewer {
     Viewer {
         rank,
         user: user_id(rank, USERS),
-        left: rng.count_with_mean(EVENTS_PER_SESSION),
+        left: rng.count_with_mean(SESSION.events),
         searches: Vec::new(),
     }
 }
@@ -192,10 +187,7 @@ impl Profile for CustomerEvents {
         corruption: Option<&'static str>,
         event: &mut Event,
     ) {
-        let (slot, at) = self.slots.take();
-        rng.uuid(&mut event.event_id);
-        event.arrival_ms = at;
-        event.event_ms = at - delay_ms;
+        let slot = self.slots.next_event(rng, delay_ms, event);
         let viewer = self.slots.actor(slot);
         let event_type = rng.weighted(&[("content_play", 0.55), ("browse", 0.3), ("search", 0.15)]);
         let query = (event_type == "search").then(|| rng.pick(QUERIES));
@@ -316,11 +308,9 @@ impl Profile for CustomerEvents {
         viewer.left -= 1;
         if viewer.left == 0 {
             let next = new_viewer(rng, &self.users);
-            let pause = ms(rng.exp(GAP_BETWEEN_SESSIONS_S));
-            self.slots.replace(slot, next, at + pause);
+            self.slots.replace(slot, rng, SESSION.pause_s, next);
         } else {
-            let gap = ms(rng.exp(GAP_IN_SESSION_S));
-            self.slots.again(slot, at + gap);
+            self.slots.again(slot, rng, SESSION.gap_s);
         }
     }
 }

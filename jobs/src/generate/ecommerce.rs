@@ -18,13 +18,15 @@
 use super::json::Json;
 use super::random::{Rand, Zipf};
 use super::user_activity::user_id;
-use super::{ms, stream, Event, Profile, Slots};
+use super::{stream, Burst, Event, Profile, Slots};
 
 const USERS: usize = 50_000;
 const PRODUCTS: usize = 2_000;
-const EVENTS_PER_SESSION: f64 = 6.0;
-const GAP_IN_SESSION_S: f64 = 30.0;
-const GAP_BETWEEN_SESSIONS_S: f64 = 90.0;
+const SESSION: Burst = Burst {
+    events: 6.0,
+    gap_s: 30.0,
+    pause_s: 90.0,
+};
 
 pub const CATEGORIES: &[&str] = &[
     "electronics",
@@ -79,16 +81,9 @@ pub struct Ecommerce {
 impl Ecommerce {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> Ecommerce {
         let users = Zipf::new(USERS, 0.7);
-        let per_event = ((EVENTS_PER_SESSION - 1.0) * GAP_IN_SESSION_S + GAP_BETWEEN_SESSIONS_S)
-            / EVENTS_PER_SESSION;
-        let mut rng = Rand::stream(seed, stream::SLOTS);
-        let slots = Slots::new(
-            event_rate,
-            per_event * 1000.0,
-            start_ms,
-            &mut rng,
-            |rng, _| new_shopper(rng, &users),
-        );
+        let slots = Slots::new(seed, start_ms, event_rate, &SESSION, |rng| {
+            new_shopper(rng, &users)
+        });
         Ecommerce {
             seed,
             slots,
@@ -105,7 +100,7 @@ fn new_shopper(rng: &mut Rand, users: &Zipf) -> Shopper {
         user: user_id(users.sample(rng), USERS),
         session_id,
         device: rng.weighted(DEVICES),
-        left: rng.count_with_mean(EVENTS_PER_SESSION),
+        left: rng.count_with_mean(SESSION.events),
         cart: Vec::new(),
     }
 }
@@ -133,10 +128,7 @@ impl Profile for Ecommerce {
         corruption: Option<&'static str>,
         event: &mut Event,
     ) {
-        let (slot, at) = self.slots.take();
-        rng.uuid(&mut event.event_id);
-        event.arrival_ms = at;
-        event.event_ms = at - delay_ms;
+        let slot = self.slots.next_event(rng, delay_ms, event);
         let shopper = self.slots.actor(slot);
         // The last event of a session buys the cart when there is one.
         let event_type = if shopper.left == 1 && !shopper.cart.is_empty() && rng.chance(0.6) {
@@ -201,11 +193,9 @@ impl Profile for Ecommerce {
         shopper.left -= 1;
         if shopper.left == 0 {
             let next = new_shopper(rng, &self.users);
-            let pause = ms(rng.exp(GAP_BETWEEN_SESSIONS_S));
-            self.slots.replace(slot, next, at + pause);
+            self.slots.replace(slot, rng, SESSION.pause_s, next);
         } else {
-            let gap = ms(rng.exp(GAP_IN_SESSION_S));
-            self.slots.again(slot, at + gap);
+            self.slots.again(slot, rng, SESSION.gap_s);
         }
     }
 }

@@ -208,60 +208,86 @@ impl Strata {
     }
 }
 
-/// Actors that each emit a burst of events. `count` slots run one actor at a time; the slot
-/// of the earliest due actor is served next, so arrival times never go back.
+/// How a profile's actors behave: `events` per actor on average, `gap_s` seconds apart on
+/// average, then a pause of `pause_s` on average before the slot's next actor starts.
+pub struct Burst {
+    pub events: f64,
+    pub gap_s: f64,
+    pub pause_s: f64,
+}
+
+impl Burst {
+    /// Milliseconds a slot spends per event, pauses included.
+    fn ms_per_event(&self) -> f64 {
+        ((self.events - 1.0) * self.gap_s + self.pause_s) / self.events * 1000.0
+    }
+}
+
+/// Actors that each emit a burst of events. A fixed number of slots run one actor at a time;
+/// the slot of the earliest due actor is served next, so arrival times never go back.
 pub struct Slots<A> {
     due: BinaryHeap<Reverse<(i64, usize)>>,
     actors: Vec<A>,
+    /// Arrival time of the event served last.
+    now: i64,
 }
 
 impl<A> Slots<A> {
-    /// Slots for `event_rate` events per second when a slot spends `ms_per_event` on average
-    /// per event; the first actors start within one cycle after `start_ms`.
+    /// Enough slots for `event_rate` events per second of event time; the first actors start
+    /// within one cycle after `start_ms`.
     pub fn new(
-        event_rate: f64,
-        ms_per_event: f64,
+        seed: u64,
         start_ms: i64,
-        rng: &mut Rand,
-        mut first: impl FnMut(&mut Rand, usize) -> A,
+        event_rate: f64,
+        burst: &Burst,
+        mut first: impl FnMut(&mut Rand) -> A,
     ) -> Slots<A> {
+        let mut rng = Rand::stream(seed, stream::SLOTS);
+        let ms_per_event = burst.ms_per_event();
         let count = ((event_rate * ms_per_event / 1000.0).ceil() as usize).max(1);
         let mut slots = Slots {
             due: BinaryHeap::with_capacity(count),
             actors: Vec::with_capacity(count),
+            now: start_ms,
         };
         for slot in 0..count {
-            slots.actors.push(first(rng, slot));
+            slots.actors.push(first(&mut rng));
             let offset = rng.below(ms_per_event as u64 + 1) as i64;
             slots.due.push(Reverse((start_ms + offset, slot)));
         }
         slots
     }
 
-    /// The slot due next and its time; hand it back with [`Slots::again`].
-    pub fn take(&mut self) -> (usize, i64) {
+    /// Serves the slot due next: gives `event` a new id, its arrival time, and that time less
+    /// `delay_ms` as its event time. Hand the slot back with `again` or `replace`.
+    pub fn next_event(&mut self, rng: &mut Rand, delay_ms: i64, event: &mut Event) -> usize {
         let Reverse((at, slot)) = self.due.pop().expect("slots are never empty");
-        (slot, at)
+        self.now = at;
+        rng.uuid(&mut event.event_id);
+        event.arrival_ms = at;
+        event.event_ms = at - delay_ms;
+        slot
     }
 
     pub fn actor(&mut self, slot: usize) -> &mut A {
         &mut self.actors[slot]
     }
 
-    /// The slot's next event is due at `at`.
-    pub fn again(&mut self, slot: usize, at: i64) {
+    /// The slot's actor emits again after a gap of `gap_s` seconds on average.
+    pub fn again(&mut self, slot: usize, rng: &mut Rand, gap_s: f64) {
+        let at = self.now + ms(rng.exp(gap_s));
         self.due.push(Reverse((at, slot)));
     }
 
-    /// The slot's actor is done: `next` starts at `at`.
-    pub fn replace(&mut self, slot: usize, next: A, at: i64) {
+    /// The slot's actor is done: `next` starts after a pause of `pause_s` seconds on average.
+    pub fn replace(&mut self, slot: usize, rng: &mut Rand, pause_s: f64, next: A) {
         self.actors[slot] = next;
-        self.again(slot, at);
+        self.again(slot, rng, pause_s);
     }
 }
 
 /// Milliseconds of `seconds`, at least 1.
-pub fn ms(seconds: f64) -> i64 {
+fn ms(seconds: f64) -> i64 {
     ((seconds * 1000.0) as i64).max(1)
 }
 
@@ -532,20 +558,25 @@ mod tests {
     }
 
     #[test]
-    fn slots_serve_in_time_order() {
-        let mut rng = Rand::stream(2, 2);
-        let mut slots = Slots::new(100.0, 5000.0, 1_000, &mut rng, |_, i| i);
+    fn slots_serve_in_time_order_at_the_event_rate() {
+        let burst = Burst {
+            events: 5.0,
+            gap_s: 5.0,
+            pause_s: 5.0,
+        };
+        let mut slots = Slots::new(2, 1_000, 100.0, &burst, |_| ());
         assert_eq!(slots.actors.len(), 500);
+        let mut rng = Rand::stream(2, 2);
+        let mut event = Event::default();
         let mut last = 0;
-        for _ in 0..5000 {
-            let (slot, at) = slots.take();
-            assert!(at >= last);
-            last = at;
-            let gap = rng.exp(5000.0) as i64;
-            slots.again(slot, at + gap);
+        for _ in 0..50_000 {
+            let slot = slots.next_event(&mut rng, 0, &mut event);
+            assert!(event.arrival_ms >= last);
+            last = event.arrival_ms;
+            slots.again(slot, &mut rng, 5.0);
         }
-        // 5,000 events at 100 per second take about 50 s of event time.
-        assert!((40_000..60_000).contains(&(last - 1_000)), "{last}");
+        // 50,000 events at 100 per second take about 500 s of event time.
+        assert!((450_000..550_000).contains(&(last - 1_000)), "{last}");
     }
 
     /// Every profile: same seed, same bytes; every corruption changes the record; records

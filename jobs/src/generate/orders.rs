@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use super::json::Json;
 use super::random::{Rand, Zipf};
 use super::user_activity::user_id;
-use super::{ms, stream, Event, Profile, Slots};
+use super::{Burst, Event, Profile, Slots};
 
 const USERS: usize = 50_000;
 /// Mean seconds from each step to the next: created → paid → shipped → delivered.
@@ -71,16 +71,16 @@ impl Orders {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> Orders {
         let users = Zipf::new(USERS, 0.7);
         let skus = Zipf::new(5_000, 0.9);
-        // An order has about 3.9 events (all four steps but for the cancelled ones).
-        let per_event = (STEP_GAPS_S.iter().sum::<f64>() + GAP_BETWEEN_ORDERS_S) / 3.9;
-        let mut rng = Rand::stream(seed, stream::SLOTS);
-        let slots = Slots::new(
-            event_rate,
-            per_event * 1000.0,
-            start_ms,
-            &mut rng,
-            |rng, _| new_order(rng, &users, &skus),
-        );
+        // About 3.9 events an order (all four steps but for the cancelled ones), with the
+        // steps' gaps in between.
+        let burst = Burst {
+            events: 3.9,
+            gap_s: STEP_GAPS_S.iter().sum::<f64>() / 2.9,
+            pause_s: GAP_BETWEEN_ORDERS_S,
+        };
+        let slots = Slots::new(seed, start_ms, event_rate, &burst, |rng| {
+            new_order(rng, &users, &skus)
+        });
         Orders {
             slots,
             users,
@@ -143,10 +143,8 @@ impl Profile for Orders {
         corruption: Option<&'static str>,
         event: &mut Event,
     ) {
-        let (slot, at) = self.slots.take();
-        rng.uuid(&mut event.event_id);
-        event.arrival_ms = at;
-        event.event_ms = at - delay_ms;
+        let slot = self.slots.next_event(rng, delay_ms, event);
+        let at = event.arrival_ms;
         let order = self.slots.actor(slot);
         let cancelled = order.cancel_at == Some(order.step);
         let (event_type, status) = match (cancelled, order.step) {
@@ -230,12 +228,11 @@ impl Profile for Orders {
 
         if cancelled || order.step == 3 {
             let next = new_order(rng, &self.users, &self.skus);
-            let pause = ms(rng.exp(GAP_BETWEEN_ORDERS_S));
-            self.slots.replace(slot, next, at + pause);
+            self.slots.replace(slot, rng, GAP_BETWEEN_ORDERS_S, next);
         } else {
-            let gap = ms(rng.exp(STEP_GAPS_S[order.step]));
+            let gap_s = STEP_GAPS_S[order.step];
             order.step += 1;
-            self.slots.again(slot, at + gap);
+            self.slots.again(slot, rng, gap_s);
         }
     }
 }

@@ -12,12 +12,14 @@
 
 use super::json::Json;
 use super::random::{Rand, Zipf};
-use super::{ms, stream, Event, Profile, Slots};
+use super::{Burst, Event, Profile, Slots};
 
 const USERS: usize = 50_000;
-const EVENTS_PER_VISIT: f64 = 8.0;
-const GAP_IN_VISIT_S: f64 = 20.0;
-const GAP_BETWEEN_VISITS_S: f64 = 60.0;
+const VISIT: Burst = Burst {
+    events: 8.0,
+    gap_s: 20.0,
+    pause_s: 60.0,
+};
 
 const EVENT_TYPES: &[(&str, f64)] = &[
     ("page_view", 0.62),
@@ -75,7 +77,6 @@ pub struct UserActivity {
     users: Zipf,
     pages: Zipf,
     page_names: Vec<String>,
-    gap_ms: f64,
 }
 
 impl UserActivity {
@@ -93,22 +94,14 @@ impl UserActivity {
                 }
             }))
             .collect();
-        let per_event =
-            ((EVENTS_PER_VISIT - 1.0) * GAP_IN_VISIT_S + GAP_BETWEEN_VISITS_S) / EVENTS_PER_VISIT;
-        let mut rng = Rand::stream(seed, stream::SLOTS);
-        let slots = Slots::new(
-            event_rate,
-            per_event * 1000.0,
-            start_ms,
-            &mut rng,
-            |rng, _| new_visit(rng, &users),
-        );
+        let slots = Slots::new(seed, start_ms, event_rate, &VISIT, |rng| {
+            new_visit(rng, &users)
+        });
         UserActivity {
             slots,
             users,
             pages,
             page_names,
-            gap_ms: GAP_IN_VISIT_S * 1000.0,
         }
     }
 }
@@ -120,7 +113,7 @@ fn new_visit(rng: &mut Rand, users: &Zipf) -> Visit {
         user: user_id(users.sample(rng), USERS),
         session_id,
         device: rng.weighted(DEVICES),
-        left: rng.count_with_mean(EVENTS_PER_VISIT),
+        left: rng.count_with_mean(VISIT.events),
         previous: rng.weighted(REFERRERS).map(str::to_string),
     }
 }
@@ -137,10 +130,7 @@ impl Profile for UserActivity {
         corruption: Option<&'static str>,
         event: &mut Event,
     ) {
-        let (slot, at) = self.slots.take();
-        rng.uuid(&mut event.event_id);
-        event.arrival_ms = at;
-        event.event_ms = at - delay_ms;
+        let slot = self.slots.next_event(rng, delay_ms, event);
         let page = &self.page_names[self.pages.sample(rng)];
         let event_type = rng.weighted(EVENT_TYPES);
         let visit = self.slots.actor(slot);
@@ -166,11 +156,9 @@ impl Profile for UserActivity {
         visit.left -= 1;
         if visit.left == 0 {
             let next = new_visit(rng, &self.users);
-            let pause = ms(rng.exp(GAP_BETWEEN_VISITS_S));
-            self.slots.replace(slot, next, at + pause);
+            self.slots.replace(slot, rng, VISIT.pause_s, next);
         } else {
-            let gap = 1 + rng.exp(self.gap_ms) as i64;
-            self.slots.again(slot, at + gap);
+            self.slots.again(slot, rng, VISIT.gap_s);
         }
     }
 }
