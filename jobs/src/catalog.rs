@@ -58,12 +58,15 @@ pub async fn query(pipeline: &Pipeline, sql: &str) -> Result<()> {
     let ctx = SessionContext::new();
     let lake = Lake::from_config(&pipeline.lake)?;
     let available = register(&ctx, &lake, &pipeline_tables(pipeline)).await?;
-    let df = ctx.sql(sql).await.map_err(|e| {
-        Error::Input(format!(
-            "the query does not plan: {e}\ntables: {}",
-            available.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let df = lakehouse_core::sql::read_only(&ctx, sql)
+        .await
+        .map_err(|e| match e {
+            Error::DataFusion(e) => Error::Input(format!(
+                "the query does not plan: {e}\ntables: {}",
+                available.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            refused => refused,
+        })?;
     let batches = df.collect().await?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     Ok(())

@@ -105,7 +105,12 @@ impl GoldJob {
             .collect();
         let inputs: BTreeMap<String, i64> =
             crate::catalog::register(&ctx, &self.lake, &wanted).await?;
-        let df = ctx.sql(&self.sql).await.map_err(does_not_plan)?;
+        let df = lakehouse_core::sql::read_only(&ctx, &self.sql)
+            .await
+            .map_err(|e| match e {
+                Error::DataFusion(e) => does_not_plan(e),
+                refused => Error::Input(format!("gold.{}: {refused}", self.table)),
+            })?;
         let gold = self.lake.table_or_new(Layer::Gold, &self.table).await?;
         if gold.version().is_some() && !self.force {
             let mut unchanged = true;

@@ -499,9 +499,14 @@ impl SilverJob {
         )?;
         let df = match &self.sql {
             Some((sql, origin)) => {
-                let df = ctx.sql(sql).await.map_err(|e| {
-                    Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
-                })?;
+                let df = lakehouse_core::sql::read_only(ctx, sql)
+                    .await
+                    .map_err(|e| match e {
+                        Error::DataFusion(e) => {
+                            Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
+                        }
+                        refused => Error::Input(format!("{origin}: {refused}")),
+                    })?;
                 let plan = with_lineage(df.logical_plan().clone(), origin)?;
                 DataFrame::new(ctx.state(), plan)
             }

@@ -93,3 +93,87 @@ fn validate_names_the_service_that_is_down() {
         assert!(out.stderr.contains(service), "{var}: {}", out.stderr);
     }
 }
+
+/// Secrets in every place lakectl reads them (the S3 secret key, the Postgres URL's password,
+/// the Kafka SASL password) never show in any output, at debug level, in JSON logs.
+#[test]
+fn no_output_shows_a_secret() {
+    let Some(t) = TestPipeline::books() else {
+        return;
+    };
+    const S3: &str = "s3-secret-7f3a9c";
+    const PG: &str = "pg-password-91c2e4";
+    const SASL: &str = "sasl-password-5d0e77";
+    // moto takes any secret key and the test cluster trusts any password.
+    let url = service_env("DATABASE_URL").unwrap();
+    let t = t
+        .with_env("AWS_SECRET_ACCESS_KEY", S3)
+        .with_env(
+            "DATABASE_URL",
+            url.replacen("postgres@", &format!("postgres:{PG}@"), 1),
+        )
+        .with_env("LAKECTL_KAFKA_SASL_PASSWORD", SASL);
+    let mut output = String::new();
+    let mut lakectl = |args: &[&str]| {
+        let out = run(t.lakectl().args(["-v", "--log-format", "json"]).args(args));
+        output.push_str(&out.stdout);
+        output.push_str(&out.stderr);
+        out
+    };
+    for args in [
+        &["validate"][..],
+        &["produce"],
+        &["run", "bronze", "--once"],
+        &["run", "silver"],
+        &["run", "gold"],
+        &["run", "load"],
+        &["status"],
+    ] {
+        let out = lakectl(args);
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+    // The same with SASL asked for: the broker turns it down (or times out), lakectl says so.
+    let sasl = t.path.with_file_name("sasl.toml");
+    std::fs::write(
+        &sasl,
+        "name = \"sasl\"\n[kafka]\nsecurity_protocol = \"sasl_plaintext\"\n\
+         sasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"etl\"\n[bronze.x]\ntopic = \"x\"\n",
+    )
+    .unwrap();
+    let out = run(crate::util::lakectl()
+        .args(["-v", "--log-format", "json", "validate"])
+        .arg(&sasl)
+        .env("LAKECTL_KAFKA_BROKERS", t.brokers())
+        .env("LAKECTL_KAFKA_SASL_PASSWORD", SASL));
+    assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    output.push_str(&out.stdout);
+    output.push_str(&out.stderr);
+    assert!(output.contains("\"level\":\"DEBUG\""), "debug logs were on");
+    for secret in [S3, PG, SASL] {
+        assert!(!output.contains(secret), "{secret} shows in:\n{output}");
+    }
+}
+
+#[test]
+fn kafka_security_mistakes_exit_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let sasl = "name = \"s\"\n[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"etl\"\n";
+    for (extra, needle) in [
+        ("sasl_mechanism = \"SCRAM-SHA-1\"\n", "SCRAM-SHA-1"),
+        (
+            "sasl_mechanism = \"PLAIN\"\n",
+            "LAKECTL_KAFKA_SASL_PASSWORD",
+        ),
+        ("", "kafka.sasl_mechanism"),
+    ] {
+        std::fs::write(&file, format!("{sasl}{extra}")).unwrap();
+        let out = run(lakectl()
+            .env_remove("LAKECTL_KAFKA_SASL_PASSWORD")
+            .arg("-p")
+            .arg(&file)
+            .arg("validate"));
+        assert_eq!(out.code, 2, "{extra}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{extra}: {}", out.stderr);
+    }
+}

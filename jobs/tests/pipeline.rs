@@ -161,6 +161,37 @@ fn books_from_csv_to_dbt_marts() {
         "{}",
         again.stdout
     );
+
+    // SQL only reads: `query` and gold SQL that would write are refused before they run.
+    let scratch = tempfile::tempdir().unwrap();
+    let copy_to = scratch.path().join("x.csv");
+    for sql in [
+        "INSERT INTO silver.books SELECT * FROM silver.books".to_string(),
+        format!("COPY (SELECT 1) TO '{}'", copy_to.display()),
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/tmp/'".to_string(),
+        "DROP TABLE silver.books".to_string(),
+    ] {
+        let out = run(t.lakectl().args(["query", &sql]));
+        assert_eq!(out.code, 2, "{sql}: {}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains("read-only"), "{sql}: {}", out.stderr);
+    }
+    assert!(!copy_to.exists(), "COPY wrote a local file");
+    let count = ok(run(t
+        .lakectl()
+        .args(["query", "SELECT count(*) AS n FROM silver.books"])));
+    assert!(count.stdout.contains("| 174 |"), "{}", count.stdout);
+    t.append("[gold.sneaky]\nsql = \"INSERT INTO silver.books SELECT * FROM silver.books\"");
+    let out = run(t.lakectl().args(["run", "gold", "sneaky"]));
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("gold.sneaky") && out.stderr.contains("read-only"),
+        "{}",
+        out.stderr
+    );
+    let count = ok(run(t
+        .lakectl()
+        .args(["query", "SELECT count(*) AS n FROM silver.books"])));
+    assert!(count.stdout.contains("| 174 |"), "{}", count.stdout);
 }
 
 /// `scripts/superset.sh` with the test's Postgres and a state folder of its own.

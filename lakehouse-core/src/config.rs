@@ -102,9 +102,97 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group; defaults to `lakectl-<pipeline name>`.
     pub group_id: Option<String>,
-    /// Extra librdkafka properties, passed through as they are.
+    /// How clients talk to the brokers: plaintext (default), ssl, sasl_plaintext, sasl_ssl.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism, for the sasl_* protocols.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: Option<String>,
+    /// The env var holding the SASL password; the password never goes in the file.
+    #[serde(default = "default_sasl_password_env")]
+    pub sasl_password_env: String,
+    /// PEM files for TLS: the CA to trust, and a client certificate and key for mutual TLS.
+    pub ssl_ca_location: Option<PathBuf>,
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+    /// The env var holding the client key's password, if the key has one.
+    #[serde(default = "default_ssl_key_password_env")]
+    pub ssl_key_password_env: String,
+    /// Extra librdkafka properties, passed through as they are (no secrets: those are refused).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Read from `sasl_password_env` and `ssl_key_password_env` when the pipeline loads.
+    #[serde(skip)]
+    pub sasl_password: Option<Secret>,
+    #[serde(skip)]
+    pub ssl_key_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's `security.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// The SASL mechanisms lakectl passes to librdkafka, spelled as Kafka spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A password or key read from the environment. Its `Debug` shows no part of it, so a
+/// config printed for debugging never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +392,12 @@ fn default_checkpoint_interval() -> u64 {
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
 }
+fn default_sasl_password_env() -> String {
+    "LAKECTL_KAFKA_SASL_PASSWORD".into()
+}
+fn default_ssl_key_password_env() -> String {
+    "LAKECTL_KAFKA_SSL_KEY_PASSWORD".into()
+}
 fn default_postgres_url_env() -> String {
     "DATABASE_URL".into()
 }
@@ -428,6 +522,8 @@ impl Pipeline {
                 })?;
         }
         pipeline.postgres_url = env(&pipeline.postgres.url_env);
+        pipeline.kafka.sasl_password = env(&pipeline.kafka.sasl_password_env).map(Secret);
+        pipeline.kafka.ssl_key_password = env(&pipeline.kafka.ssl_key_password_env).map(Secret);
         pipeline.check()?;
         Ok(pipeline)
     }
@@ -447,14 +543,21 @@ impl Pipeline {
             }
         })?;
         pipeline.source_file = file.to_path_buf();
-        if let Some(key) = pipeline.lake.storage_options.keys().find(|k| {
+        let looks_secret = |k: &&String| {
             SECRET_WORDS
                 .iter()
                 .any(|w| k.to_ascii_lowercase().contains(w))
-        }) {
+        };
+        let secret = (pipeline.lake.storage_options.keys().find(looks_secret))
+            .map(|k| format!("lake.storage_options.{k}"))
+            .or_else(|| {
+                (pipeline.kafka.options.keys().find(looks_secret))
+                    .map(|k| format!("kafka.options.\"{k}\""))
+            });
+        if let Some(key) = secret {
             return Err(ConfigError::SecretInFile {
                 file: file.to_path_buf(),
-                key: format!("lake.storage_options.{key}"),
+                key,
             });
         }
         Ok(pipeline)
@@ -520,6 +623,43 @@ impl Pipeline {
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers".into(), "must not be empty".into()));
+        }
+        let kafka = &self.kafka;
+        match (kafka.security_protocol.uses_sasl(), kafka.sasl_mechanism) {
+            (true, None) => {
+                return Err(invalid(
+                    "kafka.sasl_mechanism".into(),
+                    format!(
+                        "security_protocol = \"{}\" needs a mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                        kafka.security_protocol.as_str()
+                    ),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "kafka.sasl_mechanism".into(),
+                    "is only used with security_protocol = \"sasl_plaintext\" or \"sasl_ssl\"".into(),
+                ))
+            }
+            _ => {}
+        }
+        if kafka.security_protocol.uses_sasl() {
+            if kafka.sasl_username.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "kafka.sasl_username".into(),
+                    "SASL needs a user name".into(),
+                ));
+            }
+            if kafka.sasl_password.is_none() {
+                return Err(ConfigError::Env {
+                    var: kafka.sasl_password_env.clone(),
+                    message: format!(
+                        "not set; {} names it (kafka.sasl_password_env) as the SASL password for {}",
+                        self.source_file.display(),
+                        kafka.sasl_username.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
         }
         if self.runner.initial_backoff_ms > self.runner.max_backoff_ms {
             return Err(invalid(
@@ -921,6 +1061,68 @@ topic = "books"
         );
         p.source_file = PathBuf::from("p.toml");
         assert_eq!(p.resolve_path(Path::new("x.csv")), PathBuf::from("x.csv"));
+    }
+
+    const SASL: &str = "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"etl\"\n";
+
+    #[test]
+    fn kafka_sasl_takes_its_password_from_the_environment() {
+        let text = format!("{MINIMAL}\n{SASL}");
+        let p = load_with(&text, &[("LAKECTL_KAFKA_SASL_PASSWORD", "pw-123")], &[]).unwrap();
+        assert_eq!(p.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(
+            p.kafka.sasl_password.as_ref().map(Secret::expose),
+            Some("pw-123")
+        );
+        assert!(
+            !format!("{p:?}").contains("pw-123"),
+            "Debug shows the password"
+        );
+        let config = crate::kafka::client_config(&p.kafka);
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("etl"));
+        assert_eq!(config.get("sasl.password"), Some("pw-123"));
+
+        let err = load_with(&text, &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("LAKECTL_KAFKA_SASL_PASSWORD") && err.contains("not set"),
+            "{err}"
+        );
+        let named = format!("{text}sasl_password_env = \"ETL_KAFKA_PW\"\n");
+        let err = load_with(&named, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("ETL_KAFKA_PW"), "{err}");
+    }
+
+    #[test]
+    fn kafka_security_mistakes_name_the_setting() {
+        let typo = format!(
+            "{MINIMAL}\n{}",
+            SASL.replace("SCRAM-SHA-512", "SCRAM-SHA-1")
+        );
+        let err = load_with(&typo, &[("LAKECTL_KAFKA_SASL_PASSWORD", "x")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":9:") && err.contains("SCRAM-SHA-1") && err.contains("SCRAM-SHA-256"),
+            "{err}"
+        );
+        let no_mechanism = format!("{MINIMAL}\n[kafka]\nsecurity_protocol = \"sasl_plaintext\"\n");
+        let err = load_with(&no_mechanism, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("kafka.sasl_mechanism"), "{err}");
+        let protocol = format!("{MINIMAL}\n[kafka]\nsecurity_protocol = \"tls\"\n");
+        let err = load_with(&protocol, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains(":8:") && err.contains("sasl_ssl"), "{err}");
+        for secret in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            let text = format!("{MINIMAL}\n[kafka.options]\n\"{secret}\" = \"hunter2\"\n");
+            let err = load_with(&text, &[], &[]).unwrap_err().to_string();
+            assert!(err.contains(secret) && err.contains("secret"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -16,11 +16,41 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", "lakectl")
         // Fail fast when the broker is down instead of librdkafka's endless reconnects.
-        .set("socket.connection.setup.timeout.ms", "5000");
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("security.protocol", kafka.security_protocol.as_str());
+    if let Some(mechanism) = kafka.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_str());
+    }
+    let settings = [
+        ("sasl.username", kafka.sasl_username.clone()),
+        (
+            "sasl.password",
+            kafka.sasl_password.as_ref().map(|s| s.expose().to_string()),
+        ),
+        ("ssl.ca.location", path_text(&kafka.ssl_ca_location)),
+        (
+            "ssl.certificate.location",
+            path_text(&kafka.ssl_certificate_location),
+        ),
+        ("ssl.key.location", path_text(&kafka.ssl_key_location)),
+    ];
+    for (key, value) in settings {
+        if let Some(value) = value {
+            config.set(key, value);
+        }
+    }
+    // The key password only matters with a key (librdkafka rejects it alone).
+    if let (Some(_), Some(password)) = (&kafka.ssl_key_location, &kafka.ssl_key_password) {
+        config.set("ssl.key.password", password.expose());
+    }
     for (key, value) in &kafka.options {
         config.set(key, value);
     }
     config
+}
+
+fn path_text(path: &Option<std::path::PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.display().to_string())
 }
 
 /// Asks the cluster for its metadata; returns the number of brokers that answered.

@@ -8,6 +8,7 @@ pub mod quality;
 pub mod run_log;
 pub mod runner;
 pub mod schema;
+pub mod sql;
 pub mod storage;
 pub mod table_files;
 pub mod telemetry;
