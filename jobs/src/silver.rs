@@ -42,7 +42,7 @@ use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
-use lakehouse_core::config::SilverTable;
+use lakehouse_core::config::{OnExistingKey, SilverTable};
 use lakehouse_core::quality::{
     evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
 };
@@ -272,11 +272,12 @@ fn origin_at(batch: &RecordBatch, row: usize) -> Origin {
     }
 }
 
-/// Step 4: one row per key, the latest record: the newest Kafka timestamp (a missing one counts
-/// as oldest), then the highest partition and offset. Rows keep their order. A hash map over
+/// Step 4: one row per key: the latest record (`replace`: the newest Kafka timestamp, a missing
+/// one counting as oldest, then the highest partition and offset) or the first (`keep`: the
+/// reverse order). Rows keep their order. A hash map over
 /// the encoded keys: DataFusion's `row_number() OVER (PARTITION BY key)` took 40 % of a unit,
 /// as it walks each one-row partition on its own.
-fn latest_per_key(batch: &RecordBatch, key: &[String]) -> Result<RecordBatch> {
+fn one_per_key(batch: &RecordBatch, key: &[String], keep: OnExistingKey) -> Result<RecordBatch> {
     let key_columns: Vec<ArrayRef> = key
         .iter()
         .map(|k| {
@@ -305,21 +306,25 @@ fn latest_per_key(batch: &RecordBatch, key: &[String]) -> Result<RecordBatch> {
             offsets.value(row),
         )
     };
-    let mut latest: HashMap<Row<'_>, usize> = HashMap::with_capacity(batch.num_rows());
+    let wins = |row: usize, best: usize| match keep {
+        OnExistingKey::Replace => recency(row) > recency(best),
+        OnExistingKey::Keep => recency(row) < recency(best),
+    };
+    let mut chosen: HashMap<Row<'_>, usize> = HashMap::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        latest
+        chosen
             .entry(keys.row(row))
             .and_modify(|best| {
-                if recency(row) > recency(*best) {
+                if wins(row, *best) {
                     *best = row;
                 }
             })
             .or_insert(row);
     }
-    if latest.len() == batch.num_rows() {
+    if chosen.len() == batch.num_rows() {
         return Ok(batch.clone());
     }
-    let mut rows: Vec<u32> = latest.into_values().map(|row| row as u32).collect();
+    let mut rows: Vec<u32> = chosen.into_values().map(|row| row as u32).collect();
     rows.sort_unstable();
     Ok(take_record_batch(batch, &UInt32Array::from(rows))?)
 }
@@ -645,15 +650,37 @@ impl SilverJob {
         let keyed = filter_record_batch(&cleaned, &arrow::compute::not(&key_nulls)?)?;
 
         let keyed_rows = keyed.num_rows() as u64;
-        let latest = latest_per_key(&keyed, &self.settings.key)?;
+        let keep = self.settings.on_existing_key;
+        let deduped = one_per_key(&keyed, &self.settings.key, keep)?;
         report.count(
             "dedupe_key",
-            "keep latest",
+            match keep {
+                OnExistingKey::Replace => "keep latest",
+                OnExistingKey::Keep => "keep first",
+            },
             keyed_rows,
-            keyed_rows - latest.num_rows() as u64,
+            keyed_rows - deduped.num_rows() as u64,
         );
+        let deduped = match keep {
+            OnExistingKey::Replace => deduped,
+            // Step 4b: an event silver already holds is a duplicate: left out, counted.
+            OnExistingKey::Keep => {
+                let existing = self.existing_key_rows(silver, &deduped, None).await?;
+                let mut new = vec![true; deduped.num_rows()];
+                for &row in &existing {
+                    new[row as usize] = false;
+                }
+                report.count(
+                    "existing_key",
+                    Action::Drop.as_str(),
+                    deduped.num_rows() as u64,
+                    existing.len() as u64,
+                );
+                filter_record_batch(&deduped, &BooleanArray::from(new))?
+            }
+        };
 
-        let (rows, verdicts) = self.evaluate(&ctx, latest, silver).await?;
+        let (rows, verdicts) = self.evaluate(&ctx, deduped, silver).await?;
         let n = rows.num_rows();
         let mut keep = vec![true; n];
         let mut first_quarantine: Vec<Option<usize>> = vec![None; n];
@@ -794,9 +821,14 @@ impl SilverJob {
     ) -> Result<DeltaTable> {
         if silver.version().is_none()
             || rows.num_rows() == 0
-            || !self.any_key_exists(&silver, &rows).await?
+            || self.settings.on_existing_key == OnExistingKey::Keep
+            || self
+                .existing_key_rows(&silver, &rows, Some(1))
+                .await?
+                .is_empty()
         {
-            // Nothing to match: an append is the same MERGE, without reading the table.
+            // Nothing to match (`keep` left out the keys silver holds): an append is the same
+            // MERGE, without reading the table.
             return self
                 .commit(silver, rows, bronze_version, SaveMode::Append)
                 .await;
@@ -945,8 +977,17 @@ impl SilverJob {
         })
     }
 
-    /// Whether any key of `rows` is already in silver (reads the key columns only).
-    async fn any_key_exists(&self, silver: &DeltaTable, rows: &RecordBatch) -> Result<bool> {
+    /// The rows of `rows` whose key silver already holds (up to `limit` of them), by reading
+    /// the table's key columns only.
+    async fn existing_key_rows(
+        &self,
+        silver: &DeltaTable,
+        rows: &RecordBatch,
+        limit: Option<usize>,
+    ) -> Result<Vec<u32>> {
+        if silver.version().is_none() || rows.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
         let ctx = SessionContext::new();
         ctx.register_table("target", silver.table_provider().await?)?;
         let key_columns: Vec<usize> = self
@@ -955,7 +996,12 @@ impl SilverJob {
             .iter()
             .map(|k| rows.schema().index_of(k))
             .collect::<std::result::Result<_, _>>()?;
-        ctx.register_batch("incoming", rows.project(&key_columns)?)?;
+        let keys = with_column(
+            rows.project(&key_columns)?,
+            Field::new("__row", DataType::UInt32, false),
+            Arc::new(UInt32Array::from_iter_values(0..rows.num_rows() as u32)),
+        )?;
+        ctx.register_batch("incoming", keys)?;
         let on: Vec<String> = self
             .settings
             .key
@@ -964,11 +1010,20 @@ impl SilverJob {
             .collect();
         let sql = format!(
             // The small side first: the hash join builds its table from the left input.
-            "SELECT 1 FROM incoming i JOIN target t ON {} LIMIT 1",
-            on.join(" AND ")
+            "SELECT DISTINCT i.__row FROM incoming i JOIN target t ON {}{}",
+            on.join(" AND "),
+            limit.map_or(String::new(), |n| format!(" LIMIT {n}"))
         );
         let found = ctx.sql(&sql).await?.collect().await?;
-        Ok(found.iter().any(|b| b.num_rows() > 0))
+        Ok(found
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect())
     }
 
     /// Advances the `txn` version without data, for increments that added no rows.
@@ -1098,8 +1153,11 @@ mod tests {
             ("no timestamp", 0, 0, 40, Some(1)),
             ("alone", 0, 0, 60, None),
         ]);
-        let latest = latest_per_key(&rows, &["k".into()]).unwrap();
+        let latest = one_per_key(&rows, &["k".into()], OnExistingKey::Replace).unwrap();
         assert_eq!(kept(&latest), vec![0, 2, 5, 7, 8]);
+        // `keep`: the first record, by the same order read the other way.
+        let first = one_per_key(&rows, &["k".into()], OnExistingKey::Keep).unwrap();
+        assert_eq!(kept(&first), vec![1, 3, 4, 6, 8]);
     }
 
     #[test]
@@ -1109,9 +1167,10 @@ mod tests {
             ("a", 2, 0, 2, Some(1)),
             ("a", 1, 0, 3, Some(1)),
         ]);
-        let by_both = latest_per_key(&rows, &["k".into(), "n".into()]).unwrap();
+        let by_both =
+            one_per_key(&rows, &["k".into(), "n".into()], OnExistingKey::Replace).unwrap();
         assert_eq!(kept(&by_both), vec![1, 2]);
-        let by_first = latest_per_key(&rows, &["k".into()]).unwrap();
+        let by_first = one_per_key(&rows, &["k".into()], OnExistingKey::Replace).unwrap();
         assert_eq!(kept(&by_first), vec![2]);
     }
 }

@@ -523,3 +523,117 @@ fn assert_same_rows(got: &[Vec<Option<String>>], want: &[Vec<Option<String>>], w
         want.len()
     );
 }
+
+/// `on_existing_key = "keep"`: generated order events with 5 % re-sent, run in units of 700
+/// bronze rows so a re-sent event often arrives in a later unit than its first copy. Silver
+/// holds each event once, as first sent, only ever appending; the duplicates are counted.
+/// The expectation comes from the generator's own file of the same seed.
+#[test]
+fn keep_lands_each_event_once_and_silver_only_appends() {
+    // Bronze commits every 700 records: silver's units are whole bronze commits.
+    let Some(t) = TestPipeline::new("flush_rows = 700") else {
+        return;
+    };
+    t.append(&format!(
+        "[silver.orders]\nsource = \"{}\"\nkey = [\"event_id\"]\non_existing_key = \"keep\"\n\
+         batch_rows = 700\n[silver.orders.schema]\nevent_id = \"string\"\nevent_type = \"string\"\n\
+         event_time = \"timestamp\"\npayload = \"string\"\nchecksum = \"string\"\n",
+        t.table
+    ));
+    let args = [
+        "orders",
+        "--count",
+        "6000",
+        "--seed",
+        "21",
+        "--duplicate-fraction",
+        "0.05",
+    ];
+    ok(run(t.lakectl().arg("generate").args(args).args([
+        "--topic",
+        &t.topic,
+        "--partitions",
+        "1",
+    ])));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.ndjson");
+    ok(run(lakectl()
+        .arg("generate")
+        .args(args)
+        .arg("--out")
+        .arg(&file)));
+    let mut first: std::collections::BTreeMap<String, String> = Default::default();
+    let mut resent = 0;
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["event_id"].as_str().unwrap().to_string();
+        match first.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => resent += 1,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(v["checksum"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(resent > 200, "{resent} re-sent events");
+
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    let out = ok(silver(&t, &[]));
+    let got: std::collections::BTreeMap<String, String> = rows(
+        &t,
+        Layer::Silver,
+        "orders",
+        "SELECT event_id, checksum FROM t",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+    .collect();
+    assert_eq!(
+        count(&t, Layer::Silver, "orders"),
+        first.len(),
+        "one row per event"
+    );
+    assert!(got == first, "silver holds each event as first sent");
+
+    // Every re-sent copy was counted: within a unit by the dedupe, across units as existing.
+    let dropped: Vec<u64> = rows(
+        &t,
+        Layer::System,
+        "quality",
+        "SELECT rule, sum(rows_failed) FROM t WHERE job = 'silver:orders' \
+         AND rule IN ('dedupe_key', 'existing_key') GROUP BY rule ORDER BY rule",
+    )
+    .iter()
+    .map(|r| r[1].as_deref().unwrap().parse::<u64>().unwrap())
+    .collect();
+    assert!(
+        dropped.len() == 2 && dropped[1] > 0,
+        "no copy arrived in a later unit: {dropped:?}"
+    );
+    let dropped: u64 = dropped.iter().sum();
+    assert_eq!(dropped, resent as u64, "{}", out.stdout);
+    assert!(out.stdout.contains("existing_key"), "{}", out.stdout);
+    let units = scalar(
+        &t,
+        Layer::System,
+        "quality",
+        "SELECT count(DISTINCT first_version) FROM t",
+    );
+    assert!(units.parse::<u32>().unwrap() > 3, "{units} units");
+
+    // Append-only: no commit of silver removed a file.
+    let silver_table = block_on(t.lake().load_table(Layer::Silver, "orders"))
+        .unwrap()
+        .unwrap();
+    let history: Vec<_> = block_on(async {
+        use futures::TryStreamExt;
+        silver_table.history(None).try_collect::<Vec<_>>().await
+    })
+    .unwrap();
+    for commit in &history {
+        let op = commit.operation.as_deref().unwrap_or_default();
+        assert!(
+            op == "WRITE" || op == "CREATE TABLE",
+            "silver commit {op}: {commit:?}"
+        );
+    }
+}

@@ -343,6 +343,19 @@ pub struct SilverTable {
     /// Bronze rows per unit of work: bounds memory; each unit is one silver commit.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// What a record whose key silver already holds does: `replace` the row (the latest
+    /// record wins, for entities) or `keep` the row and drop the record as a duplicate (for
+    /// immutable events: silver then only ever appends).
+    #[serde(default)]
+    pub on_existing_key: OnExistingKey,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExistingKey {
+    #[default]
+    Replace,
+    Keep,
 }
 
 /// Columns silver adds to every row; a schema may not declare them.
