@@ -79,14 +79,17 @@ export LAKECTL_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
 
+section scaling || SCALES=""
 BIGGEST=$N
 for n in $SCALES; do ((n > BIGGEST)) && BIGGEST=$n; done
-log "generating $BIGGEST records"
-"$PY" scripts/bench/gen_books.py "$BIGGEST" "$WORK/all.csv"
 # The first n records (and the header) of the same file.
 csv_of() { [[ -f $WORK/books-$1.csv ]] || head -n $(($1 + 1)) "$WORK/all.csv" >"$WORK/books-$1.csv"; echo "$WORK/books-$1.csv"; }
-CSV=$(csv_of "$N")
-BYTES=$(stat -c %s "$CSV")
+if section books || section scaling || section freshness; then
+  log "generating $BIGGEST records"
+  "$PY" scripts/bench/gen_books.py "$BIGGEST" "$WORK/all.csv"
+  CSV=$(csv_of "$N")
+  BYTES=$(stat -c %s "$CSV")
+fi
 # variant TOPIC: the shipped books pipeline (its bronze, silver and load settings are what is
 # measured) reading TOPIC, written to $WORK/TOPIC.toml with its SQL file's path made absolute.
 variant() {
@@ -209,7 +212,6 @@ BATCH_ROWS=${BENCH_BATCH_ROWS:-250000}
 SCALE_ROWS=()   # "records|stage|wall|rss_kb|reached": reached, the share of the run after
 # which the high-water mark was within 5 % of the peak (sampled from /proc every 0.2 s): a peak
 # reached early and never exceeded is memory bounded by the flush limits, not by the input.
-section scaling || SCALES=""
 for n in $SCALES; do
   log "scaling: $n records"
   scale_pipeline=$(variant "scale_$n")
