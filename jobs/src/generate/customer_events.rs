@@ -24,8 +24,7 @@
 
 use super::json::Json;
 use super::random::{Rand, Zipf};
-use super::user_activity::user_id;
-use super::{stream, Burst, Event, Profile, Slots};
+use super::{stream, Burst, Event, Profile, Slots, Users};
 
 const USERS: usize = 20_000;
 const TITLES: usize = 3_000;
@@ -146,13 +145,13 @@ struct Viewer {
 pub struct CustomerEvents {
     seed: u64,
     slots: Slots<Viewer>,
-    users: Zipf,
+    users: Users,
     titles: Zipf,
 }
 
 impl CustomerEvents {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> CustomerEvents {
-        let users = Zipf::new(USERS, 0.7);
+        let users = Users::new(USERS);
         let slots = Slots::new(seed, start_ms, event_rate, &SESSION, |rng| {
             new_viewer(rng, &users)
         });
@@ -165,11 +164,11 @@ impl CustomerEvents {
     }
 }
 
-fn new_viewer(rng: &mut Rand, users: &Zipf) -> Viewer {
-    let rank = users.sample(rng);
+fn new_viewer(rng: &mut Rand, users: &Users) -> Viewer {
+    let (rank, user) = users.draw(rng);
     Viewer {
         rank,
-        user: user_id(rank, USERS),
+        user,
         left: rng.count_with_mean(SESSION.events),
         searches: Vec::new(),
     }

@@ -17,8 +17,7 @@
 
 use super::json::Json;
 use super::random::{Rand, Zipf};
-use super::user_activity::user_id;
-use super::{stream, Burst, Event, Profile, Slots};
+use super::{stream, Burst, Event, Profile, Slots, Users};
 
 const USERS: usize = 50_000;
 const PRODUCTS: usize = 2_000;
@@ -74,13 +73,13 @@ struct Shopper {
 pub struct Ecommerce {
     seed: u64,
     slots: Slots<Shopper>,
-    users: Zipf,
+    users: Users,
     products: Zipf,
 }
 
 impl Ecommerce {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> Ecommerce {
-        let users = Zipf::new(USERS, 0.7);
+        let users = Users::new(USERS);
         let slots = Slots::new(seed, start_ms, event_rate, &SESSION, |rng| {
             new_shopper(rng, &users)
         });
@@ -93,11 +92,11 @@ impl Ecommerce {
     }
 }
 
-fn new_shopper(rng: &mut Rand, users: &Zipf) -> Shopper {
+fn new_shopper(rng: &mut Rand, users: &Users) -> Shopper {
     let mut session_id = String::new();
     rng.uuid(&mut session_id);
     Shopper {
-        user: user_id(users.sample(rng), USERS),
+        user: users.draw(rng).1,
         session_id,
         device: rng.weighted(DEVICES),
         left: rng.count_with_mean(SESSION.events),

@@ -286,6 +286,29 @@ impl<A> Slots<A> {
     }
 }
 
+/// A population of users whose activity is Zipf-like (exponent 0.7): a few are very active,
+/// most rarely seen.
+pub struct Users {
+    activity: random::Zipf,
+    count: usize,
+}
+
+impl Users {
+    pub fn new(count: usize) -> Users {
+        Users {
+            activity: random::Zipf::new(count, 0.7),
+            count,
+        }
+    }
+
+    /// A user drawn by activity: their rank (0 is the most active) and id. Ids are a fixed
+    /// permutation of the ranks, so the most active users are not simply the lowest ids.
+    pub fn draw(&self, rng: &mut Rand) -> (usize, String) {
+        let rank = self.activity.sample(rng);
+        (rank, format!("u{:06}", rank * 7919 % self.count))
+    }
+}
+
 /// Milliseconds of `seconds`, at least 1.
 fn ms(seconds: f64) -> i64 {
     ((seconds * 1000.0) as i64).max(1)

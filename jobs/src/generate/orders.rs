@@ -22,8 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::json::Json;
 use super::random::{Rand, Zipf};
-use super::user_activity::user_id;
-use super::{Burst, Event, Profile, Slots};
+use super::{Burst, Event, Profile, Slots, Users};
 
 const USERS: usize = 50_000;
 /// Mean seconds from each step to the next: created → paid → shipped → delivered.
@@ -62,14 +61,14 @@ struct Order {
 
 pub struct Orders {
     slots: Slots<Order>,
-    users: Zipf,
+    users: Users,
     skus: Zipf,
     payload: Vec<u8>,
 }
 
 impl Orders {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> Orders {
-        let users = Zipf::new(USERS, 0.7);
+        let users = Users::new(USERS);
         let skus = Zipf::new(5_000, 0.9);
         // About 3.9 events an order (all four steps but for the cancelled ones), with the
         // steps' gaps in between.
@@ -90,7 +89,7 @@ impl Orders {
     }
 }
 
-fn new_order(rng: &mut Rand, users: &Zipf, skus: &Zipf) -> Order {
+fn new_order(rng: &mut Rand, users: &Users, skus: &Zipf) -> Order {
     let mut order_id = String::from("o-");
     let mut uuid = String::new();
     rng.uuid(&mut uuid);
@@ -110,7 +109,7 @@ fn new_order(rng: &mut Rand, users: &Zipf, skus: &Zipf) -> Order {
     };
     Order {
         order_id,
-        user: user_id(users.sample(rng), USERS),
+        user: users.draw(rng).1,
         session_id,
         tenant: 1 + rng.below(5) as u32,
         currency: rng.weighted(CURRENCIES),

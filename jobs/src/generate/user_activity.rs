@@ -12,7 +12,7 @@
 
 use super::json::Json;
 use super::random::{Rand, Zipf};
-use super::{Burst, Event, Profile, Slots};
+use super::{Burst, Event, Profile, Slots, Users};
 
 const USERS: usize = 50_000;
 const VISIT: Burst = Burst {
@@ -57,12 +57,6 @@ const SECTIONS: &[&str] = &[
     "/login",
 ];
 
-/// A user id from a popularity rank: a fixed permutation, so the most active users are not
-/// simply the lowest ids.
-pub fn user_id(rank: usize, users: usize) -> String {
-    format!("u{:06}", rank * 7919 % users)
-}
-
 struct Visit {
     user: String,
     session_id: String,
@@ -74,14 +68,14 @@ struct Visit {
 
 pub struct UserActivity {
     slots: Slots<Visit>,
-    users: Zipf,
+    users: Users,
     pages: Zipf,
     page_names: Vec<String>,
 }
 
 impl UserActivity {
     pub fn new(seed: u64, start_ms: i64, event_rate: f64) -> UserActivity {
-        let users = Zipf::new(USERS, 0.7);
+        let users = Users::new(USERS);
         let pages = Zipf::new(400, 1.0);
         let page_names = SECTIONS
             .iter()
@@ -106,11 +100,11 @@ impl UserActivity {
     }
 }
 
-fn new_visit(rng: &mut Rand, users: &Zipf) -> Visit {
+fn new_visit(rng: &mut Rand, users: &Users) -> Visit {
     let mut session_id = String::new();
     rng.uuid(&mut session_id);
     Visit {
-        user: user_id(users.sample(rng), USERS),
+        user: users.draw(rng).1,
         session_id,
         device: rng.weighted(DEVICES),
         left: rng.count_with_mean(VISIT.events),
