@@ -628,7 +628,7 @@ impl SilverJob {
         let cleaned = self.clean(&ctx, typed).await?;
         if self.sql.is_some() {
             let removed = parsed.saturating_sub(cleaned.num_rows() as u64);
-            report.count("cleaning_sql", Action::Drop.as_str(), parsed, removed);
+            report.count_step("cleaning_sql", Action::Drop.as_str(), parsed, removed);
         }
 
         let key_nulls = self.key_nulls(&cleaned)?;
@@ -647,20 +647,33 @@ impl SilverJob {
             rule: "key_not_null".into(),
             error: format!("key ({}) is NULL", self.settings.key.join(", ")),
         }));
+        // Records that failed a check, for the quality score: the ones quarantined so far are
+        // the parse failures and the NULL keys.
+        let mut failed: HashSet<Origin> = quarantined.iter().map(|q| q.origin).collect();
         let keyed = filter_record_batch(&cleaned, &arrow::compute::not(&key_nulls)?)?;
 
         let keyed_rows = keyed.num_rows() as u64;
         let keep = self.settings.on_existing_key;
         let deduped = one_per_key(&keyed, &self.settings.key, keep)?;
-        report.count(
-            "dedupe_key",
-            match keep {
-                OnExistingKey::Replace => "keep latest",
-                OnExistingKey::Keep => "keep first",
-            },
-            keyed_rows,
-            keyed_rows - deduped.num_rows() as u64,
-        );
+        let dropped = keyed_rows - deduped.num_rows() as u64;
+        match keep {
+            // An older version of a key is superseded, not bad.
+            OnExistingKey::Replace => {
+                report.count_step("dedupe_key", "keep latest", keyed_rows, dropped)
+            }
+            // A second copy of an immutable event is a duplicate.
+            OnExistingKey::Keep => {
+                report.count("dedupe_key", "keep first", keyed_rows, dropped);
+                let firsts: HashSet<Origin> = (0..deduped.num_rows())
+                    .map(|r| origin_at(&deduped, r))
+                    .collect();
+                failed.extend(
+                    (0..keyed.num_rows())
+                        .map(|r| origin_at(&keyed, r))
+                        .filter(|o| !firsts.contains(o)),
+                );
+            }
+        }
         let deduped = match keep {
             OnExistingKey::Replace => deduped,
             // Step 4b: an event silver already holds is a duplicate: left out, counted.
@@ -669,6 +682,7 @@ impl SilverJob {
                 let mut new = vec![true; deduped.num_rows()];
                 for &row in &existing {
                     new[row as usize] = false;
+                    failed.insert(origin_at(&deduped, row as usize));
                 }
                 report.count(
                     "existing_key",
@@ -695,6 +709,7 @@ impl SilverJob {
             );
             for row in (0..n).filter(|&r| !passed.value(r)) {
                 failed_rules[row].push(&e.name);
+                failed.insert(origin_at(&rows, row));
                 match e.action {
                     Action::Warn => {}
                     Action::Drop => keep[row] = false,
@@ -730,6 +745,7 @@ impl SilverJob {
                 });
             }
         }
+        report.score(total, total - failed.len() as u64);
         let kept = filter_record_batch(&rows, &BooleanArray::from(keep))?;
         Ok((with_silver_ts(kept)?, quarantined))
     }

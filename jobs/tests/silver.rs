@@ -296,6 +296,8 @@ fn each_bad_record_ends_up_where_the_rules_say() {
     );
     let want: Vec<Vec<Option<String>>> = [
         ["accepted_values(year)", "warn", "4", "3", "1"],
+        // 10 of the 13 records failed a check (the superseded and the filtered one did not).
+        ["all_checks", "score", "13", "3", "10"],
         ["cleaning_sql", "drop", "7", "6", "1"],
         ["dedupe_key", "keep latest", "5", "4", "1"],
         ["key_not_null", "quarantine", "6", "5", "1"],
@@ -315,6 +317,13 @@ fn each_bad_record_ends_up_where_the_rules_say() {
     assert_eq!(
         printed.split_whitespace().collect::<Vec<_>>(),
         ["parse", "quarantine", "13", "7", "6"]
+    );
+    assert!(
+        out.stdout.contains(
+            "quality score: 23.1 % of records passed every check (0 of 5 checks without a failure)"
+        ),
+        "{}",
+        out.stdout
     );
 
     // A full refresh rebuilds the same tables instead of adding to them.
@@ -611,6 +620,20 @@ fn keep_lands_each_event_once_and_silver_only_appends() {
     );
     let dropped: u64 = dropped.iter().sum();
     assert_eq!(dropped, resent as u64, "{}", out.stdout);
+    // The score: every first copy passed, every re-sent one failed the duplicate checks.
+    let score = rows(
+        &t,
+        Layer::System,
+        "quality",
+        "SELECT sum(rows_checked), sum(rows_passed) FROM t WHERE job = 'silver:orders' \
+         AND rule = 'all_checks'",
+    );
+    assert_eq!(
+        score[0],
+        [Some("6000".to_string()), Some(first.len().to_string())],
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("existing_key"), "{}", out.stdout);
     let units = scalar(
         &t,

@@ -343,7 +343,14 @@ pub struct RuleCount {
     pub action: String,
     pub checked: u64,
     pub failed: u64,
+    /// A failure means a bad or repeated record (parse, key, duplicates, expectations), not a
+    /// deliberate filter or a superseded version: it counts in the quality score.
+    pub check: bool,
 }
+
+/// The rule of the quality score's row: records checked, and those that passed every check.
+pub const SCORE_RULE: &str = "all_checks";
+pub const SCORE_ACTION: &str = "score";
 
 /// Per-rule counts of a unit or a whole run, in the order rules were applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -352,7 +359,28 @@ pub struct QualityReport {
 }
 
 impl QualityReport {
+    /// Counts a check: its failures are bad or repeated records.
     pub fn count(&mut self, rule: &str, action: &str, checked: u64, failed: u64) {
+        self.add(rule, action, checked, failed, true);
+    }
+
+    /// Counts a step that removes rows on purpose (a filter, an older version of a key).
+    pub fn count_step(&mut self, rule: &str, action: &str, checked: u64, removed: u64) {
+        self.add(rule, action, checked, removed, false);
+    }
+
+    /// The score of `records`: how many passed every check.
+    pub fn score(&mut self, records: u64, passed_all: u64) {
+        self.add(
+            SCORE_RULE,
+            SCORE_ACTION,
+            records,
+            records - passed_all,
+            false,
+        );
+    }
+
+    fn add(&mut self, rule: &str, action: &str, checked: u64, failed: u64, check: bool) {
         match self
             .rules
             .iter_mut()
@@ -367,14 +395,29 @@ impl QualityReport {
                 action: action.to_string(),
                 checked,
                 failed,
+                check,
             }),
         }
     }
 
     pub fn absorb(&mut self, other: &QualityReport) {
         for r in &other.rules {
-            self.count(&r.rule, &r.action, r.checked, r.failed);
+            self.add(&r.rule, &r.action, r.checked, r.failed, r.check);
         }
+    }
+
+    /// The share of records that passed every check, and the checks without a failure out of
+    /// all checks; `None` before any record was scored.
+    pub fn quality_score(&self) -> Option<(f64, usize, usize)> {
+        let score = self.rules.iter().find(|r| r.rule == SCORE_RULE)?;
+        let checks: Vec<&RuleCount> = self.rules.iter().filter(|r| r.check).collect();
+        let clean = checks.iter().filter(|r| r.failed == 0).count();
+        let share = if score.checked == 0 {
+            1.0
+        } else {
+            (score.checked - score.failed) as f64 / score.checked as f64
+        };
+        Some((share, clean, checks.len()))
     }
 
     pub fn failed(&self, rule: &str) -> Option<u64> {
@@ -410,6 +453,14 @@ impl QualityReport {
                 r.checked,
                 r.checked - r.failed,
                 r.failed
+            )
+            .expect("write to String");
+        }
+        if let Some((share, clean, checks)) = self.quality_score() {
+            writeln!(
+                out,
+                "  quality score: {:.1} % of records passed every check ({clean} of {checks} checks without a failure)",
+                share * 100.0
             )
             .expect("write to String");
         }
@@ -507,6 +558,29 @@ mod tests {
 
     fn parse(toml_text: &str) -> Result<Expectation, String> {
         toml::from_str::<Expectation>(toml_text).map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn the_score_is_the_share_of_records_that_passed_every_check() {
+        let mut unit = QualityReport::default();
+        unit.count("parse", "quarantine", 1000, 10);
+        unit.count_step("cleaning_sql", "drop", 990, 40);
+        unit.count("range(price)", "quarantine", 950, 17);
+        unit.count("accepted_values(event_type)", "drop", 950, 0);
+        unit.score(1000, 973);
+        let mut run = QualityReport::default();
+        run.absorb(&unit);
+        run.absorb(&unit);
+        let (share, clean, checks) = run.quality_score().unwrap();
+        assert_eq!((clean, checks), (1, 3), "the filter is no check");
+        assert!((share - 0.973).abs() < 1e-9, "{share}");
+        let text = run.render();
+        assert!(text.contains("quality score: 97.3 % of records passed every check (1 of 3 checks without a failure)"), "{text}");
+        assert!(
+            text.contains("all_checks") && text.contains("2000"),
+            "{text}"
+        );
+        assert_eq!(QualityReport::default().quality_score(), None);
     }
 
     #[test]
