@@ -31,6 +31,7 @@ pub fn txn_app_id(table: &str, input: &str) -> String {
 pub struct GoldJob {
     table: String,
     sql: String,
+    partition_by: Vec<String>,
     lake: Lake,
     /// Tables the SQL may read: every table of the pipeline but itself (silver, quarantine,
     /// other gold tables, bronze, and lakectl's `_lakectl.runs` and `_lakectl.quality`).
@@ -55,6 +56,7 @@ impl GoldJob {
         Ok(GoldJob {
             table: table.to_string(),
             sql: settings.sql.clone(),
+            partition_by: settings.partition_by.clone(),
             lake: Lake::from_config(&pipeline.lake)?,
             candidates,
             checkpoint_interval: pipeline.lake.checkpoint_interval,
@@ -126,6 +128,7 @@ impl GoldJob {
                 });
             }
         }
+        let df_schema = df.schema().as_arrow().clone();
         let batches = df.collect().await?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let txns = inputs
@@ -141,6 +144,15 @@ impl GoldJob {
             );
         if creating {
             write = write.with_configuration(table_properties(self.checkpoint_interval));
+        }
+        if !self.partition_by.is_empty() {
+            if let Some(c) = (self.partition_by.iter()).find(|c| df_schema.index_of(c).is_err()) {
+                return Err(Error::Input(format!(
+                    "gold.{}.partition_by: column {c:?} is not in the SQL's result",
+                    self.table
+                )));
+            }
+            write = write.with_partition_columns(self.partition_by.clone());
         }
         let written = write.await?;
         Ok(UnitReport {

@@ -522,14 +522,17 @@ impl SilverJob {
             Some(b) => b.schema(),
             None => return Err(Error::Internal("DataFusion returned no batches".into())),
         };
-        if let Some(k) = self
-            .settings
-            .key
-            .iter()
-            .find(|k| out_schema.index_of(k).is_err())
-        {
+        let missing = (self.settings.key.iter().map(|k| ("key", k)))
+            .chain(
+                self.settings
+                    .partition_by
+                    .iter()
+                    .map(|c| ("partition_by", c)),
+            )
+            .find(|(_, c)| out_schema.index_of(c).is_err());
+        if let Some((setting, k)) = missing {
             return Err(Error::Input(format!(
-                "silver.{}.key: column {k:?} is not in the cleaned rows (columns: {})",
+                "silver.{}.{setting}: column {k:?} is not in the cleaned rows (columns: {})",
                 self.table,
                 out_schema
                     .fields()
@@ -797,23 +800,28 @@ impl SilverJob {
         } else {
             SaveMode::Append
         };
-        self.commit(table, batch, increment.to, mode).await?;
+        self.commit(table, batch, increment.to, mode, &[]).await?;
         Ok(())
     }
 
-    /// A write carrying this job's `txn` at `bronze_version`, creating the table if needed.
+    /// A write carrying this job's `txn` at `bronze_version`, creating the table if needed,
+    /// partitioned by `partition_by` (silver's own setting; the quarantine is not partitioned).
     async fn commit(
         &self,
         table: DeltaTable,
         batch: RecordBatch,
         bronze_version: i64,
         mode: SaveMode,
+        partition_by: &[String],
     ) -> Result<DeltaTable> {
         let creating = table.version().is_none();
         let mut write = table
             .write(vec![batch])
             .with_save_mode(mode)
             .with_commit_properties(self.commit_properties(bronze_version));
+        if !partition_by.is_empty() {
+            write = write.with_partition_columns(partition_by.to_vec());
+        }
         if mode == SaveMode::Overwrite {
             write = write.with_schema_mode(SchemaMode::Overwrite);
         }
@@ -846,7 +854,13 @@ impl SilverJob {
             // Nothing to match (`keep` left out the keys silver holds): an append is the same
             // MERGE, without reading the table.
             return self
-                .commit(silver, rows, bronze_version, SaveMode::Append)
+                .commit(
+                    silver,
+                    rows,
+                    bronze_version,
+                    SaveMode::Append,
+                    &self.settings.partition_by,
+                )
                 .await;
         }
         let ctx = SessionContext::new();
@@ -959,7 +973,13 @@ impl SilverJob {
             // Silver first: if the quarantine overwrite is then lost, the old quarantine rows
             // stay (nothing lost); the other order could lose them.
             let silver = self
-                .commit(silver, rows, increment.to, SaveMode::Overwrite)
+                .commit(
+                    silver,
+                    rows,
+                    increment.to,
+                    SaveMode::Overwrite,
+                    &self.settings.partition_by,
+                )
                 .await?;
             self.write_quarantine(&quarantined, &bronze_rows, &increment, true)
                 .await?;
@@ -1054,6 +1074,7 @@ impl SilverJob {
             RecordBatch::new_empty(schema),
             bronze_version,
             SaveMode::Append,
+            &self.settings.partition_by,
         )
         .await
     }

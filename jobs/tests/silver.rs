@@ -1,7 +1,7 @@
 //! `lakectl run silver` on moto and Nisshi: the books acceptance figures, where each kind of
 //! bad record ends up, `fail` expectations, full refresh, and kill -9 mid-run.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lakehouse_core::run_log::RunLog;
@@ -659,4 +659,111 @@ fn keep_lands_each_event_once_and_silver_only_appends() {
             "silver commit {op}: {commit:?}"
         );
     }
+}
+
+/// `partition_by` on silver and gold: Delta partitions another engine (Python's `deltalake`)
+/// sees and prunes on. Events over ~10 hours of event time; the rows of one hour come from
+/// that hour's files alone and equal the generator's events of that hour.
+#[test]
+fn partition_by_writes_partitions_another_engine_prunes_on() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    let Some(python) = service_env("LAKECTL_TEST_PYTHON") else {
+        return;
+    };
+    t.append(&format!(
+        "[silver.activity]\nsource = \"{}\"\nkey = [\"event_id\"]\non_existing_key = \"keep\"\n\
+         sql = \"SELECT event_id, page, event_time, CAST(event_time AS DATE) AS event_date, \
+         CAST(date_part('hour', event_time) AS INT) AS event_hour FROM source\"\n\
+         partition_by = [\"event_date\", \"event_hour\"]\n\
+         [silver.activity.schema]\nevent_id = \"string\"\npage = \"string\"\nevent_time = \"timestamp\"\n\
+         [gold.views_per_hour]\nsql = \"SELECT event_date, event_hour, count(*) AS views \
+         FROM silver.activity GROUP BY event_date, event_hour\"\npartition_by = [\"event_date\"]\n",
+        t.table
+    ));
+    // Two slots of visits: 3,000 events take about 10 hours of event time.
+    let args = [
+        "user-activity",
+        "--count",
+        "3000",
+        "--seed",
+        "4",
+        "--event-rate",
+        "0.05",
+    ];
+    ok(run(t.lakectl().arg("generate").args(args).args([
+        "--topic",
+        &t.topic,
+        "--partitions",
+        "1",
+    ])));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    ok(run(lakectl()
+        .arg("generate")
+        .args(args)
+        .arg("--out")
+        .arg(&file)));
+    let hour_3 = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"event_time\":\"2026-01-01T03:"))
+        .count();
+    assert!(hour_3 > 0);
+    for args in [
+        &["run", "bronze", "--once"][..],
+        &["run", "silver"],
+        &["run", "gold"],
+    ] {
+        ok(run(t.lakectl().args(args)));
+    }
+
+    let script = r#"
+import json, os, sys, deltalake
+opts = {k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
+silver = deltalake.DeltaTable(sys.argv[1] + "silver/activity", storage_options=opts)
+hour = [("event_hour", "=", "3")]
+gold = deltalake.DeltaTable(sys.argv[1] + "gold/views_per_hour", storage_options=opts)
+print(json.dumps({
+    "silver_partitions": silver.metadata().partition_columns,
+    "files": len(silver.file_uris()),
+    "hour_files": [u.split("/silver/activity/")[1] for u in silver.file_uris(partition_filters=hour)],
+    "hour_rows": silver.to_pyarrow_table(partitions=hour).num_rows,
+    "gold_partitions": gold.metadata().partition_columns,
+    "gold_views": sum(gold.to_pyarrow_table()["views"].to_pylist()),
+}))
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, &t.lake_uri])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["silver_partitions"],
+        serde_json::json!(["event_date", "event_hour"])
+    );
+    assert_eq!(seen["gold_partitions"], serde_json::json!(["event_date"]));
+    let hour_files = seen["hour_files"].as_array().unwrap();
+    assert!(
+        !hour_files.is_empty() && hour_files.len() < seen["files"].as_u64().unwrap() as usize,
+        "{seen}"
+    );
+    for f in hour_files {
+        assert!(
+            f.as_str()
+                .unwrap()
+                .starts_with("event_date=2026-01-01/event_hour=3/"),
+            "{seen}"
+        );
+    }
+    assert_eq!(seen["hour_rows"], hour_3, "{seen}");
+    assert_eq!(seen["gold_views"], 3000, "{seen}");
 }

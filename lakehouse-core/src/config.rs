@@ -348,6 +348,10 @@ pub struct SilverTable {
     /// immutable events: silver then only ever appends).
     #[serde(default)]
     pub on_existing_key: OnExistingKey,
+    /// Columns of the cleaned rows the Delta table is partitioned by (folders `col=value/`
+    /// that other engines prune on), e.g. a date derived from the event time.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -372,6 +376,9 @@ pub const SILVER_LINEAGE: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct GoldTable {
     pub sql: String,
+    /// Columns of the result the Delta table is partitioned by, as for silver.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
