@@ -767,3 +767,105 @@ os._exit(0)
     assert_eq!(seen["hour_rows"], hour_3, "{seen}");
     assert_eq!(seen["gold_views"], 3000, "{seen}");
 }
+
+/// Orders: an event's `checksum` must be the SHA-256 of its `payload` (a `sql` expectation),
+/// each event lands once (`keep` by event id). Quarantine holds exactly the corrupted records
+/// the truth file lists, each under the rule that catches its corruption; silver holds
+/// exactly the clean events; the quality score is their share.
+#[test]
+fn orders_with_bad_checksums_and_resent_events_end_up_as_the_truth_says() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.append(&format!(
+        r#"[silver.orders]
+source = "{}"
+key = ["event_id"]
+on_existing_key = "keep"
+[silver.orders.schema]
+event_id = "string"
+event_type = "string"
+event_time = "timestamp"
+payload = "string"
+checksum = "string"
+[[silver.orders.expect]]
+name = "checksum_matches"
+rule = "sql"
+predicate = "checksum = encode(sha256(payload), 'hex')"
+action = "quarantine"
+[[silver.orders.expect]]
+rule = "not_null"
+column = "event_time"
+action = "quarantine"
+"#,
+        t.table
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let truth_path = dir.path().join("truth.ndjson");
+    let n = 5000;
+    ok(run(t
+        .lakectl()
+        .args([
+            "generate",
+            "orders",
+            "--count",
+            &n.to_string(),
+            "--seed",
+            "8",
+        ])
+        .args(["--corrupt-fraction", "0.06", "--duplicate-fraction", "0.03"])
+        .args(["--topic", &t.topic, "--partitions", "1", "--truth"])
+        .arg(&truth_path)));
+    let truth: Vec<serde_json::Value> = std::fs::read_to_string(&truth_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rule_of = |corruption: &str| match corruption {
+        "bad_checksum" => "checksum_matches",
+        "missing_field" => "not_null(event_time)",
+        "wrong_type" => "parse",
+        other => panic!("orders has no corruption {other}"),
+    };
+    // With one partition a record's offset is its position in the stream.
+    let want: Vec<(String, String)> = truth
+        .iter()
+        .filter(|t| t["defect"] == "corrupt")
+        .map(|t| {
+            (
+                t["seq"].to_string(),
+                rule_of(t["corruption"].as_str().unwrap()).to_string(),
+            )
+        })
+        .collect();
+    let duplicates = truth.iter().filter(|t| t["defect"] == "duplicate").count();
+    assert!(want.len() > 200 && duplicates > 100);
+
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    let out = ok(silver(&t, &[]));
+    let got: Vec<(String, String)> = rows(
+        &t,
+        Layer::Quarantine,
+        "orders",
+        "SELECT CAST(_offset AS VARCHAR) AS seq, rule FROM t ORDER BY _offset",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+    .collect();
+    assert_eq!(got, want, "quarantine holds exactly the corrupted records");
+    let clean = n - want.len() - duplicates;
+    assert_eq!(count(&t, Layer::Silver, "orders"), clean, "{}", out.stdout);
+    let bad_in_silver = scalar(
+        &t,
+        Layer::Silver,
+        "orders",
+        "SELECT count(*) FROM t WHERE checksum <> encode(sha256(payload), 'hex') OR event_time IS NULL",
+    );
+    assert_eq!(bad_in_silver, "0");
+    let share = clean as f64 * 100.0 / n as f64;
+    assert!(
+        out.stdout.contains(&format!("quality score: {share:.1} %")),
+        "{share:.1}: {}",
+        out.stdout
+    );
+}
