@@ -1,7 +1,7 @@
 //! `lakectl run silver` on moto and Nisshi: the books acceptance figures, where each kind of
 //! bad record ends up, `fail` expectations, full refresh, and kill -9 mid-run.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lakehouse_core::run_log::RunLog;
@@ -669,9 +669,6 @@ fn partition_by_writes_partitions_another_engine_prunes_on() {
     let Some(t) = TestPipeline::new("") else {
         return;
     };
-    let Some(python) = service_env("LAKECTL_TEST_PYTHON") else {
-        return;
-    };
     t.append(&format!(
         "[silver.activity]\nsource = \"{}\"\nkey = [\"event_id\"]\non_existing_key = \"keep\"\n\
          sql = \"SELECT event_id, page, event_time, CAST(event_time AS DATE) AS event_date, \
@@ -720,8 +717,6 @@ fn partition_by_writes_partitions_another_engine_prunes_on() {
     }
 
     let script = r#"
-import json, os, sys, deltalake
-opts = {k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
 silver = deltalake.DeltaTable(sys.argv[1] + "silver/activity", storage_options=opts)
 hour = [("event_hour", "=", "3")]
 gold = deltalake.DeltaTable(sys.argv[1] + "gold/views_per_hour", storage_options=opts)
@@ -733,19 +728,11 @@ print(json.dumps({
     "gold_partitions": gold.metadata().partition_columns,
     "gold_views": sum(gold.to_pyarrow_table()["views"].to_pylist()),
 }))
-sys.stdout.flush()
-os._exit(0)
 "#;
-    let out = Command::new(python)
-        .args(["-c", script, &t.lake_uri])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(stdout) = python_delta(script, &[&t.lake_uri]) else {
+        return;
+    };
+    let seen: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         seen["silver_partitions"],
         serde_json::json!(["event_date", "event_hour"])

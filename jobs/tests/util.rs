@@ -324,6 +324,35 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[RawRecord<'_>]) {
     });
 }
 
+/// Runs `body` with the test venv's Python (`deltalake` as another engine), after a prelude
+/// that imports `json`, `os`, `sys`, `deltalake` and sets `opts`, the storage options of the
+/// stack's S3; returns its stdout. `None` (or a panic under CI) without the venv.
+pub fn python_delta(body: &str, args: &[&str]) -> Option<String> {
+    let python = service_env("LAKECTL_TEST_PYTHON")?;
+    let script = format!(
+        r#"import json, os, sys, deltalake
+opts = {{k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}}
+{body}
+# deltalake's runtime threads can abort the interpreter's teardown ("terminate called without
+# an active exception", a known upstream bug): the answer is out, leave at once.
+sys.stdout.flush()
+os._exit(0)
+"#
+    );
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
 /// Runs `sql` over a table registered as `t`; no batches when the table does not exist.
 pub fn query_table(
     lake: &lakehouse_core::Lake,
