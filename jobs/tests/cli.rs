@@ -177,3 +177,58 @@ fn kafka_security_mistakes_exit_2_naming_the_setting() {
         assert!(out.stderr.contains(needle), "{extra}: {}", out.stderr);
     }
 }
+
+/// Table names become folder names: one that is a path is refused before anything runs, and
+/// nothing is written anywhere (the lake would be a folder next to the pipeline file).
+#[test]
+fn table_names_that_are_paths_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let file = work.join("p.toml");
+    for (name, stage, toml) in [
+        ("../x", "bronze", "[bronze.\"../x\"]\ntopic = \"t\"\n"),
+        ("a/b", "bronze", "[bronze.\"a/b\"]\ntopic = \"t\"\n"),
+        (
+            "../../outside",
+            "gold",
+            "[gold.\"../../outside\"]\nsql = \"SELECT 1 AS one\"\n",
+        ),
+        (
+            "..",
+            "silver",
+            "[bronze.b]\ntopic = \"t\"\n[silver.\"..\"]\nsource = \"b\"\nkey = [\"k\"]\n\
+             [silver.\"..\".schema]\nk = \"string\"\n",
+        ),
+    ] {
+        std::fs::write(&file, format!("name = \"p\"\n{toml}")).unwrap();
+        let out = run(lakectl()
+            .current_dir(&work)
+            .env("LAKECTL_LAKE_URI", "file://./lake")
+            .arg("-p")
+            .arg(&file)
+            .args(["run", stage, "--once"]));
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{name:?}"))
+                && out.stderr.contains("letters, digits and underscores"),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    let written: Vec<_> = walk(dir.path());
+    assert_eq!(written, vec![file.clone()], "files were written");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
