@@ -665,17 +665,18 @@ impl SilverJob {
                 report.count_step("dedupe_key", "keep latest", keyed_rows, dropped)
             }
             // A second copy of an immutable event is a duplicate.
-            OnExistingKey::Keep => {
-                report.count("dedupe_key", "keep first", keyed_rows, dropped);
-                let firsts: HashSet<Origin> = (0..deduped.num_rows())
-                    .map(|r| origin_at(&deduped, r))
-                    .collect();
-                failed.extend(
-                    (0..keyed.num_rows())
-                        .map(|r| origin_at(&keyed, r))
-                        .filter(|o| !firsts.contains(o)),
-                );
-            }
+            OnExistingKey::Keep => report.count("dedupe_key", "keep first", keyed_rows, dropped),
+        }
+        // The copies left out fail the duplicate check (looked up only when there are some).
+        if keep == OnExistingKey::Keep && dropped > 0 {
+            let firsts: HashSet<Origin> = (0..deduped.num_rows())
+                .map(|r| origin_at(&deduped, r))
+                .collect();
+            failed.extend(
+                (0..keyed.num_rows())
+                    .map(|r| origin_at(&keyed, r))
+                    .filter(|o| !firsts.contains(o)),
+            );
         }
         let deduped = match keep {
             OnExistingKey::Replace => deduped,
