@@ -113,6 +113,14 @@ impl GoldJob {
                 Error::DataFusion(e) => does_not_plan(e),
                 refused => Error::Input(format!("gold.{}: {refused}", self.table)),
             })?;
+        if let Some(c) =
+            (self.partition_by.iter()).find(|c| df.schema().as_arrow().index_of(c).is_err())
+        {
+            return Err(Error::Input(format!(
+                "gold.{}.partition_by: column {c:?} is not in the SQL's result",
+                self.table
+            )));
+        }
         let gold = self.lake.table_or_new(Layer::Gold, &self.table).await?;
         if gold.version().is_some() && !self.force {
             let mut unchanged = true;
@@ -128,7 +136,6 @@ impl GoldJob {
                 });
             }
         }
-        let df_schema = df.schema().as_arrow().clone();
         let batches = df.collect().await?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let txns = inputs
@@ -146,12 +153,6 @@ impl GoldJob {
             write = write.with_configuration(table_properties(self.checkpoint_interval));
         }
         if !self.partition_by.is_empty() {
-            if let Some(c) = (self.partition_by.iter()).find(|c| df_schema.index_of(c).is_err()) {
-                return Err(Error::Input(format!(
-                    "gold.{}.partition_by: column {c:?} is not in the SQL's result",
-                    self.table
-                )));
-            }
             write = write.with_partition_columns(self.partition_by.clone());
         }
         let written = write.await?;
