@@ -659,29 +659,26 @@ impl SilverJob {
         let keep = self.settings.on_existing_key;
         let deduped = one_per_key(&keyed, &self.settings.key, keep)?;
         let dropped = keyed_rows - deduped.num_rows() as u64;
-        match keep {
+        let deduped = match keep {
             // An older version of a key is superseded, not bad.
             OnExistingKey::Replace => {
-                report.count_step("dedupe_key", "keep latest", keyed_rows, dropped)
+                report.count_step("dedupe_key", "keep latest", keyed_rows, dropped);
+                deduped
             }
-            // A second copy of an immutable event is a duplicate.
-            OnExistingKey::Keep => report.count("dedupe_key", "keep first", keyed_rows, dropped),
-        }
-        // The copies left out fail the duplicate check (looked up only when there are some).
-        if keep == OnExistingKey::Keep && dropped > 0 {
-            let firsts: HashSet<Origin> = (0..deduped.num_rows())
-                .map(|r| origin_at(&deduped, r))
-                .collect();
-            failed.extend(
-                (0..keyed.num_rows())
-                    .map(|r| origin_at(&keyed, r))
-                    .filter(|o| !firsts.contains(o)),
-            );
-        }
-        let deduped = match keep {
-            OnExistingKey::Replace => deduped,
-            // Step 4b: an event silver already holds is a duplicate: left out, counted.
+            // A second copy of an immutable event is a duplicate, and so is an event silver
+            // already holds (step 4b): left out, counted, failing the score.
             OnExistingKey::Keep => {
+                report.count("dedupe_key", "keep first", keyed_rows, dropped);
+                if dropped > 0 {
+                    let firsts: HashSet<Origin> = (0..deduped.num_rows())
+                        .map(|r| origin_at(&deduped, r))
+                        .collect();
+                    failed.extend(
+                        (0..keyed.num_rows())
+                            .map(|r| origin_at(&keyed, r))
+                            .filter(|o| !firsts.contains(o)),
+                    );
+                }
                 let existing = self.existing_key_rows(silver, &deduped, None).await?;
                 let mut new = vec![true; deduped.num_rows()];
                 for &row in &existing {
