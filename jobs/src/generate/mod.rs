@@ -331,7 +331,6 @@ enum Sink {
         out: BufWriter<File>,
         path: PathBuf,
         pace: Pace,
-        sent: u64,
     },
 }
 
@@ -346,14 +345,8 @@ impl Sink {
                 });
                 producer.send(value, Some(key.as_bytes()), headers)
             }
-            Sink::File {
-                out,
-                path,
-                pace,
-                sent,
-            } => {
-                pace.wait_for(*sent);
-                *sent += 1;
+            Sink::File { out, path, pace } => {
+                pace.wait_for(seq);
                 out.write_all(value)
                     .and_then(|_| out.write_all(b"\n"))
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))
@@ -369,16 +362,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<GenerateReport> {
     let sink = match (&options.out, &options.topic) {
-        (Some(path), _) => {
-            let file = File::create(path)
-                .map_err(|e| Error::Input(format!("cannot create {}: {e}", path.display())))?;
-            Sink::File {
-                out: BufWriter::with_capacity(1 << 20, file),
-                path: path.clone(),
-                pace: Pace::new(options.rate),
-                sent: 0,
-            }
-        }
+        (Some(path), _) => Sink::File {
+            out: create(path)?,
+            path: path.clone(),
+            pace: Pace::new(options.rate),
+        },
         (None, Some(topic)) => {
             lakehouse_core::kafka::probe(&pipeline.kafka, Duration::from_secs(10)).await?;
             if let Some(partitions) = options.partitions {
@@ -398,15 +386,17 @@ pub async fn run(
             ))
         }
     };
-    let truth = match &options.truth {
-        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
-            Error::Input(format!("cannot create {}: {e}", path.display()))
-        })?)),
-        None => None,
-    };
+    let truth = options.truth.as_deref().map(create).transpose()?;
     tokio::task::spawn_blocking(move || generate(&options, sink, truth, &cancel))
         .await
         .map_err(|e| Error::Internal(format!("generator thread: {e}")))?
+}
+
+/// A buffered file for the records or the truth; a path that cannot be created is the user's.
+fn create(path: &std::path::Path) -> Result<BufWriter<File>> {
+    let file = File::create(path)
+        .map_err(|e| Error::Input(format!("cannot create {}: {e}", path.display())))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
 }
 
 /// Recent clean records a duplicate may repeat.
