@@ -1,5 +1,5 @@
 //! The pipeline's Delta tables as a DataFusion catalog: `bronze.<t>`, `silver.<t>`,
-//! `quarantine.<t>`, `gold.<t>` and lakectl's own `_lakectl.runs` and `_lakectl.quality`, for
+//! `quarantine.<t>`, `gold.<t>`, `window.<t>` and lakectl's own `_lakectl.runs` and `_lakectl.quality`, for
 //! gold SQL and `lakectl query`.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,13 @@ pub fn pipeline_tables(pipeline: &Pipeline) -> Vec<(Layer, String)> {
             .map(|t| (Layer::Quarantine, t.clone())),
     );
     tables.extend(pipeline.gold.keys().map(|t| (Layer::Gold, t.clone())));
+    tables.extend(pipeline.window.keys().map(|t| (Layer::Window, t.clone())));
+    tables.extend(
+        pipeline
+            .window
+            .keys()
+            .map(|t| (Layer::Quarantine, t.clone())),
+    );
     tables.push((Layer::System, RUNS_TABLE.to_string()));
     tables.push((Layer::System, QUALITY_TABLE.to_string()));
     tables

@@ -12,11 +12,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::Transaction;
-use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use lakehouse_core::storage::{table_properties, txn_version};
+use lakehouse_core::storage::{txn_version, write_with_txns};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -140,22 +137,17 @@ impl GoldJob {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let txns = inputs
             .iter()
-            .map(|(input, version)| Transaction::new(txn_app_id(&self.table, input), *version));
-        let creating = gold.version().is_none();
-        let mut write = gold
-            .write(batches)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(SchemaMode::Overwrite)
-            .with_commit_properties(
-                CommitProperties::default().with_application_transactions(txns.collect()),
-            );
-        if creating {
-            write = write.with_configuration(table_properties(self.checkpoint_interval));
-        }
-        if !self.partition_by.is_empty() {
-            write = write.with_partition_columns(self.partition_by.clone());
-        }
-        let written = write.await?;
+            .map(|(input, version)| (txn_app_id(&self.table, input), *version))
+            .collect();
+        let written = write_with_txns(
+            gold,
+            batches,
+            SaveMode::Overwrite,
+            txns,
+            &self.partition_by,
+            self.checkpoint_interval,
+        )
+        .await?;
         Ok(UnitReport {
             rows_in: rows,
             rows_out: rows,

@@ -13,3 +13,4 @@ pub mod stage;
 pub mod status;
 pub mod topic_producer;
 pub mod validate;
+pub mod window;

@@ -54,15 +54,9 @@ impl LoadJob {
                 pipeline.source_file.display()
             ))
         })?;
-        let (layer, table) = match settings.source.split_once('.') {
-            Some(("silver", t)) => (Layer::Silver, t.to_string()),
-            Some(("gold", t)) => (Layer::Gold, t.to_string()),
-            _ => {
-                return Err(Error::Internal(
-                    "load sources are checked with the config".into(),
-                ))
-            }
-        };
+        let (layer, table) = (settings.source.split_once('.'))
+            .and_then(|(layer, t)| Some((Layer::from_folder(layer)?, t.to_string())))
+            .ok_or_else(|| Error::Internal("load sources are checked with the config".into()))?;
         let target_name = settings
             .target
             .clone()

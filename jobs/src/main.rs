@@ -244,7 +244,12 @@ enum Stage {
     /// DataFusion SQL over silver (and other gold) tables -> Delta tables under <lake>/gold,
     /// rebuilt only when an input table moved (--once unless --continuous).
     Gold(RebuildArgs),
-    /// Silver/gold Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
+    /// Event-time windows and sessions over silver tables that append -> Delta tables under
+    /// <lake>/window, exactly once, final when the watermark passes them; late rows go to
+    /// quarantine (--once unless --continuous). Semantics: README, "Windows, sessions and
+    /// watermarks".
+    Window(RunArgs),
+    /// Silver/gold/window Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
     /// source version recorded in lakectl.load_state in the same transaction).
     Load(RunArgs),
 }
@@ -456,6 +461,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let mode = args.run.mode(lakehouse_core::Mode::Once);
                     jobs::gold::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
                         .await?
+                }
+                Stage::Window(args) => {
+                    let mode = args.mode(lakehouse_core::Mode::Once);
+                    jobs::window::run_tables(&pipeline, &args.tables, mode).await?
                 }
             }
         }

@@ -13,17 +13,11 @@ pub fn parse_table_ref(table: &str) -> Result<(Layer, String)> {
             "name the table as <layer>.<table>, e.g. bronze.books (got {table:?})"
         ))
     })?;
-    let layer = match layer {
-        "bronze" => Layer::Bronze,
-        "silver" => Layer::Silver,
-        "quarantine" => Layer::Quarantine,
-        "gold" => Layer::Gold,
-        other => {
-            return Err(Error::Input(format!(
-                "unknown layer {other:?}: use bronze, silver, quarantine or gold"
-            )))
-        }
-    };
+    let layer = Layer::from_folder(layer).ok_or_else(|| {
+        Error::Input(format!(
+            "unknown layer {layer:?}: use bronze, silver, quarantine, gold or window"
+        ))
+    })?;
     Ok((layer, name.to_string()))
 }
 

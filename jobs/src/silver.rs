@@ -39,7 +39,6 @@ use datafusion::logical_expr::{col, lit, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
-use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::{OnExistingKey, SilverTable};
@@ -47,7 +46,7 @@ use lakehouse_core::quality::{
     evaluation_sql, pass_column, quote_ident, Action, QualityLog, QualityReport, QualityScope,
 };
 use lakehouse_core::schema::{ColumnType, RecordParser};
-use lakehouse_core::storage::{table_properties, txn_version};
+use lakehouse_core::storage::{txn_version, write_with_txns};
 use lakehouse_core::table_files::{self, DataFile};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
@@ -812,21 +811,15 @@ impl SilverJob {
         mode: SaveMode,
         partition_by: &[String],
     ) -> Result<DeltaTable> {
-        let creating = table.version().is_none();
-        let mut write = table
-            .write(vec![batch])
-            .with_save_mode(mode)
-            .with_commit_properties(self.commit_properties(bronze_version));
-        if !partition_by.is_empty() {
-            write = write.with_partition_columns(partition_by.to_vec());
-        }
-        if mode == SaveMode::Overwrite {
-            write = write.with_schema_mode(SchemaMode::Overwrite);
-        }
-        if creating {
-            write = write.with_configuration(table_properties(self.checkpoint_interval));
-        }
-        Ok(write.await?)
+        write_with_txns(
+            table,
+            vec![batch],
+            mode,
+            vec![(txn_app_id(&self.table), bronze_version)],
+            partition_by,
+            self.checkpoint_interval,
+        )
+        .await
     }
 
     fn commit_properties(&self, bronze_version: i64) -> CommitProperties {

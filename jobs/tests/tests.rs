@@ -9,3 +9,4 @@ mod load;
 mod pipeline;
 mod produce;
 mod silver;
+mod window;

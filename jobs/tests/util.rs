@@ -143,6 +143,47 @@ impl TestPipeline {
         Some(t)
     }
 
+    /// The shipped user-activity pipeline on a topic, lake prefix and Postgres schema of its
+    /// own (`pg_target` is the schema), with the given flush and unit sizes: bronze commits of
+    /// `flush_rows`, silver units of `silver_rows`, window units of `window_rows`.
+    pub fn user_activity(
+        flush_rows: usize,
+        silver_rows: usize,
+        window_rows: usize,
+    ) -> Option<TestPipeline> {
+        let mut t = TestPipeline::new("")?;
+        let shipped =
+            std::fs::read_to_string(repo_root().join("pipelines/user_activity.toml")).unwrap();
+        let schema = t.topic.clone();
+        let text = shipped
+            .replace(
+                "name = \"user_activity\"",
+                &format!("name = \"{}\"", t.topic),
+            )
+            .replace(
+                "topic = \"user_activity\"",
+                &format!("topic = \"{}\"", t.topic),
+            )
+            .replace(
+                "[bronze.user_activity]\n",
+                &format!("[bronze.user_activity]\nflush_rows = {flush_rows}\n"),
+            )
+            .replace(
+                "on_existing_key = \"keep\"",
+                &format!("on_existing_key = \"keep\"\nbatch_rows = {silver_rows}"),
+            )
+            .replace(
+                "watermark = \"2m\"",
+                &format!("watermark = \"2m\"\nbatch_rows = {window_rows}"),
+            )
+            .replace("target = \"activity.", &format!("target = \"{schema}."));
+        assert!(text.contains(&format!("batch_rows = {window_rows}")) && text.contains(&schema));
+        std::fs::write(&t.path, text).unwrap();
+        t.table = "user_activity".into();
+        t.pg_target = schema;
+        Some(t)
+    }
+
     /// Adds TOML to the pipeline file (more sections, more tables).
     pub fn append(&self, toml: &str) {
         use std::io::Write;

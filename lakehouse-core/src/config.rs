@@ -71,6 +71,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub gold: BTreeMap<String, GoldTable>,
     #[serde(default)]
+    pub window: BTreeMap<String, WindowTable>,
+    #[serde(default)]
     pub load: BTreeMap<String, LoadTarget>,
     /// The file this pipeline came from; relative paths inside it resolve against its folder.
     #[serde(skip)]
@@ -380,6 +382,67 @@ pub struct GoldTable {
     #[serde(default)]
     pub partition_by: Vec<String>,
 }
+
+/// Event-time windows over a silver table's new rows → `<lake>/window/<table>`. The exact
+/// semantics are in the README ("Windows, sessions and watermarks").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowTable {
+    /// The silver table it reads; it must only ever append (`on_existing_key = "keep"`).
+    pub source: String,
+    /// The event-time column (a timestamp).
+    pub time: String,
+    /// Exactly one of `tumble`, `hop` and `session`.
+    pub tumble: Option<Span>,
+    pub hop: Option<Hop>,
+    pub session: Option<Session>,
+    /// Group keys of tumbling and hopping windows (a session's are its `key`).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// SQL predicate: only the rows it keeps enter the windows.
+    pub filter: Option<String>,
+    /// Output columns: name = SQL over the window's rows (`count(*)`,
+    /// `count(DISTINCT user_id)`, or an expression of `window_start`, `window_end` and keys).
+    pub aggregates: IndexMap<String, String>,
+    /// How far event time may go back: the watermark is the largest event time seen minus
+    /// this.
+    pub watermark: Span,
+    #[serde(default)]
+    pub output: WindowOutput,
+    /// Output columns the Delta table is partitioned by, as for silver.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Source rows per unit of work.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hop {
+    pub size: Span,
+    pub slide: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub gap: Span,
+    pub key: Vec<String>,
+}
+
+/// `append` writes each window once, when final; `update` rewrites its row every unit that
+/// brings it rows, until final.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowOutput {
+    #[default]
+    Append,
+    Update,
+}
+
+/// Columns every window row starts with.
+pub const WINDOW_BOUNDS: [&str; 2] = ["window_start", "window_end"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -765,17 +828,22 @@ impl Pipeline {
         for name in self.gold.keys() {
             check_table_name("gold", name).map_err(|m| invalid(format!("gold.{name}"), m))?;
         }
+        for (name, table) in &self.window {
+            self.validate_window(name, table)
+                .map_err(|(key, m)| invalid(key, m))?;
+        }
         for (name, target) in &self.load {
             let known = match target.source.split_once('.') {
                 Some(("silver", t)) => self.silver.contains_key(t),
                 Some(("gold", t)) => self.gold.contains_key(t),
+                Some(("window", t)) => self.window.contains_key(t),
                 _ => false,
             };
             if !known {
                 return Err(invalid(
                     format!("load.{name}.source"),
                     format!(
-                        "{:?} is not a silver.<table> or gold.<table> of this pipeline",
+                        "{:?} is not a silver.<table>, gold.<table> or window.<table> of this pipeline",
                         target.source
                     ),
                 ));
@@ -786,6 +854,120 @@ impl Pipeline {
                     "mode \"upsert\" needs key columns".into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks one `[window.<name>]`; errors name the key.
+    fn validate_window(&self, name: &str, table: &WindowTable) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("window.{name}.{k}");
+        check_table_name("window", name).map_err(|m| (format!("window.{name}"), m))?;
+        match self.silver.get(&table.source) {
+            None => {
+                return Err((
+                    key("source"),
+                    format!("no silver table named {:?} in this pipeline", table.source),
+                ))
+            }
+            Some(silver) if silver.on_existing_key != OnExistingKey::Keep => {
+                return Err((
+                    key("source"),
+                    format!(
+                        "silver.{} replaces rows (on_existing_key = \"replace\"); windows read \
+                         only tables that append: set on_existing_key = \"keep\" there",
+                        table.source
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.silver.contains_key(name) {
+            return Err((
+                format!("window.{name}"),
+                format!("silver.{name} exists too, and both would keep their late or bad rows in quarantine.{name}: rename one"),
+            ));
+        }
+        let kinds = [
+            table.tumble.is_some(),
+            table.hop.is_some(),
+            table.session.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err((
+                format!("window.{name}"),
+                "give exactly one of tumble, hop and session".into(),
+            ));
+        }
+        let positive = |k: &str, span: Span| {
+            if span.0.is_zero() {
+                Err((key(k), "must be longer than zero".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(size) = table.tumble {
+            positive("tumble", size)?;
+        }
+        if let Some(hop) = table.hop {
+            positive("hop.size", hop.size)?;
+            positive("hop.slide", hop.slide)?;
+            if hop.slide.0 > hop.size.0 {
+                return Err((
+                    key("hop.slide"),
+                    "must not be longer than hop.size (rows between windows would belong to none)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(session) = &table.session {
+            positive("session.gap", session.gap)?;
+            if session.key.is_empty() {
+                return Err((key("session.key"), "needs at least one column".into()));
+            }
+            if !table.group_by.is_empty() {
+                return Err((
+                    key("group_by"),
+                    "a session's group keys are session.key; leave group_by out".into(),
+                ));
+            }
+            if table.output == WindowOutput::Update {
+                return Err((
+                    key("output"),
+                    "sessions are written in \"append\" mode only: an open session's bounds \
+                     move as events arrive, so there is no stable row to update"
+                        .into(),
+                ));
+            }
+        }
+        if table.aggregates.is_empty() {
+            return Err((
+                key("aggregates"),
+                "declare at least one output column".into(),
+            ));
+        }
+        let group_keys = table.session.as_ref().map_or(&table.group_by, |s| &s.key);
+        let mut columns: Vec<&str> = WINDOW_BOUNDS.to_vec();
+        for column in group_keys.iter().chain(table.aggregates.keys()) {
+            if columns.contains(&column.as_str()) {
+                return Err((
+                    key("aggregates"),
+                    format!("{column:?} would be two output columns"),
+                ));
+            }
+            columns.push(column);
+        }
+        if let Some(c) = table
+            .partition_by
+            .iter()
+            .find(|c| !columns.contains(&c.as_str()))
+        {
+            return Err((
+                key("partition_by"),
+                format!("{c:?} is not an output column ({})", columns.join(", ")),
+            ));
+        }
+        if table.batch_rows == 0 {
+            return Err((key("batch_rows"), "must be greater than zero".into()));
         }
         Ok(())
     }

@@ -101,20 +101,7 @@ pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> 
             }
         }
     }
-    let config = client_config(kafka);
-    let name = topic.to_string();
-    let existing = tokio::task::spawn_blocking(move || -> Result<i32> {
-        let consumer: BaseConsumer = config.create().map_err(Error::from)?;
-        let metadata = consumer
-            .fetch_metadata(Some(&name), Duration::from_secs(10))
-            .map_err(Error::from)?;
-        Ok(metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("metadata task: {e}")))??;
+    let existing = partition_count(kafka, topic).await?;
     if existing != partitions {
         tracing::warn!(
             topic,
@@ -124,4 +111,23 @@ pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> 
         );
     }
     Ok(())
+}
+
+/// How many partitions `topic` has (0 when it does not exist).
+pub async fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
+    let config = client_config(kafka);
+    let name = topic.to_string();
+    let brokers = kafka.brokers.clone();
+    tokio::task::spawn_blocking(move || -> Result<i32> {
+        let consumer: BaseConsumer = config.create().map_err(Error::from)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .map_err(|e| Error::unavailable(format!("kafka broker {brokers}"), e))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("metadata task: {e}")))?
 }

@@ -23,6 +23,8 @@ pub enum Layer {
     Silver,
     Quarantine,
     Gold,
+    /// Event-time window and session tables.
+    Window,
     /// lakectl's own bookkeeping (run records).
     System,
 }
@@ -34,8 +36,22 @@ impl Layer {
             Layer::Silver => "silver",
             Layer::Quarantine => "quarantine",
             Layer::Gold => "gold",
+            Layer::Window => "window",
             Layer::System => "_lakectl",
         }
+    }
+
+    /// The data layer a `<layer>.<table>` name starts with (`_lakectl` is not one).
+    pub fn from_folder(folder: &str) -> Option<Layer> {
+        [
+            Layer::Bronze,
+            Layer::Silver,
+            Layer::Quarantine,
+            Layer::Gold,
+            Layer::Window,
+        ]
+        .into_iter()
+        .find(|l| l.folder() == folder)
     }
 }
 
@@ -239,6 +255,40 @@ pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>
         .snapshot()?
         .transaction_version(&table.log_store(), app_id)
         .await?)
+}
+
+/// Writes `batches` with one `txn` action per entry of `txns` (app id, version) in the same
+/// commit, creating the table with lakectl's properties when it does not exist and
+/// partitioning a new table by `partition_by`. An overwrite may change the schema.
+pub async fn write_with_txns(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    mode: SaveMode,
+    txns: Vec<(String, i64)>,
+    partition_by: &[String],
+    checkpoint_interval: u64,
+) -> Result<DeltaTable> {
+    use deltalake::kernel::transaction::CommitProperties;
+    use deltalake::kernel::Transaction;
+    let creating = table.version().is_none();
+    let txns = txns
+        .into_iter()
+        .map(|(app_id, version)| Transaction::new(app_id, version))
+        .collect();
+    let mut write = table
+        .write(batches)
+        .with_save_mode(mode)
+        .with_commit_properties(CommitProperties::default().with_application_transactions(txns));
+    if !partition_by.is_empty() {
+        write = write.with_partition_columns(partition_by.to_vec());
+    }
+    if mode == SaveMode::Overwrite {
+        write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+    }
+    if creating {
+        write = write.with_configuration(table_properties(checkpoint_interval));
+    }
+    Ok(write.await?)
 }
 
 /// The properties lakectl creates every table with: a Delta checkpoint every

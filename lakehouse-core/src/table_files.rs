@@ -40,6 +40,29 @@ pub async fn added_since(
     latest: i64,
     max_rows: u64,
 ) -> Result<(Vec<DataFile>, i64)> {
+    scan(table, table_name, after, latest, max_rows, false).await
+}
+
+/// [`added_since`] for readers that need every row exactly once: a commit that removed rows
+/// (a MERGE, an update, a delete) is an error, because its added files hold rows seen before.
+pub async fn appended_since(
+    table: &DeltaTable,
+    table_name: &str,
+    after: i64,
+    latest: i64,
+    max_rows: u64,
+) -> Result<(Vec<DataFile>, i64)> {
+    scan(table, table_name, after, latest, max_rows, true).await
+}
+
+async fn scan(
+    table: &DeltaTable,
+    table_name: &str,
+    after: i64,
+    latest: i64,
+    max_rows: u64,
+    append_only: bool,
+) -> Result<(Vec<DataFile>, i64)> {
     let log = table.log_store();
     let mut files = Vec::new();
     let mut rows = 0;
@@ -55,8 +78,15 @@ pub async fn added_since(
                 ))
             })?;
         for action in deltalake::logstore::get_actions(version as u64, &bytes)? {
-            let Action::Add(add) = action else {
-                continue;
+            let add = match action {
+                Action::Add(add) => add,
+                Action::Remove(remove) if append_only && remove.data_change => {
+                    return Err(Error::Input(format!(
+                        "{table_name} version {version} removed or rewrote rows; what reads it \
+                         needs a table that only appends"
+                    )))
+                }
+                _ => continue,
             };
             if !add.data_change {
                 continue;

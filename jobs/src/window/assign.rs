@@ -1,0 +1,260 @@
+//! Which window or session each row belongs to, on event times in microseconds since the
+//! epoch. Pure functions: the job turns their answers into Arrow columns.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Tumbling (`slide == size`) or hopping windows: `[start, start + size)` for every start that
+/// is a multiple of `slide` since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fixed {
+    pub size: i64,
+    pub slide: i64,
+}
+
+impl Fixed {
+    /// The starts of the windows holding an event at `t`, latest first.
+    pub fn starts(self, t: i64) -> impl Iterator<Item = i64> {
+        let latest = t.div_euclid(self.slide) * self.slide;
+        (0..)
+            .map(move |k| latest - k * self.slide)
+            .take_while(move |start| start + self.size > t)
+    }
+
+    /// The end of the last window holding an event at `t`: the row is needed until the
+    /// watermark reaches it.
+    pub fn last_end(self, t: i64) -> i64 {
+        t.div_euclid(self.slide) * self.slide + self.size
+    }
+}
+
+/// Rows expanded into their windows: row `rows[i]` in the window starting at `starts[i]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expanded {
+    pub rows: Vec<u32>,
+    pub starts: Vec<i64>,
+}
+
+/// Each row of `times` in each of its windows whose end `wanted` accepts.
+pub fn expand(times: &[i64], windows: Fixed, wanted: impl Fn(i64) -> bool) -> Expanded {
+    let mut out = Expanded::default();
+    for (row, &t) in times.iter().enumerate() {
+        for start in windows.starts(t) {
+            if wanted(start + windows.size) {
+                out.rows.push(row as u32);
+                out.starts.push(start);
+            }
+        }
+    }
+    out
+}
+
+/// One session: rows `rows` of the sorted input, events from `first` to `last`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub rows: Range<usize>,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl Session {
+    /// Sessions end `gap` after their last event, as in Spark's `session_window`.
+    pub fn end(&self, gap: i64) -> i64 {
+        self.last + gap
+    }
+}
+
+/// Splits rows sorted by (key, time) into sessions: a session ends at a new key, or when the
+/// next event of the key comes `gap` or more after the previous one. `new_key[i]` says row `i`
+/// has another key than row `i - 1`.
+pub fn sessions(new_key: &[bool], times: &[i64], gap: i64) -> Vec<Session> {
+    let mut out: Vec<Session> = Vec::new();
+    for (i, &t) in times.iter().enumerate() {
+        match out.last_mut() {
+            Some(s) if !new_key[i] && t - s.last < gap => {
+                s.rows.end = i + 1;
+                s.last = t;
+            }
+            _ => out.push(Session {
+                rows: i..i + 1,
+                first: t,
+                last: t,
+            }),
+        }
+    }
+    out
+}
+
+/// Event-time progress per Kafka partition: each partition is an ordered stream of its own,
+/// so each has its own watermark, `delay` behind the largest event time it has shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    pub max_seen: BTreeMap<i32, i64>,
+    /// The watermark windows were last emitted by: no later row may fall below it.
+    pub floor: Option<i64>,
+    pub delay: i64,
+}
+
+impl Watermarks {
+    /// What a row of `partition` is judged against.
+    fn of(&self, partition: i32) -> Option<i64> {
+        let own = self.max_seen.get(&partition).map(|max| max - self.delay);
+        own.max(self.floor)
+    }
+
+    /// The watermark windows are final by: the slowest of the `partitions` partitions', never
+    /// going back. It waits until every partition has shown a row: one that has not may
+    /// still bring rows of any age.
+    pub fn global(&self, partitions: i32) -> Option<i64> {
+        let slowest = (0..partitions)
+            .map(|p| self.max_seen.get(&p).map(|max| max - self.delay))
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|marks| marks.into_iter().min());
+        slowest.max(self.floor)
+    }
+
+    /// Judges a unit's rows, in arrival order: a row that `counts` and is older than its
+    /// partition's watermark is late, and its entry is the watermark it missed. `None` times
+    /// are never late (the caller quarantines them) and move nothing.
+    pub fn judge(
+        &mut self,
+        times: &[Option<i64>],
+        partitions: &[i32],
+        counts: &[bool],
+    ) -> Vec<Option<i64>> {
+        let mut late = Vec::with_capacity(times.len());
+        for ((&t, &p), &counts) in times.iter().zip(partitions).zip(counts) {
+            late.push(match (t, self.of(p)) {
+                (Some(t), Some(w)) if counts && t < w => Some(w),
+                _ => None,
+            });
+            if let Some(t) = t {
+                let max = self.max_seen.entry(p).or_insert(t);
+                *max = (*max).max(t);
+            }
+        }
+        late
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    #[test]
+    fn tumbling_windows_hold_each_event_once_start_inclusive() {
+        let minute = Fixed {
+            size: MIN,
+            slide: MIN,
+        };
+        assert_eq!(minute.starts(0).collect::<Vec<_>>(), [0]);
+        assert_eq!(minute.starts(MIN - 1).collect::<Vec<_>>(), [0]);
+        assert_eq!(minute.starts(MIN).collect::<Vec<_>>(), [MIN]);
+        // Before the epoch too: floor, not truncation.
+        assert_eq!(minute.starts(-1).collect::<Vec<_>>(), [-MIN]);
+        assert_eq!(minute.last_end(MIN + 5), 2 * MIN);
+    }
+
+    #[test]
+    fn hopping_windows_hold_each_event_size_over_slide_times() {
+        let five_by_one = Fixed {
+            size: 5 * MIN,
+            slide: MIN,
+        };
+        let t = 7 * MIN + 30_000_000;
+        assert_eq!(
+            five_by_one.starts(t).collect::<Vec<_>>(),
+            [7 * MIN, 6 * MIN, 5 * MIN, 4 * MIN, 3 * MIN]
+        );
+        assert_eq!(five_by_one.last_end(t), 12 * MIN);
+        // A slide that does not divide the size: 2 or 3 windows.
+        let uneven = Fixed {
+            size: 5 * MIN,
+            slide: 2 * MIN,
+        };
+        assert_eq!(uneven.starts(MIN).collect::<Vec<_>>(), [0, -2 * MIN]);
+        assert_eq!(
+            uneven.starts(0).collect::<Vec<_>>(),
+            [0, -2 * MIN, -4 * MIN]
+        );
+    }
+
+    #[test]
+    fn expand_keeps_only_the_windows_asked_for() {
+        let five_by_one = Fixed {
+            size: 5 * MIN,
+            slide: MIN,
+        };
+        let got = expand(&[0, 2 * MIN], five_by_one, |end| end <= 5 * MIN);
+        assert_eq!(got.rows, [0, 1, 1, 1]);
+        assert_eq!(got.starts, [0, 0, -MIN, -2 * MIN]);
+    }
+
+    #[test]
+    fn a_gap_of_exactly_the_session_gap_starts_a_new_session() {
+        let gap = 30 * MIN;
+        let times = [0, 29 * MIN, 59 * MIN, 100 * MIN, 0];
+        let new_key = [true, false, false, false, true];
+        let got = sessions(&new_key, &times, gap);
+        assert_eq!(
+            got,
+            [
+                Session {
+                    rows: 0..3,
+                    first: 0,
+                    last: 59 * MIN
+                },
+                Session {
+                    rows: 3..4,
+                    first: 100 * MIN,
+                    last: 100 * MIN
+                },
+                Session {
+                    rows: 4..5,
+                    first: 0,
+                    last: 0
+                },
+            ]
+        );
+        assert_eq!(got[0].end(gap), 89 * MIN);
+        assert_eq!(
+            sessions(&[true, false], &[0, gap], gap).len(),
+            2,
+            "exactly the gap apart"
+        );
+    }
+
+    #[test]
+    fn each_partition_has_its_watermark_and_only_counted_rows_are_late() {
+        let mut marks = Watermarks {
+            delay: 10,
+            ..Default::default()
+        };
+        let times = [
+            Some(100),
+            Some(95),
+            Some(89),
+            Some(90),
+            None,
+            Some(200),
+            Some(150),
+        ];
+        let counts = [true, true, true, true, true, false, true];
+        let late = marks.judge(&times, &[0; 7], &counts);
+        assert_eq!(late, [None, None, Some(90), None, None, None, Some(190)]);
+        assert_eq!(marks.global(1), Some(190));
+        assert_eq!(marks.global(2), None, "partition 1 has shown nothing yet");
+        // Another partition behind the first: on time by its own watermark, and it holds
+        // the global watermark back.
+        let late = marks.judge(&[Some(50), Some(45), Some(39)], &[1; 3], &[true; 3]);
+        assert_eq!(late, [None, None, Some(40)]);
+        assert_eq!(marks.global(2), Some(40));
+        // The floor (what windows were emitted by) holds for every partition.
+        marks.floor = Some(100);
+        assert_eq!(marks.global(2), Some(100));
+        let late = marks.judge(&[Some(99), Some(5)], &[1, 2], &[true; 2]);
+        assert_eq!(late, [Some(100), Some(100)]);
+    }
+}

@@ -1,0 +1,800 @@
+//! `lakectl run window`: event-time windows and sessions over a silver table's new rows →
+//! `<lake>/window/<table>`, exactly once, with late rows kept in `quarantine.<table>`.
+//!
+//! A unit takes the source commits after the last one folded in (up to `batch_rows` rows):
+//! 1. **order**: the new rows in arrival order — source version, Kafka partition, offset
+//!    (silver's lineage columns);
+//! 2. **filter**: rows the `filter` predicate rejects take no part (they still move the
+//!    watermark: it follows the stream, not one window's share of it);
+//! 3. **watermark**: row by row, `watermark` behind the largest event time seen before it; a
+//!    row older than it is late, a row without an event time is bad: both go to quarantine;
+//! 4. **assign**: the open state's rows and the on-time new rows into their windows
+//!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key;
+//! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
+//!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
+//!    mode those that got new rows;
+//! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
+//!    group keys), then the state without the final windows' rows (`state.rs`).
+//!
+//! Every commit carries the `txn` `lakectl-window-<table>` = the last source version of the
+//! unit. A crash between the output and the state commit leaves the output ahead of the
+//! state: the next unit re-does exactly that source range from the old state, which gives
+//! the same rows, and writes the state only. Quarantine rows of a range already there are not
+//! written twice.
+
+mod assign;
+mod state;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::logical_expr::{binary_expr, col, Operator};
+use datafusion::prelude::SessionContext;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use lakehouse_core::config::{WindowOutput, WindowTable, WINDOW_BOUNDS};
+use lakehouse_core::quality::{quote_ident, QualityLog, QualityReport, QualityScope};
+use lakehouse_core::runner::crash_point;
+use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::silver::quarantine_schema;
+use crate::stage;
+use assign::{Fixed, Watermarks};
+use state::{txn_app_id, State};
+
+/// Silver's lineage columns: the arrival order, and what a quarantine row points back to.
+const ORDER: [&str; 3] = ["_bronze_version", "_partition", "_offset"];
+/// Marks the rows a unit brought, for `update` mode; never in the state or the output.
+const NEW: &str = "__new";
+/// The name the aggregates' SQL reads the window rows under.
+const ROWS: &str = "window_rows";
+const LATE_RULE: &str = "late";
+
+fn micros(span: lakehouse_core::config::Span) -> i64 {
+    span.0.as_micros() as i64
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn time_text(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .map_or_else(|| micros.to_string(), |t| t.to_rfc3339())
+}
+
+enum Windows {
+    Fixed(Fixed),
+    Sessions { gap: i64, key: Vec<String> },
+}
+
+pub struct WindowJob {
+    table: String,
+    settings: WindowTable,
+    windows: Windows,
+    /// Group keys: `group_by`, or a session's key.
+    keys: Vec<String>,
+    delay: i64,
+    lake: Lake,
+    kafka: lakehouse_core::config::KafkaConfig,
+    /// The topic silver's rows came from, and its partition count once asked.
+    topic: String,
+    partitions: Option<i32>,
+    pipeline: String,
+    run_id: String,
+    quality: QualityLog,
+    checkpoint_interval: u64,
+    /// Counts of every unit of this run, for the summary.
+    pub report: QualityReport,
+}
+
+/// One unit's source rows, split by step 3.
+struct Arrivals {
+    /// On-time rows that pass the filter, in arrival order.
+    on_time: RecordBatch,
+    /// Late rows and rows without an event time, with their rule and reason.
+    quarantined: Vec<(u32, &'static str, String)>,
+    /// All new rows, in arrival order (what quarantine rows index).
+    all: RecordBatch,
+}
+
+impl WindowJob {
+    pub fn new(pipeline: &Pipeline, table: &str) -> Result<WindowJob> {
+        let settings = pipeline.window.get(table).cloned().ok_or_else(|| {
+            Error::Input(format!(
+                "no [window.{table}] in {}",
+                pipeline.source_file.display()
+            ))
+        })?;
+        let (windows, keys) = match (&settings.tumble, &settings.hop, &settings.session) {
+            (Some(size), _, _) => (
+                Windows::Fixed(Fixed {
+                    size: micros(*size),
+                    slide: micros(*size),
+                }),
+                settings.group_by.clone(),
+            ),
+            (_, Some(hop), _) => (
+                Windows::Fixed(Fixed {
+                    size: micros(hop.size),
+                    slide: micros(hop.slide),
+                }),
+                settings.group_by.clone(),
+            ),
+            (_, _, Some(session)) => (
+                Windows::Sessions {
+                    gap: micros(session.gap),
+                    key: session.key.clone(),
+                },
+                session.key.clone(),
+            ),
+            _ => {
+                return Err(Error::Internal(
+                    "window kinds are checked with the config".into(),
+                ))
+            }
+        };
+        let lake = Lake::from_config(&pipeline.lake)?;
+        let topic = (pipeline.silver.get(&settings.source))
+            .and_then(|silver| pipeline.bronze.get(&silver.source))
+            .map(|bronze| bronze.topic.clone())
+            .ok_or_else(|| Error::Internal("window sources are checked with the config".into()))?;
+        Ok(WindowJob {
+            table: table.to_string(),
+            delay: micros(settings.watermark),
+            settings,
+            windows,
+            keys,
+            quality: QualityLog::new(lake.clone()),
+            lake,
+            kafka: pipeline.kafka.clone(),
+            topic,
+            partitions: None,
+            pipeline: pipeline.name.clone(),
+            run_id: String::new(),
+            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            report: QualityReport::default(),
+        })
+    }
+
+    /// The partition count of the topic behind the source: the watermark waits for each.
+    async fn partitions(&mut self) -> Result<i32> {
+        if let Some(n) = self.partitions {
+            return Ok(n);
+        }
+        let n = lakehouse_core::kafka::partition_count(&self.kafka, &self.topic).await?;
+        self.partitions = Some(n);
+        Ok(n)
+    }
+
+    fn setting_error(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::Input(format!("window.{}.{key}: {message}", self.table))
+    }
+
+    async fn process(&mut self) -> Result<UnitReport> {
+        let name = format!("silver.{}", self.settings.source);
+        let Some(source) = self
+            .lake
+            .load_table(Layer::Silver, &self.settings.source)
+            .await?
+        else {
+            info!(source = %name, "the source table does not exist yet: nothing to do");
+            return Ok(UnitReport {
+                caught_up: true,
+                ..Default::default()
+            });
+        };
+        let snapshot = source.snapshot()?;
+        if !snapshot.metadata().partition_columns().is_empty() {
+            return Err(self.setting_error(
+                "source",
+                format!("{name} is partitioned; windows read unpartitioned silver tables only"),
+            ));
+        }
+        let source_schema = snapshot.snapshot().arrow_schema();
+        let latest = source.version().expect("loaded tables have a version") as i64;
+        let state = State::load(&self.lake, &self.table, self.delay).await?;
+        let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
+        let app_id = txn_app_id(&self.table);
+        let output_at = txn_version(&output, &app_id).await?.unwrap_or(-1);
+        // Output ahead of the state: the last unit stopped between its two commits.
+        let redo = output_at > state.version;
+        if !redo && state.version >= latest {
+            return Ok(UnitReport {
+                version_read: Some(state.version),
+                caught_up: true,
+                ..Default::default()
+            });
+        }
+        let (to, max_rows) = if redo {
+            info!(window = %self.table, version = output_at, "output ahead of the state: re-doing its last unit");
+            (output_at, u64::MAX)
+        } else {
+            (latest, self.settings.batch_rows as u64)
+        };
+        let (files, to) =
+            table_files::appended_since(&source, &name, state.version, to, max_rows).await?;
+        let mut batches = Vec::new();
+        for (_, file_batches) in table_files::read(&source, &files, None).await? {
+            batches.extend(file_batches);
+        }
+        let new_rows = in_arrival_order(concat_batches(&source_schema, &batches)?)?;
+        let rows_in = new_rows.num_rows() as u64;
+
+        let mut report = QualityReport::default();
+        let mut watermarks = state.watermarks.clone();
+        let arrivals = self
+            .arrivals(new_rows, &mut watermarks, &mut report)
+            .await?;
+        let watermark_before = state.watermarks.floor;
+        let watermark = watermarks.global(self.partitions().await?);
+        watermarks.floor = watermark;
+        let mut buffer = state.rows.clone();
+        buffer.push(arrivals.on_time.clone());
+        let buffer = concat_batches(&source_schema, &buffer).map_err(|e| {
+            self.setting_error(
+                "source",
+                format!("{name} changed its columns under open windows: {e}"),
+            )
+        })?;
+        let new_flags: BooleanArray = (0..buffer.num_rows())
+            .map(|i| Some(i >= buffer.num_rows() - arrivals.on_time.num_rows()))
+            .collect();
+        let (emitting, kept) = self.assign(&buffer, &new_flags, watermark_before, watermark)?;
+        let out = self.aggregate(emitting).await?;
+        let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
+
+        self.write_quarantine(&arrivals, to).await?;
+        let written = if redo || rows_out == 0 {
+            None
+        } else {
+            let written = self.write_output(output, out, to).await?;
+            crash_point("window:after_output");
+            Some(written)
+        };
+        state
+            .save(
+                source_schema,
+                vec![kept],
+                to,
+                &watermarks,
+                self.checkpoint_interval,
+            )
+            .await?;
+        crash_point("window:after_state");
+        debug!(window = %self.table, to, rows_out, watermark = ?watermark.map(time_text), "window unit");
+        self.report.absorb(&report);
+        let scope = QualityScope {
+            run_id: &self.run_id,
+            pipeline: &self.pipeline,
+            job: &self.name(),
+            first_version: first_version(&files, to),
+            last_version: to,
+            at: Utc::now(),
+        };
+        if let Err(e) = self.quality.append(&scope, &report).await {
+            warn!(error = %e, "could not append to the quality table");
+        }
+        Ok(UnitReport {
+            rows_in,
+            rows_out,
+            version_read: Some(to),
+            version_written: written.and_then(|t| t.version()).map(|v| v as i64),
+            caught_up: to == latest,
+        })
+    }
+
+    /// Steps 2 and 3: the filter, then the watermark.
+    async fn arrivals(
+        &self,
+        rows: RecordBatch,
+        watermarks: &mut Watermarks,
+        report: &mut QualityReport,
+    ) -> Result<Arrivals> {
+        let counts = self.filter(&rows).await?;
+        let times = self.event_times(&rows)?;
+        let partitions = self
+            .column(&rows, "source", ORDER[1])?
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .values()
+            .to_vec();
+        let late = watermarks.judge(&times, &partitions, &counts);
+        let mut on_time = Vec::new();
+        let mut quarantined = Vec::new();
+        let time = &self.settings.time;
+        for (i, (t, watermark)) in times.iter().zip(&late).enumerate() {
+            if !counts[i] {
+                continue;
+            }
+            match (t, watermark) {
+                (None, _) => quarantined.push((
+                    i as u32,
+                    "not_null",
+                    format!("{time} is NULL: the row has no event time"),
+                )),
+                (Some(t), Some(watermark)) => quarantined.push((
+                    i as u32,
+                    LATE_RULE,
+                    format!(
+                        "{time} {} is older than the watermark {} ({} behind the largest event time its Kafka partition had shown)",
+                        time_text(*t),
+                        time_text(*watermark),
+                        humantime_micros(self.delay)
+                    ),
+                )),
+                (Some(_), None) => on_time.push(i as u32),
+            }
+        }
+        let checked = counts.iter().filter(|c| **c).count() as u64;
+        if checked > 0 {
+            let nulls = quarantined.iter().filter(|q| q.1 == "not_null").count() as u64;
+            report.count(&format!("not_null({time})"), "quarantine", checked, nulls);
+            report.count(
+                LATE_RULE,
+                "quarantine",
+                checked - nulls,
+                quarantined.len() as u64 - nulls,
+            );
+        }
+        Ok(Arrivals {
+            on_time: take_record_batch(&rows, &UInt32Array::from(on_time))?,
+            quarantined,
+            all: rows,
+        })
+    }
+
+    /// Which rows the `filter` keeps (all without one).
+    async fn filter(&self, rows: &RecordBatch) -> Result<Vec<bool>> {
+        let Some(predicate) = &self.settings.filter else {
+            return Ok(vec![true; rows.num_rows()]);
+        };
+        let ctx = SessionContext::new();
+        let numbered = with_column(
+            rows,
+            Field::new("__row", DataType::UInt32, false),
+            Arc::new(UInt32Array::from_iter_values(0..rows.num_rows() as u32)),
+        )?;
+        ctx.register_batch(ROWS, numbered)?;
+        let sql = format!("SELECT __row FROM {ROWS} WHERE {predicate}");
+        let invalid = |e: &dyn std::fmt::Display| self.setting_error("filter", e);
+        let kept = lakehouse_core::sql::read_only(&ctx, &sql)
+            .await
+            .map_err(|e| invalid(&e))?
+            .collect()
+            .await
+            .map_err(|e| invalid(&e))?;
+        let mut keep = vec![false; rows.num_rows()];
+        for batch in &kept {
+            for row in batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+            {
+                keep[*row as usize] = true;
+            }
+        }
+        Ok(keep)
+    }
+
+    /// The event-time column as microseconds since the epoch.
+    fn event_times(&self, rows: &RecordBatch) -> Result<Vec<Option<i64>>> {
+        let time = &self.settings.time;
+        let column = rows.column_by_name(time).ok_or_else(|| {
+            self.setting_error(
+                "time",
+                format!(
+                    "{time:?} is not a column of silver.{}",
+                    self.settings.source
+                ),
+            )
+        })?;
+        let micros =
+            arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map_err(|e| {
+                    self.setting_error(
+                        "time",
+                        format!("{time:?} is a {}, not a timestamp: {e}", column.data_type()),
+                    )
+                })?;
+        Ok(micros
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .collect())
+    }
+
+    /// Step 4: the rows of the windows this unit emits, with their bounds and the new-row
+    /// flag; and the rows to keep in the state.
+    fn assign(
+        &self,
+        buffer: &RecordBatch,
+        new: &BooleanArray,
+        watermark_before: Option<i64>,
+        watermark: Option<i64>,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let final_by = |end: i64| watermark.is_some_and(|w| end <= w);
+        let times: Vec<i64> = self
+            .event_times(buffer)?
+            .into_iter()
+            .map(|t| t.expect("rows without an event time are quarantined"))
+            .collect();
+        match &self.windows {
+            Windows::Fixed(windows) => {
+                let append = self.settings.output == WindowOutput::Append;
+                // Windows that ended by the last unit's watermark were emitted final then.
+                let expanded = assign::expand(&times, *windows, |end| {
+                    watermark_before.is_none_or(|w| end > w) && (!append || final_by(end))
+                });
+                let kept: Vec<u32> = (0..times.len() as u32)
+                    .filter(|&i| !final_by(windows.last_end(times[i as usize])))
+                    .collect();
+                let rows = UInt32Array::from(expanded.rows);
+                let emitting = with_flag(buffer, new)?;
+                let emitting = take_record_batch(&emitting, &rows)?;
+                let starts: Vec<i64> = expanded.starts;
+                let ends: Vec<i64> = starts.iter().map(|s| s + windows.size).collect();
+                Ok((
+                    with_bounds(&emitting, starts, ends)?,
+                    take_record_batch(buffer, &UInt32Array::from(kept))?,
+                ))
+            }
+            Windows::Sessions { gap, key } => {
+                let mut sort: Vec<SortColumn> = key
+                    .iter()
+                    .map(|k| {
+                        Ok(SortColumn {
+                            values: self.column(buffer, "session.key", k)?.clone(),
+                            options: None,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                sort.push(SortColumn {
+                    values: Arc::new(Int64Array::from(times.clone())),
+                    options: None,
+                });
+                let order = lexsort_to_indices(&sort, None)?;
+                let sorted = take_record_batch(&with_flag(buffer, new)?, &order)?;
+                let sorted_times: Vec<i64> =
+                    order.values().iter().map(|&i| times[i as usize]).collect();
+                let key_columns: Vec<ArrayRef> = sort[..key.len()]
+                    .iter()
+                    .map(|c| arrow::compute::take(&c.values, &order, None))
+                    .collect::<std::result::Result<_, _>>()?;
+                let fields = key_columns
+                    .iter()
+                    .map(|c| SortField::new(c.data_type().clone()))
+                    .collect();
+                let converted = RowConverter::new(fields)?.convert_columns(&key_columns)?;
+                let new_key: Vec<bool> = (0..sorted.num_rows())
+                    .map(|i| i == 0 || converted.row(i) != converted.row(i - 1))
+                    .collect();
+                let (mut emit, mut keep) = (Vec::new(), Vec::new());
+                let (mut starts, mut ends) = (Vec::new(), Vec::new());
+                for session in assign::sessions(&new_key, &sorted_times, *gap) {
+                    let end = session.end(*gap);
+                    let rows = session.rows.clone();
+                    if final_by(end) {
+                        starts.extend(rows.clone().map(|_| session.first));
+                        ends.extend(rows.clone().map(|_| end));
+                        emit.extend(rows.map(|r| r as u32));
+                    } else {
+                        keep.extend(rows.map(|r| r as u32));
+                    }
+                }
+                let emitting = take_record_batch(&sorted, &UInt32Array::from(emit))?;
+                let kept = take_record_batch(&sorted, &UInt32Array::from(keep))?;
+                Ok((
+                    with_bounds(&emitting, starts, ends)?,
+                    kept.project(&(0..buffer.num_columns()).collect::<Vec<_>>())?,
+                ))
+            }
+        }
+    }
+
+    fn column<'b>(&self, batch: &'b RecordBatch, key: &str, name: &str) -> Result<&'b ArrayRef> {
+        batch.column_by_name(name).ok_or_else(|| {
+            self.setting_error(
+                key,
+                format!(
+                    "{name:?} is not a column of silver.{}",
+                    self.settings.source
+                ),
+            )
+        })
+    }
+
+    /// Step 5: one row per emitted window and group: bounds, keys, then the aggregates.
+    async fn aggregate(&self, rows: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if rows.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = SessionContext::new();
+        ctx.register_batch(ROWS, rows)?;
+        let group: Vec<String> = WINDOW_BOUNDS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(self.keys.iter().cloned())
+            .map(|c| quote_ident(&c))
+            .collect();
+        let aggregates: Vec<String> = (self.settings.aggregates.iter())
+            .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
+            .collect();
+        let having = match self.settings.output {
+            WindowOutput::Append => String::new(),
+            WindowOutput::Update => format!(" HAVING bool_or({NEW})"),
+        };
+        let sql = format!(
+            "SELECT {group}, {aggregates} FROM {ROWS} GROUP BY {group}{having} ORDER BY {group}",
+            group = group.join(", "),
+            aggregates = aggregates.join(", "),
+        );
+        let invalid = |e: &dyn std::fmt::Display| self.setting_error("aggregates", e);
+        lakehouse_core::sql::read_only(&ctx, &sql)
+            .await
+            .map_err(|e| invalid(&e))?
+            .collect()
+            .await
+            .map_err(|e| invalid(&e))
+    }
+
+    /// Step 6, first part: late and bad rows, once per source range.
+    async fn write_quarantine(&self, arrivals: &Arrivals, to: i64) -> Result<()> {
+        if arrivals.quarantined.is_empty() {
+            return Ok(());
+        }
+        let table = self
+            .lake
+            .table_or_new(Layer::Quarantine, &self.table)
+            .await?;
+        let app_id = txn_app_id(&self.table);
+        if txn_version(&table, &app_id).await?.is_some_and(|v| v >= to) {
+            return Ok(());
+        }
+        let batch = quarantine_batch(&arrivals.all, &arrivals.quarantined, &self.run_id)?;
+        write_with_txns(
+            table,
+            vec![batch],
+            SaveMode::Append,
+            vec![(app_id, to)],
+            &[],
+            self.checkpoint_interval,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Step 6, output: appended, or merged on the window bounds and group keys (`update`).
+    async fn write_output(
+        &self,
+        output: DeltaTable,
+        rows: Vec<RecordBatch>,
+        to: i64,
+    ) -> Result<DeltaTable> {
+        let txn = vec![(txn_app_id(&self.table), to)];
+        if self.settings.output == WindowOutput::Append || output.version().is_none() {
+            return write_with_txns(
+                output,
+                rows,
+                SaveMode::Append,
+                txn,
+                &self.settings.partition_by,
+                self.checkpoint_interval,
+            )
+            .await;
+        }
+        let ctx = SessionContext::new();
+        let schema = rows[0].schema();
+        let source = ctx.read_batches(rows)?;
+        let side = |alias: &str, c: &str| col(datafusion::common::Column::new(Some(alias), c));
+        let same_window = WINDOW_BOUNDS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(self.keys.iter().cloned())
+            .map(|k| {
+                binary_expr(
+                    side("target", &k),
+                    Operator::IsNotDistinctFrom,
+                    side("source", &k),
+                )
+            })
+            .reduce(|a, b| a.and(b))
+            .expect("windows have bounds");
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let unqualified = |c: &str| datafusion::common::Column::new_unqualified(c);
+        let (table, _) = output
+            .merge(source, same_window)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default()
+                    .with_application_transaction(deltalake::kernel::Transaction::new(
+                        txn_app_id(&self.table),
+                        to,
+                    )),
+            )
+            .when_matched_update(|update| {
+                columns
+                    .iter()
+                    .fold(update, |u, c| u.update(unqualified(c), side("source", c)))
+            })?
+            .when_not_matched_insert(|insert| {
+                columns
+                    .iter()
+                    .fold(insert, |i, c| i.set(unqualified(c), side("source", c)))
+            })?
+            .await?;
+        Ok(table)
+    }
+}
+
+/// The first source version a unit's files came from (its last when it had none).
+fn first_version(files: &[table_files::DataFile], to: i64) -> i64 {
+    files.iter().map(|f| f.version).min().unwrap_or(to)
+}
+
+/// `2m`, `90s`, `1.5s`: a watermark delay as the pipeline file would write it.
+fn humantime_micros(micros: i64) -> String {
+    match micros {
+        m if m % 3_600_000_000 == 0 => format!("{}h", m / 3_600_000_000),
+        m if m % 60_000_000 == 0 => format!("{}m", m / 60_000_000),
+        m => format!("{}s", m as f64 / 1e6),
+    }
+}
+
+/// Rows sorted by silver's lineage: the order they arrived in Kafka, per partition.
+fn in_arrival_order(rows: RecordBatch) -> Result<RecordBatch> {
+    if rows.num_rows() == 0 {
+        return Ok(rows);
+    }
+    let columns = ORDER
+        .iter()
+        .map(|c| {
+            Ok(SortColumn {
+                values: rows
+                    .column_by_name(c)
+                    .ok_or_else(|| {
+                        Error::Input(format!("the window source has no lineage column {c}"))
+                    })?
+                    .clone(),
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(take_record_batch(
+        &rows,
+        &lexsort_to_indices(&columns, None)?,
+    )?)
+}
+
+fn with_column(batch: &RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(field);
+    let mut columns = batch.columns().to_vec();
+    columns.push(column);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+fn with_flag(batch: &RecordBatch, new: &BooleanArray) -> Result<RecordBatch> {
+    with_column(
+        batch,
+        Field::new(NEW, DataType::Boolean, false),
+        Arc::new(new.clone()),
+    )
+}
+
+fn with_bounds(batch: &RecordBatch, starts: Vec<i64>, ends: Vec<i64>) -> Result<RecordBatch> {
+    let stamps =
+        |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let batch = with_column(
+        batch,
+        Field::new(WINDOW_BOUNDS[0], timestamp_type(), false),
+        stamps(starts),
+    )?;
+    with_column(
+        &batch,
+        Field::new(WINDOW_BOUNDS[1], timestamp_type(), false),
+        stamps(ends),
+    )
+}
+
+/// Quarantine rows in silver's layout; `raw_value` is the row as JSON.
+fn quarantine_batch(
+    rows: &RecordBatch,
+    quarantined: &[(u32, &'static str, String)],
+    run_id: &str,
+) -> Result<RecordBatch> {
+    let picked = take_record_batch(
+        rows,
+        &UInt32Array::from_iter_values(quarantined.iter().map(|q| q.0)),
+    )?;
+    let mut json = arrow::json::LineDelimitedWriter::new(Vec::new());
+    json.write(&picked)?;
+    json.finish()?;
+    let json = String::from_utf8(json.into_inner())
+        .map_err(|e| Error::Internal(format!("row JSON: {e}")))?;
+    let lineage = |c: &str| -> Result<ArrayRef> {
+        picked
+            .column_by_name(c)
+            .cloned()
+            .ok_or_else(|| Error::Input(format!("the window source has no lineage column {c}")))
+    };
+    let n = quarantined.len();
+    let now = Utc::now().timestamp_micros();
+    let kafka_ts = arrow::compute::cast(&lineage("_kafka_ts")?, &timestamp_type())?;
+    Ok(RecordBatch::try_new(
+        quarantine_schema(),
+        vec![
+            lineage(ORDER[0])?,
+            lineage(ORDER[1])?,
+            lineage(ORDER[2])?,
+            kafka_ts,
+            Arc::new(StringArray::from(json.lines().collect::<Vec<_>>())),
+            Arc::new(StringArray::from_iter_values(
+                quarantined.iter().map(|q| q.1),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                quarantined.iter().map(|q| q.2.as_str()),
+            )),
+            Arc::new(StringArray::from(vec![run_id; n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )?)
+}
+
+#[async_trait]
+impl Job for WindowJob {
+    fn name(&self) -> String {
+        format!("window:{}", self.table)
+    }
+
+    fn begin(&mut self, run_id: &str) {
+        self.run_id = run_id.to_string();
+    }
+
+    async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
+        // A unit is bounded by batch_rows; cancellation is honoured between units.
+        self.process().await
+    }
+}
+
+/// `lakectl run window [TABLE…]`: each window table on the shared runner; prints what each
+/// run emitted and its late-row counts.
+pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {
+    let names = stage::table_names(pipeline, "window", pipeline.window.keys(), tables)?;
+    let make = |name: &str| WindowJob::new(pipeline, name);
+    stage::run_each(pipeline, &names, mode, make, |job, result| {
+        if !job.report.rules.is_empty() {
+            println!("{} quality:\n{}", job.name(), job.report.render());
+        }
+        if let Ok(record) = result {
+            println!(
+                "{}: {} — {} source rows read, {} window rows written, source version {}, table version {}",
+                record.job,
+                record.outcome.as_str(),
+                record.rows_in,
+                record.rows_out,
+                stage::version_or(record.last_version_read, "-"),
+                stage::version_or(record.last_version_written, "unchanged"),
+            );
+        }
+    })
+    .await
+}

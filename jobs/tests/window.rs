@@ -1,0 +1,286 @@
+//! `lakectl run window` on the shipped user-activity pipeline, checked against an oracle:
+//! `tests/oracle/user_activity.py` computes the same windows, sessions and late records
+//! from the generator's own output (its NDJSON file and truth file), without lakectl.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const PARTITIONS: &str = "3";
+
+/// A generated stream, sent to the test's topic and written to a file, and what the oracle
+/// makes of the file.
+struct Stream {
+    _dir: tempfile::TempDir,
+    truth: PathBuf,
+    oracle: Value,
+}
+
+/// About 2¾ hours of event time: a few thousand sessions, hundreds of minutes, late events
+/// 10 minutes behind, jitter well inside the 2-minute watermark.
+fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, truth) = (
+        dir.path().join("events.ndjson"),
+        dir.path().join("truth.ndjson"),
+    );
+    let args = [
+        "user-activity",
+        "--count",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--event-rate",
+        "2",
+        "--out-of-order",
+        "10s",
+        "--late-fraction",
+        "0.02",
+        "--late-by",
+        "10m",
+        "--duplicate-fraction",
+        "0.01",
+        "--corrupt-fraction",
+        "0.01",
+    ];
+    ok(run(t
+        .lakectl()
+        .arg("generate")
+        .args(args)
+        .args(["--topic", &t.topic, "--partitions", PARTITIONS, "--truth"])
+        .arg(&truth)));
+    ok(run(lakectl()
+        .arg("generate")
+        .args(args)
+        .arg("--out")
+        .arg(&events)));
+    let python = service_env("LAKECTL_TEST_PYTHON")?;
+    let out = Command::new(python)
+        .arg(repo_root().join("jobs/tests/oracle/user_activity.py"))
+        .args([&events, &truth])
+        .arg(PARTITIONS)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Stream {
+        _dir: dir,
+        truth,
+        oracle: serde_json::from_slice(&out.stdout).unwrap(),
+    })
+}
+
+/// Rows of `sql` over a window table as JSON values, to compare with the oracle's.
+fn window_rows(t: &TestPipeline, layer: Layer, table: &str, sql: &str) -> Vec<Value> {
+    table_rows(&t.lake(), layer, table, sql)
+        .into_iter()
+        .map(|row| {
+            Value::Array(
+                row.into_iter()
+                    .map(|v| {
+                        let v = v.expect("no NULLs in window rows");
+                        v.parse::<i64>().map_or(Value::String(v), Value::from)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn oracle_rows(stream: &Stream, table: &str) -> Vec<Value> {
+    stream.oracle[table].as_array().unwrap().clone()
+}
+
+/// Every window table and quarantine equal the oracle's.
+fn assert_windows_match_the_oracle(t: &TestPipeline, stream: &Stream) {
+    let bounds = "CAST(window_start AS BIGINT), CAST(window_end AS BIGINT)";
+    let tables = [
+        (
+            "page_view_counts",
+            format!("SELECT {bounds}, page, page_views FROM t ORDER BY 1, 2, 3"),
+        ),
+        (
+            "active_users",
+            format!("SELECT {bounds}, active_users, events FROM t ORDER BY 1, 2"),
+        ),
+        (
+            "user_sessions",
+            format!(
+                "SELECT user_id, {bounds}, events, pages, \
+                 CAST(round(duration_seconds * 1000) AS BIGINT) * 1000 FROM t ORDER BY 1, 2"
+            ),
+        ),
+    ];
+    for (table, sql) in &tables {
+        let got = window_rows(t, Layer::Window, table, sql);
+        let want = oracle_rows(stream, table);
+        assert!(
+            want.len() > 50,
+            "{table}: the oracle found {} rows",
+            want.len()
+        );
+        assert_eq!(got.len(), want.len(), "{table}: rows");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{table}");
+        }
+    }
+    let late = oracle_rows(stream, "late");
+    for (table, only) in [
+        ("active_users", None),
+        ("user_sessions", None),
+        ("page_view_counts", Some("page_view")),
+    ] {
+        let want: Vec<Value> = late
+            .iter()
+            .filter(|l| only.is_none_or(|o| l[2] == o))
+            .map(|l| Value::Array(l.as_array().unwrap()[..2].to_vec()))
+            .collect();
+        let got = window_rows(
+            t,
+            Layer::Quarantine,
+            table,
+            "SELECT _partition, _offset FROM t WHERE rule = 'late' ORDER BY 1, 2",
+        );
+        assert_eq!(got, want, "quarantine.{table}: the late records");
+    }
+}
+
+/// The final window and session rows, and the late records, equal the oracle's; Postgres
+/// holds the window tables as they are in the lake.
+#[test]
+fn windows_and_sessions_equal_an_independent_computation() {
+    let Some(t) = TestPipeline::user_activity(2_000, 5_000, 3_000) else {
+        return;
+    };
+    let Some(stream) = generate(&t, 20_000, 11) else {
+        return;
+    };
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    ok(run(t.lakectl().args(["run", "silver"])));
+    ok(run(t.lakectl().args(["run", "window"])));
+    let late = stream.oracle["late"].as_array().unwrap().len();
+    assert_windows_match_the_oracle(&t, &stream);
+
+    // The oracle's late records are the generator's: each one it finds was made late, and it
+    // finds nearly all (a late record before its partition showed 10 minutes of events is
+    // on time by definition).
+    let truth: Vec<Value> = std::fs::read_to_string(&stream.truth)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["defect"] == "late")
+        .collect();
+    assert!(
+        late <= truth.len() && late * 100 >= truth.len() * 97,
+        "{late} of {}",
+        truth.len()
+    );
+
+    ok(run(t.lakectl().args(["run", "load"])));
+    let schema = &t.pg_target;
+    for (table, columns) in [
+        (
+            "page_view_counts",
+            "window_start, window_end, page, page_views",
+        ),
+        (
+            "active_users",
+            "window_start, window_end, active_users, events",
+        ),
+        (
+            "user_sessions",
+            "user_id, window_start, window_end, events, pages",
+        ),
+    ] {
+        // Times compare as microseconds since the epoch.
+        let select = |time: &dyn Fn(&str) -> String| {
+            columns
+                .split(", ")
+                .map(|c| {
+                    if c.starts_with("window_") {
+                        time(c)
+                    } else {
+                        format!("{c}::text")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let pg = pg_rows(&format!(
+            "SELECT {} FROM {schema}.{table} ORDER BY 1, 2, 3",
+            select(&|c| format!("(extract(epoch FROM {c}) * 1000000)::bigint::text"))
+        ));
+        let lake = table_rows(
+            &t.lake(),
+            Layer::Window,
+            table,
+            &format!(
+                "SELECT {} FROM t ORDER BY 1, 2, 3",
+                select(&|c| format!("CAST({c} AS BIGINT)")).replace("::text", "")
+            ),
+        );
+        assert!(!lake.is_empty(), "{table}");
+        assert_eq!(pg, lake, "{table}: Postgres holds the lake's rows");
+    }
+}
+
+/// `kill -9` at the crash points between the quarantine, output and state commits, and at
+/// random moments of continuous runs: the windows still equal the oracle's, no window is
+/// written twice, and no late record is quarantined twice.
+#[test]
+fn windows_survive_kill_9_anywhere() {
+    let Some(t) = TestPipeline::user_activity(1_000, 2_000, 1_000) else {
+        return;
+    };
+    let Some(stream) = generate(&t, 15_000, 12) else {
+        return;
+    };
+    ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    ok(run(t.lakectl().args(["run", "silver"])));
+
+    // Each run dies at its crash point after one unit; the next redoes or goes on.
+    for (point, window) in [
+        ("window:after_output", "page_view_counts"),
+        ("window:after_state", "user_sessions"),
+    ] {
+        let mut crashes = 0;
+        loop {
+            let out = run(t
+                .lakectl()
+                .args(["run", "window", window])
+                .env("LAKECTL_CRASH_AT", point));
+            if out.code == 0 {
+                break;
+            }
+            assert!(out.stderr.contains(point), "{}", out.stderr);
+            crashes += 1;
+            assert!(crashes < 20, "{window} never finished");
+        }
+        assert!(crashes >= 3, "{window}: {crashes} crashes");
+    }
+
+    // Continuous runs killed at random moments, mid-unit or between commits.
+    let mut pause = 5u64;
+    for _ in 0..6 {
+        let (_, log) = t.log_file("window");
+        let mut child = t
+            .lakectl()
+            .args(["run", "window", "active_users", "--continuous"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        pause = pause * 7 % 13;
+        std::thread::sleep(std::time::Duration::from_millis(300 + pause * 100));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    ok(run(t.lakectl().args(["run", "window"])));
+    assert_windows_match_the_oracle(&t, &stream);
+}
