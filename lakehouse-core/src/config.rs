@@ -1192,6 +1192,63 @@ topic = "books"
     }
 
     #[test]
+    fn window_tables_are_checked_key_by_key() {
+        let silver = format!(
+            "{MINIMAL}\n[silver.events]\nsource = \"books\"\nkey = [\"id\"]\non_existing_key = \"keep\"\nschema = {{ id = \"int\", t = \"timestamp\" }}\n"
+        );
+        let window = |body: &str| {
+            format!("{silver}[window.w]\nsource = \"events\"\ntime = \"t\"\nwatermark = \"1m\"\naggregates = {{ n = \"count(*)\" }}\n{body}")
+        };
+        assert!(load_with(&window("tumble = \"1m\"\n"), &[], &[]).is_ok());
+        for (body, wanted, says) in [
+            ("", "window.w", "exactly one"),
+            (
+                "tumble = \"1m\"\nhop = { size = \"5m\", slide = \"1m\" }\n",
+                "window.w",
+                "exactly one",
+            ),
+            (
+                "hop = { size = \"1m\", slide = \"5m\" }\n",
+                "window.w.hop.slide",
+                "hop.size",
+            ),
+            ("tumble = \"0s\"\n", "window.w.tumble", "longer than zero"),
+            (
+                "session = { gap = \"30m\", key = [\"id\"] }\noutput = \"update\"\n",
+                "window.w.output",
+                "append",
+            ),
+            (
+                "session = { gap = \"30m\", key = [\"id\"] }\ngroup_by = [\"id\"]\n",
+                "window.w.group_by",
+                "session.key",
+            ),
+            (
+                "tumble = \"1m\"\npartition_by = [\"day\"]\n",
+                "window.w.partition_by",
+                "window_start",
+            ),
+            (
+                "tumble = \"1m\"\ngroup_by = [\"n\"]\n",
+                "window.w.aggregates",
+                "two output columns",
+            ),
+        ] {
+            let err = load_with(&window(body), &[], &[]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, message, .. } if key == wanted && message.contains(says)),
+                "{body}: {err}"
+            );
+        }
+        let replacing = window("tumble = \"1m\"\n").replace("on_existing_key = \"keep\"\n", "");
+        let err = load_with(&replacing, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message, .. } if key == "window.w.source" && message.contains("keep")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn silver_tables_are_checked_where_they_are_written() {
         let base = format!("{MINIMAL}\n[silver.s]\nsource = \"books\"\nkey = [\"id\"]\n");
         let bad_type = format!("{base}[silver.s.schema]\nid = \"int\"\nwhen = \"datetime\"\n");

@@ -188,14 +188,17 @@ mod tests {
             slide: MIN,
         };
         let got = expand(&[0, 2 * MIN], five_by_one, |end| end <= 5 * MIN);
-        assert_eq!(got.rows, [0, 1, 1, 1]);
-        assert_eq!(got.starts, [0, 0, -MIN, -2 * MIN]);
+        assert_eq!(got.rows, [0, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            got.starts,
+            [0, -MIN, -2 * MIN, -3 * MIN, -4 * MIN, 0, -MIN, -2 * MIN]
+        );
     }
 
     #[test]
     fn a_gap_of_exactly_the_session_gap_starts_a_new_session() {
         let gap = 30 * MIN;
-        let times = [0, 29 * MIN, 59 * MIN, 100 * MIN, 0];
+        let times = [0, 29 * MIN, 58 * MIN, 100 * MIN, 0];
         let new_key = [true, false, false, false, true];
         let got = sessions(&new_key, &times, gap);
         assert_eq!(
@@ -204,7 +207,7 @@ mod tests {
                 Session {
                     rows: 0..3,
                     first: 0,
-                    last: 59 * MIN
+                    last: 58 * MIN
                 },
                 Session {
                     rows: 3..4,
@@ -218,7 +221,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(got[0].end(gap), 89 * MIN);
+        assert_eq!(got[0].end(gap), 88 * MIN);
         assert_eq!(
             sessions(&[true, false], &[0, gap], gap).len(),
             2,
