@@ -401,9 +401,14 @@ pub struct WindowTable {
     pub group_by: Vec<String>,
     /// SQL predicate: only the rows it keeps enter the windows.
     pub filter: Option<String>,
-    /// Output columns: name = SQL over the window's rows (`count(*)`,
+    /// One row per window and group: name = SQL over the window's rows (`count(*)`,
     /// `count(DISTINCT user_id)`, or an expression of `window_start`, `window_end` and keys).
+    #[serde(default)]
     pub aggregates: IndexMap<String, String>,
+    /// Instead of `aggregates`: every row of each final window, with its bounds and these
+    /// columns, SQL over the window's rows (window functions such as
+    /// `row_number() OVER (PARTITION BY window_start, user_id ORDER BY event_time)`).
+    pub rows: Option<IndexMap<String, String>>,
     /// How far event time may go back: the watermark is the largest event time seen minus
     /// this.
     pub watermark: Span,
@@ -939,28 +944,44 @@ impl Pipeline {
                 ));
             }
         }
-        if table.aggregates.is_empty() {
-            return Err((
-                key("aggregates"),
-                "declare at least one output column".into(),
-            ));
+        match (&table.rows, table.aggregates.is_empty()) {
+            (None, true) => return Err((
+                format!("window.{name}"),
+                "declare its output: aggregates (a row per window) or rows (each row of a window)"
+                    .into(),
+            )),
+            (Some(_), false) => {
+                return Err((key("rows"), "give aggregates or rows, not both".into()))
+            }
+            (Some(_), true) if table.output == WindowOutput::Update => {
+                return Err((
+                    key("output"),
+                    "rows are written once, when their window is final: use \"append\"".into(),
+                ))
+            }
+            _ => {}
         }
-        let group_keys = table.session.as_ref().map_or(&table.group_by, |s| &s.key);
+        // Output columns known here: rows add the source's columns, which are not.
+        let (section, known, extra) = match &table.rows {
+            Some(rows) => ("rows", &[][..], rows),
+            None => (
+                "aggregates",
+                &table.session.as_ref().map_or(&table.group_by, |s| &s.key)[..],
+                &table.aggregates,
+            ),
+        };
         let mut columns: Vec<&str> = WINDOW_BOUNDS.to_vec();
-        for column in group_keys.iter().chain(table.aggregates.keys()) {
+        for column in known.iter().chain(extra.keys()) {
             if columns.contains(&column.as_str()) {
                 return Err((
-                    key("aggregates"),
+                    key(section),
                     format!("{column:?} would be two output columns"),
                 ));
             }
             columns.push(column);
         }
-        if let Some(c) = table
-            .partition_by
-            .iter()
-            .find(|c| !columns.contains(&c.as_str()))
-        {
+        let unknown = (table.partition_by.iter()).find(|c| !columns.contains(&c.as_str()));
+        if let (None, Some(c)) = (&table.rows, unknown) {
             return Err((
                 key("partition_by"),
                 format!("{c:?} is not an output column ({})", columns.join(", ")),

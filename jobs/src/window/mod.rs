@@ -519,32 +519,63 @@ impl WindowJob {
             return Ok(Vec::new());
         }
         let ctx = SessionContext::new();
-        ctx.register_batch(ROWS, rows)?;
         let group: Vec<String> = WINDOW_BOUNDS
             .iter()
             .map(|c| c.to_string())
             .chain(self.keys.iter().cloned())
             .map(|c| quote_ident(&c))
             .collect();
-        let aggregates: Vec<String> = (self.settings.aggregates.iter())
-            .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
-            .collect();
-        let having = match self.settings.output {
-            WindowOutput::Append => String::new(),
-            WindowOutput::Update => format!(" HAVING bool_or({NEW})"),
+        let columns = |exprs: &indexmap::IndexMap<String, String>| {
+            exprs
+                .iter()
+                .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let sql = format!(
-            "SELECT {group}, {aggregates} FROM {ROWS} GROUP BY {group}{having} ORDER BY {group}",
-            group = group.join(", "),
-            aggregates = aggregates.join(", "),
-        );
-        let invalid = |e: &dyn std::fmt::Display| self.setting_error("aggregates", e);
-        lakehouse_core::sql::read_only(&ctx, &sql)
+        let (section, sql) = match &self.settings.rows {
+            Some(extra) => {
+                let flag = rows.schema().index_of(NEW)?;
+                let without_flag: Vec<usize> =
+                    (0..rows.num_columns()).filter(|&i| i != flag).collect();
+                ctx.register_batch(ROWS, rows.project(&without_flag)?)?;
+                let time = quote_ident(&self.settings.time);
+                (
+                    "rows",
+                    format!(
+                        "SELECT *, {} FROM {ROWS} ORDER BY {}, {time}",
+                        columns(extra),
+                        group.join(", ")
+                    ),
+                )
+            }
+            None => {
+                ctx.register_batch(ROWS, rows)?;
+                let having = match self.settings.output {
+                    WindowOutput::Append => String::new(),
+                    WindowOutput::Update => format!(" HAVING bool_or({NEW})"),
+                };
+                (
+                    "aggregates",
+                    format!(
+                        "SELECT {group}, {} FROM {ROWS} GROUP BY {group}{having} ORDER BY {group}",
+                        columns(&self.settings.aggregates),
+                        group = group.join(", "),
+                    ),
+                )
+            }
+        };
+        let invalid = |e: &dyn std::fmt::Display| self.setting_error(section, e);
+        let df = lakehouse_core::sql::read_only(&ctx, &sql)
             .await
-            .map_err(|e| invalid(&e))?
-            .collect()
-            .await
-            .map_err(|e| invalid(&e))
+            .map_err(|e| invalid(&e))?;
+        if let Some(c) = (self.settings.partition_by.iter())
+            .find(|c| df.schema().as_arrow().index_of(c).is_err())
+        {
+            return Err(
+                self.setting_error("partition_by", format!("column {c:?} is not in the output"))
+            );
+        }
+        df.collect().await.map_err(|e| invalid(&e))
     }
 
     /// Step 6, first part: late and bad rows, once per source range.
