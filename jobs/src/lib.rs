@@ -9,6 +9,7 @@ pub mod load;
 pub mod maintenance;
 pub mod produce;
 pub mod silver;
+pub mod sink;
 pub mod stage;
 pub mod status;
 pub mod topic_producer;

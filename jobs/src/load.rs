@@ -112,12 +112,6 @@ impl LoadJob {
             });
         }
         let schema = source.snapshot()?.snapshot().arrow_schema();
-        if !source.snapshot()?.metadata().partition_columns().is_empty() {
-            return Err(Error::Input(format!(
-                "{} is partitioned; load reads unpartitioned tables only",
-                self.settings.source
-            )));
-        }
         let wanted = warehouse::types::columns_for(&schema, target)?;
         let existing = warehouse::existing_columns(&mut tx, target).await?;
         let created = existing.is_none();

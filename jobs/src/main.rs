@@ -249,6 +249,10 @@ enum Stage {
     /// quarantine (--once unless --continuous). Semantics: README, "Windows, sessions and
     /// watermarks".
     Window(RunArgs),
+    /// New rows of silver/window tables that only append -> Kafka topics as JSON, each row
+    /// exactly once across crashes (positions in record headers; no Kafka transactions
+    /// needed) (--once unless --continuous).
+    Sink(RunArgs),
     /// Silver/gold/window Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
     /// source version recorded in lakectl.load_state in the same transaction).
     Load(RunArgs),
@@ -465,6 +469,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Stage::Window(args) => {
                     let mode = args.mode(lakehouse_core::Mode::Once);
                     jobs::window::run_tables(&pipeline, &args.tables, mode).await?
+                }
+                Stage::Sink(args) => {
+                    let mode = args.mode(lakehouse_core::Mode::Once);
+                    jobs::sink::run_sinks(&pipeline, &args.tables, mode).await?
                 }
             }
         }

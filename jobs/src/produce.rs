@@ -296,7 +296,7 @@ fn replay(
                     value: Some(pass.to_string().as_bytes()),
                 });
             }
-            if let Err(e) = producer.send(&buf, key.as_deref().map(str::as_bytes), headers) {
+            if let Err(e) = producer.send(&buf, key.as_deref().map(str::as_bytes), headers, None) {
                 break 'passes Err(e);
             }
             if producer.sent().is_multiple_of(1_000) {

@@ -136,12 +136,14 @@ impl TopicProducer {
     }
 
     /// Sends one record when the rate allows, waiting for queue space when librdkafka's
-    /// buffer is full. Serves delivery reports every 1,000 records.
+    /// buffer is full. Serves delivery reports every 1,000 records. Without a `partition`
+    /// the partitioner picks one from the key.
     pub fn send(
         &mut self,
         payload: &[u8],
         key: Option<&[u8]>,
         headers: OwnedHeaders,
+        partition: Option<i32>,
     ) -> Result<()> {
         self.pace.wait_for(self.sent);
         let mut record = BaseRecord::to(&self.topic)
@@ -149,6 +151,9 @@ impl TopicProducer {
             .headers(headers);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
         loop {
             match self.producer.send(record) {

@@ -333,37 +333,6 @@ fn every_profile_writes_its_documented_shape() {
     }
 }
 
-/// Kafka's default partitioner (Java client): murmur2 of the key, made positive, modulo the
-/// partitions. Written from the Java source, not taken from librdkafka.
-fn kafka_partition(key: &[u8], partitions: u32) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
-    let chunks = key.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    if tail.len() >= 3 {
-        h ^= (tail[2] as u32) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= (tail[1] as u32) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= tail[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    ((h & 0x7fff_ffff) % partitions) as i32
-}
-
 #[test]
 fn kafka_gets_the_file_s_records_on_the_partitions_of_their_keys() {
     let Some(t) = TestPipeline::new("") else {
@@ -430,7 +399,7 @@ fn kafka_gets_the_file_s_records_on_the_partitions_of_their_keys() {
             );
             assert_eq!(
                 r.partition,
-                kafka_partition(&key, 3),
+                lakehouse_core::kafka::key_partition(&key, 3),
                 "{profile}: partition of key {:?}",
                 String::from_utf8_lossy(&key)
             );

@@ -176,6 +176,13 @@ impl TestPipeline {
                 "watermark = \"2m\"",
                 &format!("watermark = \"2m\"\nbatch_rows = {window_rows}"),
             )
+            .replace(
+                "topic = \"enriched_activity\"",
+                &format!(
+                    "topic = \"{}_enriched\"\nbatch_rows = {window_rows}",
+                    t.topic
+                ),
+            )
             .replace("target = \"activity.", &format!("target = \"{schema}."));
         assert!(text.contains(&format!("batch_rows = {window_rows}")) && text.contains(&schema));
         std::fs::write(&t.path, text).unwrap();

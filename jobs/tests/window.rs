@@ -151,6 +151,47 @@ fn assert_windows_match_the_oracle(t: &TestPipeline, stream: &Stream) {
     }
 }
 
+/// The enriched topic holds each event of every final session once, with its session and
+/// position as the oracle has them, on the partition of its key.
+fn assert_enriched_topic_matches_the_oracle(t: &TestPipeline, stream: &Stream) {
+    let records = read_topic(&t.brokers(), &format!("{}_enriched", t.topic));
+    let mut got: Vec<Value> = Vec::new();
+    for r in &records {
+        let v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let user = v["user_id"].as_str().unwrap();
+        assert_eq!(r.key.as_deref(), Some(user.as_bytes()));
+        assert_eq!(
+            r.partition,
+            lakehouse_core::kafka::key_partition(user.as_bytes(), 3),
+            "{v}"
+        );
+        got.push(serde_json::json!([
+            v["event_id"],
+            user,
+            v["activity_session"],
+            v["session_position"],
+            v["session_events"]
+        ]));
+    }
+    got.sort_by_key(|v| v.to_string());
+    let mut want: Vec<Value> = oracle_rows(stream, "enriched_activity")
+        .into_iter()
+        .map(|e| {
+            let start = chrono::DateTime::from_timestamp_micros(e[2].as_i64().unwrap()).unwrap();
+            let session = format!(
+                "{}/{}",
+                e[1].as_str().unwrap(),
+                start.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            );
+            serde_json::json!([e[0], e[1], session, e[3], e[4]])
+        })
+        .collect();
+    want.sort_by_key(|v| v.to_string());
+    assert!(want.len() > 1000, "{}", want.len());
+    assert_eq!(got.len(), want.len(), "enriched records");
+    assert_eq!(got, want, "enriched records");
+}
+
 /// The final window and session rows, and the late records, equal the oracle's; Postgres
 /// holds the window tables as they are in the lake.
 #[test]
@@ -266,12 +307,42 @@ fn windows_survive_kill_9_anywhere() {
     }
 
     // Continuous runs killed at random moments, mid-unit or between commits.
+    kill_at_random(
+        &t,
+        &[
+            "run",
+            "window",
+            "active_users",
+            "enriched_activity",
+            "--continuous",
+        ],
+        6,
+    );
+    ok(run(t.lakectl().args(["run", "window"])));
+    assert_windows_match_the_oracle(&t, &stream);
+
+    // The sink: killed after sending a unit, before recording it as sent (three times), then
+    // at random moments of continuous runs.
+    for _ in 0..3 {
+        let out = run(t
+            .lakectl()
+            .args(["run", "sink"])
+            .env("LAKECTL_CRASH_AT", "sink:after_send"));
+        assert!(out.stderr.contains("sink:after_send"), "{}", out.stderr);
+    }
+    kill_at_random(&t, &["run", "sink", "--continuous"], 4);
+    ok(run(t.lakectl().args(["run", "sink"])));
+    assert_enriched_topic_matches_the_oracle(&t, &stream);
+}
+
+/// Starts `args` and kills it with SIGKILL after 0.3 to 1.5 s, `times` times.
+fn kill_at_random(t: &TestPipeline, args: &[&str], times: usize) {
     let mut pause = 5u64;
-    for _ in 0..6 {
-        let (_, log) = t.log_file("window");
+    for _ in 0..times {
+        let (_, log) = t.log_file("killed");
         let mut child = t
             .lakectl()
-            .args(["run", "window", "active_users", "--continuous"])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -281,6 +352,4 @@ fn windows_survive_kill_9_anywhere() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    ok(run(t.lakectl().args(["run", "window"])));
-    assert_windows_match_the_oracle(&t, &stream);
 }

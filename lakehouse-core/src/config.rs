@@ -73,6 +73,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub window: BTreeMap<String, WindowTable>,
     #[serde(default)]
+    pub sink: BTreeMap<String, SinkTopic>,
+    #[serde(default)]
     pub load: BTreeMap<String, LoadTarget>,
     /// The file this pipeline came from; relative paths inside it resolve against its folder.
     #[serde(skip)]
@@ -444,6 +446,30 @@ pub enum WindowOutput {
     #[default]
     Append,
     Update,
+}
+
+/// New rows of a table that only appends → a Kafka topic, each row once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTopic {
+    /// `silver.<table>` (with `on_existing_key = "keep"`) or `window.<table>` (append).
+    pub source: String,
+    pub topic: String,
+    /// The column whose value is each record's key (and picks its partition).
+    pub key: String,
+    /// Columns of the JSON value; all when empty.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Partitions of the topic when the sink creates it.
+    #[serde(default = "default_sink_partitions")]
+    pub partitions: i32,
+    /// Source rows per unit of work.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+fn default_sink_partitions() -> i32 {
+    3
 }
 
 /// Columns every window row starts with.
@@ -837,6 +863,10 @@ impl Pipeline {
             self.validate_window(name, table)
                 .map_err(|(key, m)| invalid(key, m))?;
         }
+        for (name, sink) in &self.sink {
+            self.validate_sink(name, sink)
+                .map_err(|(key, m)| invalid(key, m))?;
+        }
         for (name, target) in &self.load {
             let known = match target.source.split_once('.') {
                 Some(("silver", t)) => self.silver.contains_key(t),
@@ -991,6 +1021,44 @@ impl Pipeline {
             return Err((key("batch_rows"), "must be greater than zero".into()));
         }
         Ok(())
+    }
+
+    /// Checks one `[sink.<name>]`: its source must only ever append.
+    fn validate_sink(&self, name: &str, sink: &SinkTopic) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("sink.{name}.{k}");
+        check_table_name("sink", name).map_err(|m| (format!("sink.{name}"), m))?;
+        let appends = match sink.source.split_once('.') {
+            Some(("silver", t)) => self
+                .silver
+                .get(t)
+                .map(|s| s.on_existing_key == OnExistingKey::Keep),
+            Some(("window", t)) => self.window.get(t).map(|w| w.output == WindowOutput::Append),
+            _ => None,
+        };
+        match appends {
+            None => Err((
+                key("source"),
+                format!(
+                    "{:?} is not a silver.<table> or window.<table> of this pipeline",
+                    sink.source
+                ),
+            )),
+            Some(false) => Err((
+                key("source"),
+                format!(
+                    "{} rewrites rows; a sink sends each row once, so it reads tables that only \
+                     append (silver with on_existing_key = \"keep\", windows with output = \"append\")",
+                    sink.source
+                ),
+            )),
+            Some(true) if sink.partitions < 1 => {
+                Err((key("partitions"), "must be at least 1".into()))
+            }
+            Some(true) if sink.batch_rows == 0 => {
+                Err((key("batch_rows"), "must be greater than zero".into()))
+            }
+            Some(true) => Ok(()),
+        }
     }
 
     /// The Kafka consumer group of this pipeline.

@@ -131,3 +131,56 @@ pub async fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
     .await
     .map_err(|e| Error::Internal(format!("metadata task: {e}")))?
 }
+
+/// The partition the Java client's default partitioner (and librdkafka's `murmur2_random`)
+/// gives `key` among `partitions`: murmur2 of the key bytes, made positive, modulo.
+pub fn key_partition(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as `org.apache.kafka.common.utils.Utils.murmur2`.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h = 0x9747_b28c_u32 ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() == 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values from Kafka's own test of `Utils.murmur2` (as signed Java ints).
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        let cases: [(&str, i32); 4] = [
+            ("21", -973932308),
+            ("foobar", -790332482),
+            ("a-little-bit-long-string", -985981536),
+            ("a-little-bit-longer-string", -1486304829),
+        ];
+        for (key, java) in cases {
+            assert_eq!(murmur2(key.as_bytes()) as i32, java, "{key}");
+        }
+    }
+}

@@ -28,6 +28,9 @@ pub struct DataFile {
     /// Relative to the table root.
     pub path: Path,
     pub rows: u64,
+    /// The values of the table's partition columns for this file, as the log writes them
+    /// (Parquet files of a partitioned table do not hold those columns).
+    pub partition_values: Vec<(String, Option<String>)>,
 }
 
 /// The files that commits `after + 1 ..= latest` added with new data (an OPTIMIZE's rewrites
@@ -103,6 +106,7 @@ async fn scan(
                 path: Path::from_url_path(&add.path)
                     .map_err(|e| Error::Internal(format!("bad path in the Delta log: {e}")))?,
                 rows: file_rows,
+                partition_values: add.partition_values.into_iter().collect(),
             });
         }
         last = version;
@@ -123,23 +127,21 @@ pub async fn live_since(
 ) -> Result<Vec<DataFile>> {
     let snapshot = table.snapshot()?;
     let version = table.version().map_or(-1, |v| v as i64);
-    let live: Vec<(Path, u64)> = snapshot
+    let live: Vec<DataFile> = snapshot
         .log_data()
         .iter()
-        .map(|f| (f.object_store_path(), f.num_records().unwrap_or(0) as u64))
+        .map(|f| DataFile {
+            version,
+            path: f.object_store_path(),
+            rows: f.num_records().unwrap_or(0) as u64,
+            partition_values: f.partition_values_map().into_iter().collect(),
+        })
         .collect();
     let Some(seen) = seen else {
-        return Ok(live
-            .into_iter()
-            .map(|(path, rows)| DataFile {
-                version,
-                path,
-                rows,
-            })
-            .collect());
+        return Ok(live);
     };
     let (added, _) = added_since(table, name, seen, version, u64::MAX).await?;
-    let live: HashSet<Path> = live.into_iter().map(|(p, _)| p).collect();
+    let live: HashSet<Path> = live.into_iter().map(|f| f.path).collect();
     Ok(added
         .into_iter()
         .filter(|f| live.contains(&f.path))
@@ -147,23 +149,82 @@ pub async fn live_since(
 }
 
 /// The rows of `files`, in order, `columns` only (all when `None`); each file's batches with
-/// the file.
+/// the file. A partitioned table's partition columns are filled in from the log, typed as
+/// the table declares them.
 pub async fn read(
     table: &DeltaTable,
     files: &[DataFile],
     columns: Option<&[&str]>,
 ) -> Result<Vec<(DataFile, Vec<RecordBatch>)>> {
     let store = table.log_store().object_store(None);
+    let partitioned = match table.version() {
+        Some(_) if !table.snapshot()?.metadata().partition_columns().is_empty() => {
+            Some(table.snapshot()?.snapshot().arrow_schema())
+        }
+        _ => None,
+    };
     let columns: Option<Arc<[String]>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
     // Built eagerly: a lazy `map` here trips the compiler's Send check for callers' futures.
     let reads: Vec<_> = files
         .iter()
         .map(|file| read_file(store.clone(), file.clone(), columns.clone()))
         .collect();
-    futures::stream::iter(reads)
+    let read: Vec<(DataFile, Vec<RecordBatch>)> = futures::stream::iter(reads)
         .buffered(PARALLEL_READS)
         .try_collect()
-        .await
+        .await?;
+    let Some(schema) = partitioned else {
+        return Ok(read);
+    };
+    let wanted: Vec<String> = match &columns {
+        Some(c) => c.to_vec(),
+        None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    read.into_iter()
+        .map(|(file, batches)| {
+            let batches = batches
+                .iter()
+                .map(|b| with_partition_values(b, &file, &schema, &wanted))
+                .collect::<Result<_>>()?;
+            Ok((file, batches))
+        })
+        .collect()
+}
+
+/// `batch` with the `wanted` columns in that order, partition columns made from `file`'s
+/// values.
+fn with_partition_values(
+    batch: &RecordBatch,
+    file: &DataFile,
+    schema: &arrow::datatypes::Schema,
+    wanted: &[String],
+) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(wanted.len());
+    let mut arrays = Vec::with_capacity(wanted.len());
+    for name in wanted {
+        if let Some(array) = batch.column_by_name(name) {
+            fields.push(batch.schema().field_with_name(name)?.clone());
+            arrays.push(array.clone());
+            continue;
+        }
+        let Some((_, value)) = file.partition_values.iter().find(|(c, _)| c == name) else {
+            continue;
+        };
+        let field = schema.field_with_name(name)?.clone();
+        let text = arrow::array::StringArray::from(vec![value.as_deref(); batch.num_rows()]);
+        let typed = arrow::compute::cast(&text, field.data_type()).map_err(|e| {
+            Error::Internal(format!(
+                "partition value {value:?} of column {name} in {}: {e}",
+                file.path
+            ))
+        })?;
+        fields.push(field.with_nullable(true));
+        arrays.push(typed);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        arrays,
+    )?)
 }
 
 async fn read_file(

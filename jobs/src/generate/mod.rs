@@ -343,7 +343,7 @@ impl Sink {
                     key: "seq",
                     value: Some(seq.as_bytes()),
                 });
-                producer.send(value, Some(key.as_bytes()), headers)
+                producer.send(value, Some(key.as_bytes()), headers, None)
             }
             Sink::File { out, path, pace } => {
                 pace.wait_for(seq);

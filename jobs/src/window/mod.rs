@@ -195,14 +195,7 @@ impl WindowJob {
                 ..Default::default()
             });
         };
-        let snapshot = source.snapshot()?;
-        if !snapshot.metadata().partition_columns().is_empty() {
-            return Err(self.setting_error(
-                "source",
-                format!("{name} is partitioned; windows read unpartitioned silver tables only"),
-            ));
-        }
-        let source_schema = snapshot.snapshot().arrow_schema();
+        let source_schema = source.snapshot()?.snapshot().arrow_schema();
         let latest = source.version().expect("loaded tables have a version") as i64;
         let state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;

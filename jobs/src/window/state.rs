@@ -1,4 +1,4 @@
-//! A window job's state between units, kept in the lake at `<lake>/_lakectl/state/<window>`:
+//! A window job's state between units, kept in the lake at `<lake>/_lakectl/state/window/<window>`:
 //! the rows of windows and sessions that are not final yet, and `txn` actions for the source
 //! version the state is at and the watermarks (a `txn` version is any 64-bit number: event
 //! times are kept in microseconds). Each unit overwrites it whole; final windows' rows leave
@@ -40,7 +40,7 @@ pub struct State {
 impl State {
     pub async fn load(lake: &Lake, window: &str, delay: i64) -> Result<State> {
         let table = lake
-            .table_or_new(Layer::System, &format!("state/{window}"))
+            .table_or_new(Layer::System, &format!("state/window/{window}"))
             .await?;
         let version = txn_version(&table, &txn_app_id(window))
             .await?

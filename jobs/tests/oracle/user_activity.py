@@ -12,15 +12,16 @@ The definitions, as the README states them:
 - Silver keeps each clean or late record once: corrupt records and re-sent duplicates never
   reach the windows.
 - Watermark of a partition: 2 minutes behind the largest event time it has shown before the
-  record; a record older than that is late. (All partitions appear in the first unit of the
-  test, so the floor of the emitted watermark never decides.)
-- Final watermark: the slowest partition's. A window or session is final when its end is at
+  record; a record older than that is late.
+- Final watermark: the slowest partition's (every partition has shown records). A window or session is final when its end is at
   or before it.
 - page_view_counts: page views per page and 1-minute window [start, start + 1m), final ones.
 - active_users: every 5-minute window sliding by 1 minute, distinct users and events, open
   ones too (update mode).
 - user_sessions: per user, a new session when 30 minutes or more pass without an event; it
   ends 30 minutes after its last event; final ones, with events, distinct pages, duration.
+- enriched_activity: each event of a final session with the session's start, its position
+  (by event time, then event id) and the session's event count.
 """
 import json
 import sys
@@ -102,21 +103,23 @@ def main():
         for start in range(latest, t - 5 * MINUTE, -MINUTE):
             active[start][0].add(e["user_id"])
             active[start][1] += 1
-        by_user[e["user_id"]].append((t, e["page"]))
+        by_user[e["user_id"]].append((t, e["event_id"], e["page"]))
 
-    sessions = []
+    sessions, enriched = [], []
     for user, events in by_user.items():
         events.sort()
         current = []
-        for t, page in events + [(None, None)]:
+        for t, event_id, page in events + [(None, None, None)]:
             if current and (t is None or t - current[-1][0] >= GAP):
                 first, last = current[0][0], current[-1][0]
                 if last + GAP <= watermark:
-                    pages = len({p for _, p in current})
+                    pages = len({p for _, _, p in current})
                     sessions.append([user, first, last + GAP, len(current), pages, last - first])
+                    for position, (_, eid, _) in enumerate(current, 1):
+                        enriched.append([eid, user, first, position, len(current)])
                 current = []
             if t is not None:
-                current.append((t, page))
+                current.append((t, event_id, page))
 
     print(json.dumps({
         "late": sorted(late),
@@ -126,6 +129,7 @@ def main():
         ),
         "active_users": sorted([s, s + 5 * MINUTE, len(u), n] for s, (u, n) in active.items()),
         "user_sessions": sorted(sessions),
+        "enriched_activity": sorted(enriched),
     }))
 
 
