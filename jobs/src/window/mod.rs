@@ -6,8 +6,9 @@
 //!    (silver's lineage columns);
 //! 2. **filter**: rows the `filter` predicate rejects take no part (they still move the
 //!    watermark: it follows the stream, not one window's share of it);
-//! 3. **watermark**: row by row, `watermark` behind the largest event time seen before it; a
-//!    row older than it is late, a row without an event time is bad: both go to quarantine;
+//! 3. **watermark**: each Kafka partition's, `watermark` behind the largest event time the
+//!    partition has shown; a row older than its partition's is late, a row without an event
+//!    time is bad: both go to quarantine. Windows are final by the slowest partition's;
 //! 4. **assign**: the open state's rows and the on-time new rows into their windows
 //!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key;
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
