@@ -5,10 +5,11 @@
 #   test      the "other engine" the tests read Delta tables with
 #   bench     the seed-style Python pipelines scripts/bench.sh compares lakectl with
 #   dbt       dbt-core and dbt-postgres for books_analytics (scripts/dbt.sh)
-#   superset  Superset 6.1 for the books dashboard (scripts/superset.sh)
+#   superset  Superset 6.1 for the dashboards (scripts/superset.sh)
+#   spark     PySpark, the windows peer in scripts/bench.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NAME=${1:?usage: python-env.sh test|bench|dbt|superset}
+NAME=${1:?usage: python-env.sh test|bench|dbt|superset|spark}
 REQ="$ROOT/scripts/python/$NAME.txt"
 CONSTRAINTS="$ROOT/scripts/python/$NAME.constraints.txt"
 [[ -f $REQ ]] || { echo "no $REQ" >&2; exit 2; }

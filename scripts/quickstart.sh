@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The whole books pipeline on a fresh machine without Docker, in one command:
+# The books and user-activity pipelines on a fresh machine without Docker, in one command:
 #
 #   bash scripts/quickstart.sh
 #
 # Installs what it needs (cached under ~/.cache/lakectl), starts PostgreSQL, the Nisshi
 # Kafka-protocol broker and a moto S3 server on 127.0.0.1 (scripts/services.sh), builds
-# lakectl, runs produce -> bronze -> silver -> gold -> load -> dbt build, starts Superset with
-# the books dashboard, and prints the rows per layer and the top 5 books by sales, read from
-# Postgres. The services stay up for you to explore; the last lines say how to stop them.
+# lakectl, runs books (produce -> bronze -> silver -> gold -> load -> dbt build) and user
+# activity (generate -> bronze -> silver -> window -> sink -> load), starts Superset with a
+# dashboard for each, and prints what landed, read from Postgres. The services stay up for you
+# to explore; the last lines say how to stop them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -26,7 +27,7 @@ cargo build --locked -p jobs --bin lakectl
 lakectl() { "$CARGO_TARGET_DIR/debug/lakectl" "$@"; }
 export LAKECTL_PIPELINE=pipelines/books.toml
 
-step "the pipeline"
+step "the books pipeline"
 lakectl validate
 lakectl produce
 lakectl run bronze --once
@@ -35,8 +36,19 @@ lakectl run gold
 lakectl run load
 bash scripts/dbt.sh build
 
+step "the user-activity pipeline"
+# 100,000 generated events over 2¾ hours of event time, with late, re-sent and broken ones.
+# Run again, the same events come again and silver leaves them out as duplicates.
+activity() { lakectl -p pipelines/user_activity.toml "$@"; }
+activity generate
+activity run bronze --once
+activity run silver
+activity run window
+activity run sink
+activity run load
+
 step "Superset"
-SUPERSET_URL=$(bash scripts/superset.sh up)
+SUPERSET_URL=$(SUPERSET_DASHBOARDS="books user_activity" bash scripts/superset.sh up)
 
 step "rows per layer"
 lakectl query "
@@ -59,10 +71,22 @@ psql "$DATABASE_URL" -c "
   FROM analytics_marts.fact_books f JOIN analytics_marts.dim_author a USING (author_key)
   ORDER BY f.sales_millions DESC, f.book_title LIMIT 5"
 
+step "user activity (Postgres, schema activity)"
+psql "$DATABASE_URL" -c "
+  SELECT 'page_view_counts' AS postgres_table, count(*) AS rows FROM activity.page_view_counts
+  UNION ALL SELECT 'active_users', count(*) FROM activity.active_users
+  UNION ALL SELECT 'user_sessions', count(*) FROM activity.user_sessions"
+psql "$DATABASE_URL" -c "
+  SELECT count(*) AS sessions, round(avg(events), 1) AS avg_events,
+         round(avg(duration_seconds)::numeric / 60, 1) AS avg_minutes
+  FROM activity.user_sessions"
+activity query "SELECT rule, count(*) AS late_events FROM quarantine.user_sessions GROUP BY rule"
+
 step "done in $(( $(date +%s) - started )) s"
 cat <<MSG
 The services are still running (addresses in .lakectl/services.env):
-  Superset dashboard: $SUPERSET_URL/superset/dashboard/books/  (login admin / admin)
+  Superset dashboards: $SUPERSET_URL/superset/dashboard/books/
+                       $SUPERSET_URL/superset/dashboard/user_activity/  (login admin / admin)
   source .lakectl/services.env
   $CARGO_TARGET_DIR/debug/lakectl -p pipelines/books.toml status
   psql "\$DATABASE_URL"

@@ -7,11 +7,12 @@
 #                    prints the URL and the login
 #   down             stop it
 #   check            each chart's data as Superset serves it, as JSON {chart: [rows]}
-#   screenshot FILE  the dashboard as a PNG, through headless Chromium
+#   screenshot FILE [DASHBOARD]  a dashboard (default books) as a PNG, through headless Chromium
 #
 # Env: DATABASE_URL (default: .lakectl/services.env); SUPERSET_STATE (default .lakectl/superset);
-# SUPERSET_MARTS_SCHEMA (analytics_marts) and SUPERSET_GOLD_SCHEMA (gold): where the dashboard's
-# tables are. The login is admin / admin: a local, loopback-only instance.
+# SUPERSET_DASHBOARDS (default "books"; also "user_activity"); SUPERSET_MARTS_SCHEMA
+# (analytics_marts), SUPERSET_GOLD_SCHEMA (gold), SUPERSET_ACTIVITY_SCHEMA (activity): where the
+# dashboards' tables are. The login is admin / admin: a local, loopback-only instance.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib.sh
@@ -52,8 +53,12 @@ CONF
   for _ in $(seq 120); do curl -fs "$url/health" >/dev/null && break; sleep 1; done
   curl -fs "$url/health" >/dev/null || { log "did not start; see $STATE/gunicorn.log"; exit 1; }
   echo "export SUPERSET_URL=$url" >"$STATE/env"
-  "$py" "$ROOT/scripts/superset/bootstrap.py" "$url" >"$STATE/dashboard.json"
-  log "dashboard: $url/superset/dashboard/books/  (login admin / admin)"
+  # shellcheck disable=SC2086 # a list of slugs
+  "$py" "$ROOT/scripts/superset/bootstrap.py" "$url" ${SUPERSET_DASHBOARDS:-books} \
+    >"$STATE/dashboard.json"
+  for slug in ${SUPERSET_DASHBOARDS:-books}; do
+    log "dashboard: $url/superset/dashboard/$slug/  (login admin / admin)"
+  done
   echo "$url"
 }
 
@@ -74,7 +79,7 @@ check() {
 }
 
 screenshot() {
-  local out=${1:?usage: superset.sh screenshot FILE}
+  local out=${1:?usage: superset.sh screenshot FILE [DASHBOARD]}
   # shellcheck disable=SC1091
   source "$STATE/env"
   command -v chromium >/dev/null || {
@@ -84,13 +89,13 @@ screenshot() {
   local node_dir=$CACHE/node
   [[ -d $node_dir/node_modules/playwright-core ]] ||
     npm install --silent --prefix "$node_dir" playwright-core@1.65.1 >&2
-  NODE_PATH=$node_dir/node_modules node "$ROOT/scripts/superset/screenshot.js" "$SUPERSET_URL" "$out"
+  NODE_PATH=$node_dir/node_modules node "$ROOT/scripts/superset/screenshot.js" "$SUPERSET_URL" "$out" "${2:-books}"
 }
 
 case ${1:-} in
   up) up ;;
   down) down ;;
   check) check ;;
-  screenshot) screenshot "${2:-}" ;;
+  screenshot) screenshot "${2:-}" "${3:-books}" ;;
   *) echo "usage: $0 up|down|check|screenshot FILE" >&2; exit 2 ;;
 esac

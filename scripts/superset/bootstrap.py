@@ -1,10 +1,12 @@
-"""The books dashboard as code: creates (or re-creates) its datasets, charts and dashboard in
-a running Superset through the REST API, and prints their ids as JSON.
+"""The dashboards as code: creates (or re-creates) their datasets, charts and dashboards in a
+running Superset through the REST API, and prints their ids as JSON.
 
-    python bootstrap.py http://127.0.0.1:PORT
+    python bootstrap.py http://127.0.0.1:PORT [DASHBOARD...]   (default: books)
 
-SUPERSET_MARTS_SCHEMA (analytics_marts) and SUPERSET_GOLD_SCHEMA (gold) say where the tables
-are; the database is the one `superset set-database-uri -d books` registered."""
+Dashboards: `books` (SUPERSET_MARTS_SCHEMA, default analytics_marts, and SUPERSET_GOLD_SCHEMA,
+default gold, say where its tables are) and `user_activity` (the windows of
+pipelines/user_activity.toml, in SUPERSET_ACTIVITY_SCHEMA, default activity). The database is
+the one `superset set-database-uri -d books` registered."""
 import json
 import os
 import sys
@@ -13,7 +15,7 @@ from superset_api import Api
 
 MARTS = os.environ.get("SUPERSET_MARTS_SCHEMA", "analytics_marts")
 GOLD = os.environ.get("SUPERSET_GOLD_SCHEMA", "gold")
-DASHBOARD = "books"
+ACTIVITY = os.environ.get("SUPERSET_ACTIVITY_SCHEMA", "activity")
 
 
 def metric(sql, label):
@@ -21,38 +23,73 @@ def metric(sql, label):
 
 
 SALES = metric("SUM(sales_millions)", "sales (millions)")
-# name, viz, schema.table, group-by column, metric, rows
-CHARTS = [
-    ("Sales by genre", "pie", (GOLD, "sales_by_genre"), "genre", SALES, 100),
-    ("Sales by original language", "pie", (GOLD, "sales_by_language"), "original_language", SALES, 100),
-    ("Top books by sales", "table", (MARTS, "fact_books"), "book_title", SALES, 10),
-    ("Rows quarantined per rule", "table", (GOLD, "quality_by_rule"), "rule",
-     metric("SUM(rows_failed)", "rows failed"), 100),
-]
+SESSION_LENGTH = {
+    "expressionType": "SQL",
+    "label": "session length",
+    # Zero-padded so the bars sort in order.
+    "sqlExpression": "CASE WHEN duration_seconds < 60 THEN '00-01 min' "
+                     "WHEN duration_seconds < 300 THEN '01-05 min' "
+                     "WHEN duration_seconds < 900 THEN '05-15 min' "
+                     "WHEN duration_seconds < 1800 THEN '15-30 min' ELSE '30+ min' END",
+}
+# slug: (title, charts); a chart is (name, viz, schema.table, group-by or x-axis column,
+# metric, rows)
+DASHBOARDS = {
+    "books": ("Best-selling books", [
+        ("Sales by genre", "pie", (GOLD, "sales_by_genre"), "genre", SALES, 100),
+        ("Sales by original language", "pie", (GOLD, "sales_by_language"), "original_language",
+         SALES, 100),
+        ("Top books by sales", "table", (MARTS, "fact_books"), "book_title", SALES, 10),
+        ("Rows quarantined per rule", "table", (GOLD, "quality_by_rule"), "rule",
+         metric("SUM(rows_failed)", "rows failed"), 100),
+    ]),
+    "user_activity": ("User activity", [
+        ("Page views per minute", "echarts_timeseries_line", (ACTIVITY, "page_view_counts"),
+         "window_start", metric("SUM(page_views)", "page views"), 10000),
+        ("Active users (5-minute windows, every minute)", "echarts_timeseries_line",
+         (ACTIVITY, "active_users"), "window_start", metric("MAX(active_users)", "active users"),
+         10000),
+        ("Sessions by length", "echarts_timeseries_bar", (ACTIVITY, "user_sessions"),
+         SESSION_LENGTH, metric("COUNT(*)", "sessions"), 100),
+        ("Most viewed pages", "table", (ACTIVITY, "page_view_counts"), "page",
+         metric("SUM(page_views)", "page views"), 10),
+    ]),
+}
+# Charts with an x axis (a time or a category) rather than groups.
+X_AXIS = {"echarts_timeseries_line", "echarts_timeseries_bar"}
 
 
 def chart_body(name, viz, dataset_id, column, measure, rows):
     params = {
         "datasource": f"{dataset_id}__table",
         "viz_type": viz,
-        "groupby": [column],
         "metric": measure,
         "metrics": [measure],
         "row_limit": rows,
-        "sort_by_metric": True,
-        "order_desc": True,
-        "query_mode": "aggregate",
         "adhoc_filters": [],
         "show_legend": True,
-        "show_labels": True,
     }
+    if viz in X_AXIS:
+        params.update({"x_axis": column, "groupby": [], "time_grain_sqla": None,
+                       "x_axis_sort_asc": True, "truncate_metric": True})
+        axis = column if isinstance(column, dict) else {
+            "expressionType": "SQL", "sqlExpression": column, "label": column}
+        columns = [{**axis, "columnType": "BASE_AXIS"}]
+        orderby = [[axis["sqlExpression"] if isinstance(column, dict) else column, True]]
+        if isinstance(column, dict):
+            orderby = [[measure, False]]
+    else:
+        params.update({"groupby": [column], "sort_by_metric": True, "order_desc": True,
+                       "query_mode": "aggregate", "show_labels": True})
+        columns = [column]
+        orderby = [[measure, False]]
     query = {
         "datasource": {"id": dataset_id, "type": "table"},
         "force": False,
         "queries": [{
-            "columns": [column],
+            "columns": columns,
             "metrics": [measure],
-            "orderby": [[measure, False]],
+            "orderby": orderby,
             "row_limit": rows,
             "filters": [],
         }],
@@ -92,20 +129,17 @@ def layout(charts):
     return position
 
 
-def main():
-    api = Api(sys.argv[1])
-    database = api.find("database", "database_name", "books")
-    if database is None:
-        sys.exit("no database `books` in Superset: run `superset set-database-uri -d books` first")
-    # Re-create: the dashboard and charts of an earlier bootstrap go first.
-    old = api.find("dashboard", "slug", DASHBOARD)
+def create(api, database, slug):
+    """Re-creates dashboard `slug` and its charts; returns its id and {chart name: id}."""
+    title, charts = DASHBOARDS[slug]
+    old = api.find("dashboard", "slug", slug)
     if old:
         api.call("DELETE", f"/api/v1/dashboard/{old['id']}")
-    for name, *_ in CHARTS:
+    for name, *_ in charts:
         while (chart := api.find("chart", "slice_name", name)) is not None:
             api.call("DELETE", f"/api/v1/chart/{chart['id']}")
     made = []
-    for name, viz, (schema, table), column, measure, rows in CHARTS:
+    for name, viz, (schema, table), column, measure, rows in charts:
         dataset = api.find("dataset", "table_name", table, schema=schema)
         dataset_id = dataset["id"] if dataset else api.call(
             "POST", "/api/v1/dataset/",
@@ -115,11 +149,27 @@ def main():
         uuid = api.call("GET", f"/api/v1/chart/{chart_id}")["result"].get("uuid")
         made.append((name, {"id": chart_id, "uuid": uuid}))
     dashboard = api.call("POST", "/api/v1/dashboard/", {
-        "dashboard_title": "Best-selling books", "slug": DASHBOARD, "published": True,
+        "dashboard_title": title, "slug": slug, "published": True,
         "position_json": json.dumps(layout(made))})["id"]
     for _, chart in made:
         api.call("PUT", f"/api/v1/chart/{chart['id']}", {"dashboards": [dashboard]})
-    print(json.dumps({"dashboard": dashboard, "charts": {n: c["id"] for n, c in made}}))
+    return dashboard, {n: c["id"] for n, c in made}
+
+
+def main():
+    api = Api(sys.argv[1])
+    slugs = sys.argv[2:] or ["books"]
+    unknown = [s for s in slugs if s not in DASHBOARDS]
+    if unknown:
+        sys.exit(f"no dashboard {unknown}: there are {sorted(DASHBOARDS)}")
+    database = api.find("database", "database_name", "books")
+    if database is None:
+        sys.exit("no database `books` in Superset: run `superset set-database-uri -d books` first")
+    out = {"dashboards": {}, "charts": {}}
+    for slug in slugs:
+        out["dashboards"][slug], charts = create(api, database, slug)
+        out["charts"].update(charts)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

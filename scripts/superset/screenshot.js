@@ -1,9 +1,9 @@
-// The books dashboard as a PNG: log in, open the dashboard, wait for the charts, capture.
-//   node screenshot.js http://127.0.0.1:PORT out.png
+// A dashboard as a PNG: log in, open the dashboard, wait for the charts, capture.
+//   node screenshot.js http://127.0.0.1:PORT out.png [SLUG]   (default: books)
 const { chromium } = require('playwright-core');
 
 (async () => {
-  const [base, out] = process.argv.slice(2);
+  const [base, out, slug = 'books'] = process.argv.slice(2);
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -14,7 +14,7 @@ const { chromium } = require('playwright-core');
   await page.fill('input[name="username"], #username', 'admin');
   await page.fill('input[name="password"], #password', 'admin');
   await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
-  await page.goto(`${base}/superset/dashboard/books/?standalone=1`, { waitUntil: 'networkidle' });
+  await page.goto(`${base}/superset/dashboard/${slug}/?standalone=1`, { waitUntil: 'networkidle' });
   await page.waitForSelector('.dashboard-chart', { timeout: 60000 });
   await page.waitForTimeout(5000); // let the charts finish drawing
   await page.screenshot({ path: out, fullPage: true });
