@@ -21,8 +21,13 @@
 # generate: `lakectl generate user-activity` into the broker against the same profile written the
 # usual way (Python + Faker + confluent-kafka), and its --rate accuracy.
 #
-# BENCH_SECTIONS (default "books generate scaling freshness") picks what runs; "books" is the
-# produce -> bronze -> silver -> load chain.
+# windows: the user-activity windows (pipelines/user_activity.toml: 1-minute page views, 5-minute
+# active users sliding by 1 minute, 30-minute sessions) over the same N generated events, by
+# `lakectl run window` and by Spark Structured Streaming (PySpark, local[2], the silver rows as
+# a stream of JSON files, the same 2-minute watermark).
+#
+# BENCH_SECTIONS (default "books generate windows scaling freshness") picks what runs; "books"
+# is the produce -> bronze -> silver -> load chain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,7 +36,7 @@ REPEAT=${BENCH_REPEAT:-3}
 SCALES=${BENCH_SCALES:-100000 1000000 5000000}
 RATE=${BENCH_RATE:-2000}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
-SECTIONS=" ${BENCH_SECTIONS:-books generate scaling freshness} "
+SECTIONS=" ${BENCH_SECTIONS:-books generate windows scaling freshness} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
@@ -204,6 +209,42 @@ if section generate; then
   log "$GEN_RATE_LINE"
 fi
 
+if section windows; then
+  log "windows: $N user-activity events"
+  WIN=$WORK/windows.toml
+  sed -e 's/^name = "user_activity"/name = "bench_windows"/' \
+    -e 's/^topic = "user_activity"/topic = "win_activity"/' pipelines/user_activity.toml >"$WIN"
+  win=(env LAKECTL_LAKE_URI="$WORK/win-lake" "$LAKECTL" -p "$WIN")
+  "${win[@]}" generate --count "$N" >/dev/null 2>&1
+  "${win[@]}" run bronze --once >/dev/null 2>&1
+  "${win[@]}" run silver >/dev/null 2>&1
+  # Spark reads the same silver rows, as 20 JSON files (20 micro-batches).
+  WIN_ROWS=$("$PY" scripts/bench/silver_to_ndjson.py "$WORK/win-lake/silver/user_activity" "$WORK/win-json" 20)
+  WIN_BYTES=$(cat "$WORK"/win-json/*.json | wc -c)
+  WINDOWS=(page_view_counts active_users user_sessions)
+  BEFORE='rm -rf "$WORK/win-lake/window" "$WORK/win-lake/_lakectl/state" "$WORK"/win-lake/quarantine/{page_view_counts,active_users,user_sessions}' \
+    CHECK="window:user_sessions: succeeded" \
+    measure windows lakectl "${win[@]}" run window "${WINDOWS[@]}"
+  WIN_LAKECTL_ROWS=$(for w in "${WINDOWS[@]}"; do
+    "${win[@]}" query "SELECT count(*) AS n FROM window.$w" | awk -v w="$w" '/^\| [0-9]/ {printf "%s %s, ", w, $2}'
+  done)
+  SPARK_PY=$(bash scripts/python-env.sh spark)
+  : >"$WORK/times"
+  for ((i = 1; i <= REPEAT; i++)); do
+    rm -rf "$WORK/spark-out"
+    /usr/bin/time -f '%e' -o "$WORK/time" "$SPARK_PY" scripts/bench/spark_windows.py \
+      "$WORK/win-json" "$WORK/spark-out" >"$WORK/spark.json" 2>"$WORK/err" || {
+      log "windows/spark failed:"; tail -20 "$WORK/err" >&2; exit 1
+    }
+    # The JVM is not a waited-for child: its CPU and RSS come from the script's own report.
+    echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/spark.json")" >>"$WORK/times"
+  done
+  median() { awk "{print \$$1}" "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
+  ROWS+=("windows|spark (structured streaming, local[2])|$(median 1)|$(median 2)|$(median 3)")
+  WIN_SPARK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/spark.json")
+  log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
+fi
+
 # Scaling: lakectl bronze and silver over 100k, 1M and 5M records, once each. The flush limits
 # that should bound memory are written into the pipeline (the defaults unless overridden), so
 # the report states the ones measured.
@@ -297,18 +338,20 @@ mkdir -p "$RESULTS"
   fi
   echo "MB/s is CSV read per second for produce, record values written per second for generate, record values processed per second for the other stages."
   echo
-  echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs Python |"
+  echo "| stage | engine | wall s | records/s | MB/s | CPU s | peak RSS MiB | speed vs the peer |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for row in "${ROWS[@]}"; do
     IFS='|' read -r stage engine wall cpu rss <<<"$row"
-    rate=$(calc %.0f "$N / $wall")
+    records=$N
     case $stage in
       produce) stage_bytes=$BYTES ;;
       generate) stage_bytes=$GEN_BYTES ;;
+      windows) stage_bytes=$WIN_BYTES records=$WIN_ROWS ;;
       *) stage_bytes=$VALUE_BYTES ;;
     esac
+    rate=$(calc %.0f "$records / $wall")
     mbs=$(calc %.1f "$stage_bytes / 1048576 / $wall")
-    peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^python/ {print $3}')
+    peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^(python|spark)/ {print $3}')
     ratio=$(calc %.2f "$peer / $wall")
     echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | ${ratio}x |"
   done
@@ -321,6 +364,10 @@ mkdir -p "$RESULTS"
   fi
   if section generate; then
     echo "Rate accuracy: $GEN_RATE_LINE."
+    echo
+  fi
+  if section windows; then
+    echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ)."
     echo
   fi
   if section scaling; then
