@@ -1108,20 +1108,14 @@ pub async fn run_tables(
     let names = stage::table_names(pipeline, "silver", pipeline.silver.keys(), tables)?;
     let make = |name: &str| SilverJob::new(pipeline, name, full_refresh);
     stage::run_each(pipeline, &names, mode, make, |job, result| {
-        if !job.report.rules.is_empty() {
-            println!("{} quality:\n{}", job.name(), job.report.render());
-        }
-        if let Ok(record) = result {
-            println!(
-                "{}: {} — {} bronze rows read, {} rows merged, bronze version {}, table version {}",
-                record.job,
-                record.outcome.as_str(),
-                record.rows_in,
-                record.rows_out,
-                stage::version_or(record.last_version_read, "-"),
-                stage::version_or(record.last_version_written, "unchanged"),
-            );
-        }
+        stage::print_table_run(
+            &job.name(),
+            &job.report,
+            result,
+            "bronze rows",
+            "rows merged",
+            "bronze",
+        )
     })
     .await
 }

@@ -1,6 +1,7 @@
 //! What every `lakectl run <stage>` shares: which tables to run, and running one job per table
 //! on the shared runner with run records and signal handling.
 
+use lakehouse_core::quality::QualityReport;
 use lakehouse_core::run_log::RunLog;
 use lakehouse_core::{Error, Job, Lake, Mode, Pipeline, Result, RunRecord, Runner};
 
@@ -72,4 +73,31 @@ pub async fn run_each<J: Job>(
 /// `3` or `unchanged`, for version columns of run summaries.
 pub fn version_or(version: Option<i64>, none: &str) -> String {
     version.map_or(none.to_string(), |v| v.to_string())
+}
+
+/// What a job that reads a table and keeps a quality report prints when a run ends: the
+/// report (when it counted anything), then `<job>: <outcome> — N <read> read, M <written>,
+/// <source> version V, table version W`.
+pub fn print_table_run(
+    job: &str,
+    quality: &QualityReport,
+    result: &Result<RunRecord>,
+    read: &str,
+    written: &str,
+    source: &str,
+) {
+    if !quality.rules.is_empty() {
+        println!("{job} quality:\n{}", quality.render());
+    }
+    if let Ok(record) = result {
+        println!(
+            "{}: {} — {} {read} read, {} {written}, {source} version {}, table version {}",
+            record.job,
+            record.outcome.as_str(),
+            record.rows_in,
+            record.rows_out,
+            version_or(record.last_version_read, "-"),
+            version_or(record.last_version_written, "unchanged"),
+        );
+    }
 }

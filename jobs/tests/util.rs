@@ -376,7 +376,6 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[RawRecord<'_>]) {
 /// that imports `json`, `os`, `sys`, `deltalake` and sets `opts`, the storage options of the
 /// stack's S3; returns its stdout. `None` (or a panic under CI) without the venv.
 pub fn python_delta(body: &str, args: &[&str]) -> Option<String> {
-    let python = service_env("LAKECTL_TEST_PYTHON")?;
     let script = format!(
         r#"import json, os, sys, deltalake
 opts = {{k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}}
@@ -387,18 +386,22 @@ sys.stdout.flush()
 os._exit(0)
 "#
     );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
+    let mut args_with_script: Vec<&std::ffi::OsStr> = vec!["-c".as_ref(), script.as_ref()];
+    args_with_script.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_python(&args_with_script).map(|out| String::from_utf8(out).unwrap())
+}
+
+/// Runs the test venv's Python with `args` and returns its stdout, after asserting it
+/// succeeded. `None` (or a panic under CI) without the venv.
+pub fn run_python(args: &[&std::ffi::OsStr]) -> Option<Vec<u8>> {
+    let python = service_env("LAKECTL_TEST_PYTHON")?;
+    let out = Command::new(python).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8(out.stdout).unwrap())
+    Some(out.stdout)
 }
 
 /// Runs `sql` over a table registered as `t`; no batches when the table does not exist.

@@ -3,7 +3,6 @@
 //! from the generator's own output (its NDJSON file and truth file), without lakectl.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -57,22 +56,17 @@ fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
         .args(args)
         .arg("--out")
         .arg(&events)));
-    let python = service_env("LAKECTL_TEST_PYTHON")?;
-    let out = Command::new(python)
-        .arg(repo_root().join("jobs/tests/oracle/user_activity.py"))
-        .args([&events, &truth])
-        .arg(PARTITIONS)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let oracle = repo_root().join("jobs/tests/oracle/user_activity.py");
+    let out = run_python(&[
+        oracle.as_os_str(),
+        events.as_os_str(),
+        truth.as_os_str(),
+        PARTITIONS.as_ref(),
+    ])?;
     Some(Stream {
         _dir: dir,
         truth,
-        oracle: serde_json::from_slice(&out.stdout).unwrap(),
+        oracle: serde_json::from_slice(&out).unwrap(),
     })
 }
 

@@ -806,20 +806,14 @@ pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> R
     let names = stage::table_names(pipeline, "window", pipeline.window.keys(), tables)?;
     let make = |name: &str| WindowJob::new(pipeline, name);
     stage::run_each(pipeline, &names, mode, make, |job, result| {
-        if !job.report.rules.is_empty() {
-            println!("{} quality:\n{}", job.name(), job.report.render());
-        }
-        if let Ok(record) = result {
-            println!(
-                "{}: {} — {} source rows read, {} window rows written, source version {}, table version {}",
-                record.job,
-                record.outcome.as_str(),
-                record.rows_in,
-                record.rows_out,
-                stage::version_or(record.last_version_read, "-"),
-                stage::version_or(record.last_version_written, "unchanged"),
-            );
-        }
+        stage::print_table_run(
+            &job.name(),
+            &job.report,
+            result,
+            "source rows",
+            "window rows written",
+            "source",
+        )
     })
     .await
 }
