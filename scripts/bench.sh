@@ -26,8 +26,12 @@
 # `lakectl run window` and by Spark Structured Streaming (PySpark, local[2], the silver rows as
 # a stream of JSON files, the same 2-minute watermark).
 #
-# BENCH_SECTIONS (default "books generate windows scaling freshness") picks what runs; "books"
-# is the produce -> bronze -> silver -> load chain.
+# window_freshness: the user-activity pipeline continuous (generate at BENCH_WINDOW_RATE events/s
+# with event time = now, bronze, silver, windows, load) for BENCH_WINDOW_SECONDS; how soon a
+# final window row is in Postgres after the watermark passes its end.
+#
+# BENCH_SECTIONS (default "books generate windows window_freshness scaling freshness") picks
+# what runs; "books" is the produce -> bronze -> silver -> load chain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -36,7 +40,7 @@ REPEAT=${BENCH_REPEAT:-3}
 SCALES=${BENCH_SCALES:-100000 1000000 5000000}
 RATE=${BENCH_RATE:-2000}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
-SECTIONS=" ${BENCH_SECTIONS:-books generate windows scaling freshness} "
+SECTIONS=" ${BENCH_SECTIONS:-books generate windows window_freshness scaling freshness} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
@@ -245,6 +249,43 @@ if section windows; then
   log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
 fi
 
+# Window freshness: generate at a fixed rate with event time = now, bronze, silver, the windows
+# and the load of page_view_counts running continuously; how long after the watermark passes a
+# window its final row is in Postgres, and how long after an event arrives.
+WF_RATE=${BENCH_WINDOW_RATE:-2000}
+WF_SECONDS=${BENCH_WINDOW_SECONDS:-240}
+if section window_freshness; then
+  log "window freshness: $WF_RATE events/s for ${WF_SECONDS}s"
+  psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_windows"
+  WF_URL=${PG_ADMIN%/*}/${BENCH_DB}_windows
+  WF=$WORK/window-freshness.toml
+  sed -e 's/^name = "user_activity"/name = "bench_window_freshness"/' \
+    -e 's/^topic = "user_activity"/topic = "wf_activity"/' \
+    -e 's/^\[bronze.user_activity\]/&\nflush_interval_ms = 500/' pipelines/user_activity.toml >"$WF"
+  wf=(env LAKECTL_LAKE_URI="$WORK/wf-lake" DATABASE_URL="$WF_URL" LAKECTL_RUNNER_IDLE_POLL_MS=200
+    "$LAKECTL" -p "$WF")
+  # The topic first (another seed: its one event is not the stream's first).
+  "${wf[@]}" generate --count 1 --seed 99 >/dev/null 2>&1
+  JOB_PIDS=()
+  for stage in "bronze" "silver" "window" "load page_view_counts"; do
+    # shellcheck disable=SC2086
+    "${wf[@]}" run $stage --continuous >"$WORK/wf-${stage%% *}.log" 2>&1 &
+    JOB_PIDS+=($!)
+  done
+  PIDS+=("${JOB_PIDS[@]}")
+  sleep 3
+  "${wf[@]}" generate --start now --rate "$WF_RATE" --event-rate "$WF_RATE" \
+    --duration "${WF_SECONDS}s" --seed 2 >/dev/null 2>&1
+  sleep 10   # the last windows the stream made final
+  kill -TERM "${JOB_PIDS[@]}" 2>/dev/null || true
+  wait "${JOB_PIDS[@]}" 2>/dev/null || true
+  "$PY" scripts/bench/window_latency.py "$WORK/wf-lake/silver/user_activity" "$WF_URL" \
+    activity.page_view_counts 120 >"$WORK/wf.out"
+  WF_JSON=$(head -1 "$WORK/wf.out")
+  WF_SENTENCE=$(tail -1 "$WORK/wf.out")
+  log "window freshness: $WF_SENTENCE"
+fi
+
 # Scaling: lakectl bronze and silver over 100k, 1M and 5M records, once each. The flush limits
 # that should bound memory are written into the pipeline (the defaults unless overridden), so
 # the report states the ones measured.
@@ -391,6 +432,10 @@ mkdir -p "$RESULTS"
   done
   echo
   fi
+  if section window_freshness; then
+    echo "Window freshness: generate at $WF_RATE events/s (event time = now) for ${WF_SECONDS} s with bronze, silver, the windows and the load of page_view_counts running continuously (bronze flushes every 500 ms, the others poll every 200 ms): $WF_SENTENCE."
+    echo
+  fi
   if section freshness; then echo "Freshness: produce at $FRESH_RATE records/s for ${FRESH_SECONDS} s with bronze, silver and load running continuously; $fresh_rows rows reached Postgres; produce to row loaded p50 ${p50} s, p95 ${p95} s, p99 ${p99} s."; fi
 } | tee "$RESULTS/$STAMP.md"
 {
@@ -398,6 +443,6 @@ mkdir -p "$RESULTS"
   printf '%s\n' "${ROWS[@]}" | awk -F'|' '{printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
   echo "], \"scaling\": ["
   printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' '{printf "%s{\"records\":%s,\"stage\":\"%s\",\"wall_s\":%s,\"peak_rss_kb\":%s,\"peak_95_reached_at\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
-  echo "], \"freshness\": {\"rate\": $FRESH_RATE, \"seconds\": $FRESH_SECONDS, \"rows\": ${fresh_rows:-0}, \"p50_s\": ${p50:-null}, \"p95_s\": ${p95:-null}, \"p99_s\": ${p99:-null}}}"
+  echo "], \"window_freshness\": ${WF_JSON:-null}, \"freshness\": {\"rate\": $FRESH_RATE, \"seconds\": $FRESH_SECONDS, \"rows\": ${fresh_rows:-0}, \"p50_s\": ${p50:-null}, \"p95_s\": ${p95:-null}, \"p99_s\": ${p99:-null}}}"
 } >"$RESULTS/$STAMP.json"
 log "results in bench/results/$STAMP.md and .json"

@@ -419,9 +419,13 @@ pub struct WindowTable {
     /// Output columns the Delta table is partitioned by, as for silver.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// Source rows per unit of work.
-    #[serde(default = "default_batch_rows")]
+    /// Source rows per unit of work: with the open windows' rows, what bounds memory.
+    #[serde(default = "default_window_batch_rows")]
     pub batch_rows: usize,
+}
+
+fn default_window_batch_rows() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -33,7 +33,7 @@ use arrow::array::{
     TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -169,6 +169,39 @@ impl WindowJob {
         })
     }
 
+    /// The source columns a unit reads: all for `rows` output; else those the SQL and the
+    /// settings name (a column whose name appears as a word in the SQL counts), and the
+    /// lineage. Fewer columns are less memory, in the unit and in the state.
+    fn used_columns(&self, schema: &Schema) -> Result<SchemaRef> {
+        if self.settings.rows.is_some() {
+            return Ok(Arc::new(schema.clone()));
+        }
+        let sql: Vec<String> = (self.settings.aggregates.values())
+            .chain(&self.settings.filter)
+            .map(|s| s.to_lowercase())
+            .collect();
+        let named = |name: &str| {
+            let name = name.to_lowercase();
+            sql.iter().any(|s| {
+                s.match_indices(&name).any(|(at, _)| {
+                    let word = |c: char| c.is_alphanumeric() || c == '_';
+                    !s[..at].ends_with(word) && !s[at + name.len()..].starts_with(word)
+                })
+            })
+        };
+        let wanted: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| {
+                let name = schema.field(i).name();
+                ORDER.contains(&name.as_str())
+                    || name == "_kafka_ts"
+                    || *name == self.settings.time
+                    || self.keys.contains(name)
+                    || named(name)
+            })
+            .collect();
+        Ok(Arc::new(schema.project(&wanted)?))
+    }
+
     /// The partition count of the topic behind the source: the watermark waits for each.
     async fn partitions(&mut self) -> Result<i32> {
         if let Some(n) = self.partitions {
@@ -196,7 +229,10 @@ impl WindowJob {
                 ..Default::default()
             });
         };
-        let source_schema = source.snapshot()?.snapshot().arrow_schema();
+        let source_schema = self.used_columns(&source.snapshot()?.snapshot().arrow_schema())?;
+        let columns: Vec<&str> = (source_schema.fields().iter())
+            .map(|f| f.name().as_str())
+            .collect();
         let latest = source.version().expect("loaded tables have a version") as i64;
         let state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
@@ -220,7 +256,7 @@ impl WindowJob {
         let (files, to) =
             table_files::appended_since(&source, &name, state.version, to, max_rows).await?;
         let mut batches = Vec::new();
-        for (_, file_batches) in table_files::read(&source, &files, None).await? {
+        for (_, file_batches) in table_files::read(&source, &files, Some(&columns)).await? {
             batches.extend(file_batches);
         }
         let new_rows = in_arrival_order(concat_batches(&source_schema, &batches)?)?;

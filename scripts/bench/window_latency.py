@@ -1,0 +1,76 @@
+"""How soon final window rows reach Postgres in a continuous run (scripts/bench.sh,
+section window_freshness). A 1-minute window ending at E is final once every Kafka partition
+has shown an event at or after E + the watermark delay: that moment is the arrival (Kafka
+timestamp) of the record that took the slowest partition there. Its row's `_loaded_at` (the
+load transaction's start) minus that moment is the latency after the watermark passed; minus
+each of its events' arrival, the latency from an event's arrival to its final row.
+
+    python window_latency.py SILVER_TABLE_URI DATABASE_URL SCHEMA.TABLE WATERMARK_SECONDS
+
+Prints a JSON line (windows measured and the p50/p95/p99 of both latencies, in seconds),
+then the same as a sentence for the report."""
+import json
+import os
+import sys
+
+import numpy as np
+import polars as pl
+import psycopg2
+
+uri, url, table, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+silver = (pl.read_delta(uri).select(["_partition", "_offset", "_kafka_ts", "event_time", "event_type"])
+          .sort(["_partition", "_offset"]))
+# Per partition, in arrival order: when it first showed an event time at or past a moment.
+progress = {}
+for (p,), rows in silver.group_by(["_partition"]):
+    shown = rows["event_time"].dt.epoch("us").cum_max().to_numpy()
+    progress[p] = (shown, rows["_kafka_ts"].dt.epoch("us").to_numpy())
+
+
+def watermark_passed(end_us):
+    moments = []
+    for shown, arrived in progress.values():
+        i = np.searchsorted(shown, end_us + delay * 1e6)
+        if i == len(shown):
+            return None  # not final in this run
+        moments.append(arrived[i])
+    return max(moments)
+
+
+with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    cur.execute(f"SELECT extract(epoch FROM window_start) * 1e6, extract(epoch FROM window_end) * 1e6, "
+                f"extract(epoch FROM _loaded_at) * 1e6 FROM {table}")
+    loaded = {}
+    for start, end, at in cur.fetchall():
+        # One row per page: a window is final when its first row is.
+        loaded[(int(start), int(end))] = min(at, loaded.get((int(start), int(end)), at))
+after_watermark = []
+for (start, end), at in loaded.items():
+    passed = watermark_passed(end)
+    if passed is not None:
+        after_watermark.append((at - passed) / 1e6)
+views = silver.filter(pl.col("event_type") == "page_view")
+starts = (views["event_time"].dt.epoch("us").to_numpy() // 60_000_000) * 60_000_000
+arrived = views["_kafka_ts"].dt.epoch("us").to_numpy()
+from_arrival = [(loaded[(s, s + 60_000_000)] - a) / 1e6
+                for s, a in zip(starts, arrived) if (s, s + 60_000_000) in loaded]
+
+
+def pct(values, q):
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+result = {
+    "windows": len(after_watermark),
+    "after_watermark": {f"p{q}": pct(after_watermark, q) for q in (50, 95, 99)},
+    "events": len(from_arrival),
+    "from_arrival": {f"p{q}": pct(from_arrival, q) for q in (50, 95, 99)},
+}
+print(json.dumps(result))
+a, e = result["after_watermark"], result["from_arrival"]
+print(f"{result['windows']} final 1-minute windows reached Postgres p50 {a['p50']} s, "
+      f"p95 {a['p95']} s, p99 {a['p99']} s after the watermark passed their end; from an "
+      f"event's arrival to its window's final row p50 {e['p50']} s, p99 {e['p99']} s "
+      f"({result['events']} page views)")
+sys.stdout.flush()
+os._exit(0)  # deltalake may abort interpreter teardown (known upstream bug)
