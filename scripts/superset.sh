@@ -82,10 +82,12 @@ screenshot() {
   local out=${1:?usage: superset.sh screenshot FILE [DASHBOARD]}
   # shellcheck disable=SC1091
   source "$STATE/env"
-  command -v chromium >/dev/null || {
-    log "installing chromium"
-    apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-liberation >/dev/null
-  }
+  # Noto covers every script in the data (Chinese, Hindi, ...), not only Latin.
+  if ! command -v chromium >/dev/null || ! fc-list | grep -q NotoSansCJK; then
+    log "installing chromium and fonts"
+    apt-get update -qq >/dev/null &&
+      apt-get install -y -qq chromium fonts-liberation fonts-noto-core fonts-noto-cjk >/dev/null
+  fi
   local node_dir=$CACHE/node
   [[ -d $node_dir/node_modules/playwright-core ]] ||
     npm install --silent --prefix "$node_dir" playwright-core@1.65.1 >&2

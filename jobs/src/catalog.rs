@@ -62,7 +62,7 @@ pub async fn register(
 
 /// `lakectl query SQL`: runs SQL over the pipeline's tables and prints the result.
 pub async fn query(pipeline: &Pipeline, sql: &str) -> Result<()> {
-    let ctx = SessionContext::new();
+    let ctx = lakehouse_core::sql::context();
     let lake = Lake::from_config(&pipeline.lake)?;
     let available = register(&ctx, &lake, &pipeline_tables(pipeline)).await?;
     let df = lakehouse_core::sql::read_only(&ctx, sql)

@@ -80,7 +80,7 @@ impl GoldJob {
     }
 
     async fn build(&self) -> Result<UnitReport> {
-        let ctx = SessionContext::new();
+        let ctx = lakehouse_core::sql::context();
         let does_not_plan = |e: datafusion::error::DataFusionError| {
             let tables: Vec<String> = self
                 .candidates

@@ -616,7 +616,7 @@ impl SilverJob {
         silver: &DeltaTable,
         report: &mut QualityReport,
     ) -> Result<(RecordBatch, Vec<Quarantined>)> {
-        let ctx = SessionContext::new();
+        let ctx = lakehouse_core::sql::context();
         let total = bronze_rows.rows();
         let (typed, mut quarantined) = parse(bronze_rows, &self.fields)?;
         report.count(

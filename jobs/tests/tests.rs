@@ -8,5 +8,6 @@ mod generate;
 mod load;
 mod pipeline;
 mod produce;
+mod shop;
 mod silver;
 mod window;

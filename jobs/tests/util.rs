@@ -143,52 +143,67 @@ impl TestPipeline {
         Some(t)
     }
 
-    /// The shipped user-activity pipeline on a topic, lake prefix and Postgres schema of its
-    /// own (`pg_target` is the schema), with the given flush and unit sizes: bronze commits of
-    /// `flush_rows`, silver units of `silver_rows`, window units of `window_rows`.
+    /// A shipped pipeline (`pipelines/<name>.toml`, whose pipeline, topic and table are all
+    /// called `name`) on a topic, lake prefix and Postgres schema of its own: `pg_target`
+    /// is the schema, which replaces `schema` in every load target. `edits` are more
+    /// (from, to) replacements of its text; `{topic}` in a `to` is the test's topic.
+    pub fn shipped(name: &str, schema: &str, edits: &[(&str, String)]) -> Option<TestPipeline> {
+        let mut t = TestPipeline::new("")?;
+        let shipped =
+            std::fs::read_to_string(repo_root().join(format!("pipelines/{name}.toml"))).unwrap();
+        let mut text = shipped
+            .replace(
+                &format!("name = \"{name}\""),
+                &format!("name = \"{}\"", t.topic),
+            )
+            .replace(
+                &format!("topic = \"{name}\""),
+                &format!("topic = \"{}\"", t.topic),
+            )
+            .replace(
+                &format!("target = \"{schema}."),
+                &format!("target = \"{}.", t.topic),
+            );
+        for (from, to) in edits {
+            assert!(text.contains(from), "{name}.toml has no {from:?}");
+            text = text.replace(from, &to.replace("{topic}", &t.topic));
+        }
+        std::fs::write(&t.path, text).unwrap();
+        t.table = name.into();
+        t.pg_target = t.topic.clone();
+        Some(t)
+    }
+
+    /// The shipped user-activity pipeline (see [`TestPipeline::shipped`]) with bronze commits
+    /// of `flush_rows`, silver units of `silver_rows`, window and sink units of `window_rows`;
+    /// the sink's topic is `<topic>_enriched`.
     pub fn user_activity(
         flush_rows: usize,
         silver_rows: usize,
         window_rows: usize,
     ) -> Option<TestPipeline> {
-        let mut t = TestPipeline::new("")?;
-        let shipped =
-            std::fs::read_to_string(repo_root().join("pipelines/user_activity.toml")).unwrap();
-        let schema = t.topic.clone();
-        let text = shipped
-            .replace(
-                "name = \"user_activity\"",
-                &format!("name = \"{}\"", t.topic),
-            )
-            .replace(
-                "topic = \"user_activity\"",
-                &format!("topic = \"{}\"", t.topic),
-            )
-            .replace(
-                "[bronze.user_activity]\n",
-                &format!("[bronze.user_activity]\nflush_rows = {flush_rows}\n"),
-            )
-            .replace(
-                "on_existing_key = \"keep\"",
-                &format!("on_existing_key = \"keep\"\nbatch_rows = {silver_rows}"),
-            )
-            .replace(
-                "watermark = \"2m\"",
-                &format!("watermark = \"2m\"\nbatch_rows = {window_rows}"),
-            )
-            .replace(
-                "topic = \"enriched_activity\"",
-                &format!(
-                    "topic = \"{}_enriched\"\nbatch_rows = {window_rows}",
-                    t.topic
+        TestPipeline::shipped(
+            "user_activity",
+            "activity",
+            &[
+                (
+                    "[bronze.user_activity]\n",
+                    format!("[bronze.user_activity]\nflush_rows = {flush_rows}\n"),
                 ),
-            )
-            .replace("target = \"activity.", &format!("target = \"{schema}."));
-        assert!(text.contains(&format!("batch_rows = {window_rows}")) && text.contains(&schema));
-        std::fs::write(&t.path, text).unwrap();
-        t.table = "user_activity".into();
-        t.pg_target = schema;
-        Some(t)
+                (
+                    "on_existing_key = \"keep\"",
+                    format!("on_existing_key = \"keep\"\nbatch_rows = {silver_rows}"),
+                ),
+                (
+                    "watermark = \"2m\"",
+                    format!("watermark = \"2m\"\nbatch_rows = {window_rows}"),
+                ),
+                (
+                    "topic = \"enriched_activity\"",
+                    format!("topic = \"{{topic}}_enriched\"\nbatch_rows = {window_rows}"),
+                ),
+            ],
+        )
     }
 
     /// Adds TOML to the pipeline file (more sections, more tables).

@@ -2,12 +2,24 @@
 //! `sql` expectations) only reads. DataFusion would otherwise run `INSERT INTO silver.t …`
 //! (appending to a Delta table behind the pipeline's back), `COPY … TO '/any/file'`,
 //! `CREATE EXTERNAL TABLE` or `SET`; each is refused while planning, before anything runs.
+//!
+//! Every context that runs such SQL comes from [`context`], so the same functions are there
+//! everywhere: DataFusion's, plus JSON functions over strings (`json_get_str(payload,
+//! 'order_id')`, `json_as_text`, `json_get_int`, `json_length`, `json_contains`, …).
 
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
+
+/// A DataFusion context for SQL from users and pipeline files, with the JSON functions.
+pub fn context() -> SessionContext {
+    let mut ctx = SessionContext::new();
+    datafusion_functions_json::register_all(&mut ctx)
+        .expect("registering functions in a new context cannot clash");
+    ctx
+}
 
 /// Plans `sql` on `ctx` if it only reads (SELECT, WITH, VALUES, EXPLAIN, SHOW/DESCRIBE).
 /// A statement that writes is an [`Error::Input`] saying so; SQL that does not plan is an

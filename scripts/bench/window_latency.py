@@ -38,8 +38,9 @@ def watermark_passed(end_us):
 
 
 with psycopg2.connect(url) as conn, conn.cursor() as cur:
-    cur.execute(f"SELECT extract(epoch FROM window_start) * 1e6, extract(epoch FROM window_end) * 1e6, "
-                f"extract(epoch FROM _loaded_at) * 1e6 FROM {table}")
+    micros = "(extract(epoch FROM {}) * 1e6)::bigint"
+    cur.execute(f"SELECT {micros.format('window_start')}, {micros.format('window_end')}, "
+                f"{micros.format('_loaded_at')} FROM {table}")
     loaded = {}
     for start, end, at in cur.fetchall():
         # One row per page: a window is final when its first row is.

@@ -16,6 +16,8 @@ from superset_api import Api
 MARTS = os.environ.get("SUPERSET_MARTS_SCHEMA", "analytics_marts")
 GOLD = os.environ.get("SUPERSET_GOLD_SCHEMA", "gold")
 ACTIVITY = os.environ.get("SUPERSET_ACTIVITY_SCHEMA", "activity")
+SHOP = os.environ.get("SUPERSET_SHOP_SCHEMA", "shop")
+ORDERS = os.environ.get("SUPERSET_ORDERS_SCHEMA", "orders")
 
 
 def metric(sql, label):
@@ -32,11 +34,25 @@ SESSION_LENGTH = {
                      "WHEN duration_seconds < 900 THEN '05-15 min' "
                      "WHEN duration_seconds < 1800 THEN '15-30 min' ELSE '30+ min' END",
 }
+HOUR = {
+    "expressionType": "SQL",
+    "label": "hour",
+    "sqlExpression": "make_timestamp(year, month, day, hour, 0, 0)",
+}
+DELIVERY_MINUTES = {
+    "expressionType": "SQL",
+    "label": "minutes to delivery",
+    # Zero-padded buckets of 5 minutes, so the bars sort in order; undelivered orders apart.
+    "sqlExpression": "CASE WHEN delivered_at IS NULL THEN 'not delivered' ELSE "
+                     "lpad((5 * floor(extract(epoch FROM delivered_at - created_at) / 300))::int::text, 3, '0') "
+                     "|| '+ min' END",
+}
 # slug: (title, charts); a chart is (name, viz, schema.table, group-by or x-axis column,
 # metric, rows)
 DASHBOARDS = {
     "books": ("Best-selling books", [
-        ("Sales by genre", "pie", (GOLD, "sales_by_genre"), "genre", SALES, 100),
+        ("Top genres by sales", "echarts_timeseries_bar", (GOLD, "sales_by_genre"), "genre", SALES,
+         12),
         ("Sales by original language", "pie", (GOLD, "sales_by_language"), "original_language",
          SALES, 100),
         ("Top books by sales", "table", (MARTS, "fact_books"), "book_title", SALES, 10),
@@ -54,6 +70,26 @@ DASHBOARDS = {
         ("Most viewed pages", "table", (ACTIVITY, "page_view_counts"), "page",
          metric("SUM(page_views)", "page views"), 10),
     ]),
+    "ecommerce": ("E-commerce", [
+        ("Events by type", "echarts_timeseries_bar", (SHOP, "events_hourly"), "event_type",
+         metric("SUM(events)", "events"), 10),
+        ("Revenue by product (top 15)", "echarts_timeseries_bar", (SHOP, "revenue_hourly"),
+         "product_id", metric("SUM(revenue)", "revenue"), 15),
+        ("Events by device", "echarts_timeseries_bar", (SHOP, "events_hourly"), "device",
+         metric("SUM(events)", "events"), 10),
+        ("Events per hour", "echarts_timeseries_line", (SHOP, "events_hourly"), HOUR,
+         metric("SUM(events)", "events"), 1000),
+        ("Quality score per run (%)", "echarts_timeseries_line", (SHOP, "quality_scores"),
+         "checked_at", metric("MIN(score)", "score %"), 1000),
+    ]),
+    "orders": ("Orders", [
+        ("Orders by status", "echarts_timeseries_bar", (ORDERS, "order_status"), "status",
+         metric("COUNT(*)", "orders"), 10),
+        ("Minutes from created to delivered", "echarts_timeseries_bar", (ORDERS, "order_status"),
+         DELIVERY_MINUTES, metric("COUNT(*)", "orders"), 20),
+        ("Quarantined records by rule", "echarts_timeseries_bar",
+         (ORDERS, "quarantined_by_rule"), "rule", metric("SUM(records)", "records"), 10),
+    ]),
 }
 # Charts with an x axis (a time or a category) rather than groups.
 X_AXIS = {"echarts_timeseries_line", "echarts_timeseries_bar"}
@@ -70,14 +106,16 @@ def chart_body(name, viz, dataset_id, column, measure, rows):
         "show_legend": True,
     }
     if viz in X_AXIS:
-        params.update({"x_axis": column, "groupby": [], "time_grain_sqla": None,
-                       "x_axis_sort_asc": True, "truncate_metric": True})
         axis = column if isinstance(column, dict) else {
             "expressionType": "SQL", "sqlExpression": column, "label": column}
+        # Bars of named categories: the largest first, `rows` of them. Time lines and bucket
+        # bars: in the axis's order.
+        by_metric = viz == "echarts_timeseries_bar" and isinstance(column, str)
+        params.update({"x_axis": column, "groupby": [], "time_grain_sqla": None,
+                       "x_axis_sort": measure["label"] if by_metric else axis["label"],
+                       "x_axis_sort_asc": not by_metric, "truncate_metric": True})
         columns = [{**axis, "columnType": "BASE_AXIS"}]
-        orderby = [[axis["sqlExpression"] if isinstance(column, dict) else column, True]]
-        if isinstance(column, dict):
-            orderby = [[measure, False]]
+        orderby = [[measure, False]] if by_metric else [[axis["sqlExpression"], True]]
     else:
         params.update({"groupby": [column], "sort_by_metric": True, "order_desc": True,
                        "query_mode": "aggregate", "show_labels": True})

@@ -38,7 +38,6 @@ use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::logical_expr::{binary_expr, col, Operator};
-use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::{WindowOutput, WindowTable, WINDOW_BOUNDS};
@@ -389,7 +388,7 @@ impl WindowJob {
         let Some(predicate) = &self.settings.filter else {
             return Ok(vec![true; rows.num_rows()]);
         };
-        let ctx = SessionContext::new();
+        let ctx = lakehouse_core::sql::context();
         let numbered = with_column(
             rows,
             Field::new("__row", DataType::UInt32, false),
@@ -548,7 +547,7 @@ impl WindowJob {
         if rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let ctx = SessionContext::new();
+        let ctx = lakehouse_core::sql::context();
         let group: Vec<String> = WINDOW_BOUNDS
             .iter()
             .map(|c| c.to_string())
@@ -653,7 +652,7 @@ impl WindowJob {
             )
             .await;
         }
-        let ctx = SessionContext::new();
+        let ctx = lakehouse_core::sql::context();
         let schema = rows[0].schema();
         let source = ctx.read_batches(rows)?;
         let side = |alias: &str, c: &str| col(datafusion::common::Column::new(Some(alias), c));
