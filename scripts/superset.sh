@@ -83,7 +83,7 @@ screenshot() {
   # shellcheck disable=SC1091
   source "$STATE/env"
   # Noto covers every script in the data (Chinese, Hindi, ...), not only Latin.
-  if ! command -v chromium >/dev/null || ! fc-list | grep -q NotoSansCJK; then
+  if ! command -v chromium >/dev/null || ! grep -q "Noto Sans CJK" < <(fc-list); then
     log "installing chromium and fonts"
     apt-get update -qq >/dev/null &&
       apt-get install -y -qq chromium fonts-liberation fonts-noto-core fonts-noto-cjk >/dev/null

@@ -321,7 +321,7 @@ fn check_superset(marts: &str, language: &Groups, genre: &Groups) {
     let revenue = rows("Revenue by product (top 15)");
     assert_eq!(revenue.len(), 15);
     let best = scalar(format!(
-        "SELECT sum(revenue)::text FROM {s}.revenue_hourly GROUP BY product_id ORDER BY 1 DESC LIMIT 1"
+        "SELECT sum(revenue)::text FROM {s}.revenue_hourly GROUP BY product_id ORDER BY sum(revenue) DESC LIMIT 1"
     ));
     assert!(
         (revenue[0]["revenue"].as_f64().unwrap() - best).abs() < 0.005,

@@ -148,20 +148,19 @@ pub async fn live_since(
         .collect())
 }
 
-/// The rows of `files`, in order, `columns` only (all when `None`); each file's batches with
-/// the file. A partitioned table's partition columns are filled in from the log, typed as
-/// the table declares them.
+/// The rows of `files`, in order, `columns` only (all when `None`), typed as the table
+/// declares them; each file's batches with the file. A file may hold a column in another
+/// Arrow type than the table's (a writer's UInt64 in a Delta `long`), and a partitioned
+/// table's files hold no partition columns: those are filled in from the log.
 pub async fn read(
     table: &DeltaTable,
     files: &[DataFile],
     columns: Option<&[&str]>,
 ) -> Result<Vec<(DataFile, Vec<RecordBatch>)>> {
     let store = table.log_store().object_store(None);
-    let partitioned = match table.version() {
-        Some(_) if !table.snapshot()?.metadata().partition_columns().is_empty() => {
-            Some(table.snapshot()?.snapshot().arrow_schema())
-        }
-        _ => None,
+    let schema = match table.version() {
+        Some(_) => Some(table.snapshot()?.snapshot().arrow_schema()),
+        None => None,
     };
     let columns: Option<Arc<[String]>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
     // Built eagerly: a lazy `map` here trips the compiler's Send check for callers' futures.
@@ -173,7 +172,7 @@ pub async fn read(
         .buffered(PARALLEL_READS)
         .try_collect()
         .await?;
-    let Some(schema) = partitioned else {
+    let Some(schema) = schema else {
         return Ok(read);
     };
     let wanted: Vec<String> = match &columns {
@@ -184,42 +183,58 @@ pub async fn read(
         .map(|(file, batches)| {
             let batches = batches
                 .iter()
-                .map(|b| with_partition_values(b, &file, &schema, &wanted))
+                .map(|b| as_declared(b, &file, &schema, &wanted))
                 .collect::<Result<_>>()?;
             Ok((file, batches))
         })
         .collect()
 }
 
-/// `batch` with the `wanted` columns in that order, partition columns made from `file`'s
-/// values.
-fn with_partition_values(
+/// `batch` with the `wanted` columns in that order and the table's types, partition columns
+/// made from `file`'s values. A batch that already is that is returned as it is.
+fn as_declared(
     batch: &RecordBatch,
     file: &DataFile,
     schema: &arrow::datatypes::Schema,
     wanted: &[String],
 ) -> Result<RecordBatch> {
+    let declared = |name: &str| schema.field_with_name(name).ok();
+    let as_is = batch.num_columns() == wanted.len()
+        && (batch.schema().fields().iter().zip(wanted)).all(|(f, w)| {
+            f.name() == w && declared(w).is_none_or(|d| d.data_type() == f.data_type())
+        });
+    if as_is {
+        return Ok(batch.clone());
+    }
     let mut fields = Vec::with_capacity(wanted.len());
     let mut arrays = Vec::with_capacity(wanted.len());
     for name in wanted {
-        if let Some(array) = batch.column_by_name(name) {
-            fields.push(batch.schema().field_with_name(name)?.clone());
-            arrays.push(array.clone());
-            continue;
-        }
-        let Some((_, value)) = file.partition_values.iter().find(|(c, _)| c == name) else {
+        let (field, array) = if let Some(array) = batch.column_by_name(name) {
+            let field = declared(name).map_or_else(
+                || batch.schema().field_with_name(name).cloned(),
+                |d| Ok(d.clone().with_nullable(true)),
+            )?;
+            let array = if array.data_type() == field.data_type() {
+                array.clone()
+            } else {
+                arrow::compute::cast(array, field.data_type())?
+            };
+            (field, array)
+        } else if let Some((_, value)) = file.partition_values.iter().find(|(c, _)| c == name) {
+            let field = schema.field_with_name(name)?.clone().with_nullable(true);
+            let text = arrow::array::StringArray::from(vec![value.as_deref(); batch.num_rows()]);
+            let typed = arrow::compute::cast(&text, field.data_type()).map_err(|e| {
+                Error::Internal(format!(
+                    "partition value {value:?} of column {name} in {}: {e}",
+                    file.path
+                ))
+            })?;
+            (field, typed)
+        } else {
             continue;
         };
-        let field = schema.field_with_name(name)?.clone();
-        let text = arrow::array::StringArray::from(vec![value.as_deref(); batch.num_rows()]);
-        let typed = arrow::compute::cast(&text, field.data_type()).map_err(|e| {
-            Error::Internal(format!(
-                "partition value {value:?} of column {name} in {}: {e}",
-                file.path
-            ))
-        })?;
-        fields.push(field.with_nullable(true));
-        arrays.push(typed);
+        fields.push(field);
+        arrays.push(array);
     }
     Ok(RecordBatch::try_new(
         Arc::new(arrow::datatypes::Schema::new(fields)),

@@ -43,7 +43,8 @@ DELIVERY_MINUTES = {
     "expressionType": "SQL",
     "label": "minutes to delivery",
     # Zero-padded buckets of 5 minutes, so the bars sort in order; undelivered orders apart.
-    "sqlExpression": "CASE WHEN delivered_at IS NULL THEN 'not delivered' ELSE "
+    "sqlExpression": "CASE WHEN delivered_at IS NULL THEN 'not delivered' "
+                     "WHEN created_at IS NULL THEN 'creation quarantined' ELSE "
                      "lpad((5 * floor(extract(epoch FROM delivered_at - created_at) / 300))::int::text, 3, '0') "
                      "|| '+ min' END",
 }
@@ -112,10 +113,14 @@ def chart_body(name, viz, dataset_id, column, measure, rows):
         # bars: in the axis's order.
         by_metric = viz == "echarts_timeseries_bar" and isinstance(column, str)
         params.update({"x_axis": column, "groupby": [], "time_grain_sqla": None,
+                       "markerEnabled": True, "markerSize": 6,
                        "x_axis_sort": measure["label"] if by_metric else axis["label"],
                        "x_axis_sort_asc": not by_metric, "truncate_metric": True})
         columns = [{**axis, "columnType": "BASE_AXIS"}]
-        orderby = [[measure, False]] if by_metric else [[axis["sqlExpression"], True]]
+        # Superset orders by a column name or a metric, not by an SQL expression: bucket
+        # axes are left to the chart's own x-axis sort.
+        orderby = ([[measure, False]] if by_metric
+                   else [] if isinstance(column, dict) else [[column, True]])
     else:
         params.update({"groupby": [column], "sort_by_metric": True, "order_desc": True,
                        "query_mode": "aggregate", "show_labels": True})
