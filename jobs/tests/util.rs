@@ -175,8 +175,8 @@ impl TestPipeline {
     }
 
     /// The shipped user-activity pipeline (see [`TestPipeline::shipped`]) with bronze commits
-    /// of `flush_rows`, silver units of `silver_rows`, window and sink units of `window_rows`;
-    /// the sink's topic is `<topic>_enriched`.
+    /// of `flush_rows`, silver units of `silver_rows`, window and sink units of `window_rows`,
+    /// sessions of at most an hour; the sink's topic is `<topic>_enriched`.
     pub fn user_activity(
         flush_rows: usize,
         silver_rows: usize,
@@ -198,6 +198,8 @@ impl TestPipeline {
                     "watermark = \"2m\"",
                     format!("watermark = \"2m\"\nbatch_rows = {window_rows}"),
                 ),
+                // Shorter sessions than shipped, so that 5 hours of test events reach it.
+                ("max_duration = \"4h\"", "max_duration = \"1h\"".to_string()),
                 (
                     "topic = \"enriched_activity\"",
                     format!("topic = \"{{topic}}_enriched\"\nbatch_rows = {window_rows}"),

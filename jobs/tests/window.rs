@@ -9,6 +9,8 @@ use serde_json::Value;
 use crate::util::*;
 
 const PARTITIONS: &str = "3";
+/// Sessions' `max_duration` in the tests' pipeline (`TestPipeline::user_activity`).
+const MAX_SESSION_MINUTES: &str = "60";
 
 /// A generated stream, sent to the test's topic and written to a file, and what the oracle
 /// makes of the file.
@@ -18,8 +20,9 @@ struct Stream {
     oracle: Value,
 }
 
-/// About 2¾ hours of event time: a few thousand sessions, hundreds of minutes, late events
-/// 10 minutes behind, jitter well inside the 2-minute watermark.
+/// One event a second: 20,000 events are 5½ hours of event time, long enough for busy users'
+/// sessions to reach their 1-hour limit; late events 10 minutes behind, jitter well inside the
+/// 2-minute watermark.
 fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
     let dir = tempfile::tempdir().unwrap();
     let (events, truth) = (
@@ -33,7 +36,7 @@ fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
         "--seed",
         &seed.to_string(),
         "--event-rate",
-        "2",
+        "1",
         "--out-of-order",
         "10s",
         "--late-fraction",
@@ -62,6 +65,7 @@ fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
         events.as_os_str(),
         truth.as_os_str(),
         PARTITIONS.as_ref(),
+        MAX_SESSION_MINUTES.as_ref(),
     ])?;
     Some(Stream {
         _dir: dir,
@@ -200,6 +204,11 @@ fn windows_and_sessions_equal_an_independent_computation() {
     ok(run(t.lakectl().args(["run", "silver"])));
     ok(run(t.lakectl().args(["run", "window"])));
     let late = stream.oracle["late"].as_array().unwrap().len();
+    let capped = oracle_rows(&stream, "user_sessions")
+        .iter()
+        .filter(|s| s[2].as_i64().unwrap() - s[1].as_i64().unwrap() == 3_600_000_000)
+        .count();
+    assert!(capped > 0, "no session reached its maximum duration");
     assert_windows_match_the_oracle(&t, &stream);
 
     // The oracle's late records are the generator's: each one it finds was made late, and it

@@ -440,6 +440,9 @@ pub struct Hop {
 pub struct Session {
     pub gap: Span,
     pub key: Vec<String>,
+    /// The longest a session may last: a key that never pauses for `gap` would otherwise
+    /// keep one session open, and its rows in the state, for ever.
+    pub max_duration: Option<Span>,
 }
 
 /// `append` writes each window once, when final; `update` rewrites its row every unit that
@@ -960,6 +963,9 @@ impl Pipeline {
         }
         if let Some(session) = &table.session {
             positive("session.gap", session.gap)?;
+            if let Some(max) = session.max_duration {
+                positive("session.max_duration", max)?;
+            }
             if session.key.is_empty() {
                 return Err((key("session.key"), "needs at least one column".into()));
             }

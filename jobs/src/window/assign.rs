@@ -57,32 +57,48 @@ pub struct Session {
     pub last: i64,
 }
 
-impl Session {
-    /// Sessions end `gap` after their last event, as in Spark's `session_window`.
-    pub fn end(&self, gap: i64) -> i64 {
-        self.last + gap
-    }
+/// How rows make sessions: a gap of `gap` or more ends one, and so does reaching
+/// `max_duration` from its first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRule {
+    pub gap: i64,
+    pub max_duration: Option<i64>,
 }
 
-/// Splits rows sorted by (key, time) into sessions: a session ends at a new key, or when the
-/// next event of the key comes `gap` or more after the previous one. `new_key[i]` says row `i`
-/// has another key than row `i - 1`.
-pub fn sessions(new_key: &[bool], times: &[i64], gap: i64) -> Vec<Session> {
-    let mut out: Vec<Session> = Vec::new();
-    for (i, &t) in times.iter().enumerate() {
-        match out.last_mut() {
-            Some(s) if !new_key[i] && t - s.last < gap => {
-                s.rows.end = i + 1;
-                s.last = t;
-            }
-            _ => out.push(Session {
-                rows: i..i + 1,
-                first: t,
-                last: t,
-            }),
-        }
+impl SessionRule {
+    /// When a session ends: `gap` after its last event (as Spark's `session_window`), or
+    /// at its maximum duration if that comes first. No later event can join it from then on.
+    pub fn end(self, session: &Session) -> i64 {
+        let by_gap = session.last + self.gap;
+        self.max_duration
+            .map_or(by_gap, |max| by_gap.min(session.first + max))
     }
-    out
+
+    /// Splits rows sorted by (key, time) into sessions: a session ends at a new key, when
+    /// the next event of the key comes `gap` or more after the one before, or when it comes
+    /// `max_duration` or more after the session's first. `new_key[i]` says row `i` has
+    /// another key than row `i - 1`.
+    pub fn sessions(self, new_key: &[bool], times: &[i64]) -> Vec<Session> {
+        let mut out: Vec<Session> = Vec::new();
+        for (i, &t) in times.iter().enumerate() {
+            match out.last_mut() {
+                Some(s)
+                    if !new_key[i]
+                        && t - s.last < self.gap
+                        && self.max_duration.is_none_or(|max| t - s.first < max) =>
+                {
+                    s.rows.end = i + 1;
+                    s.last = t;
+                }
+                _ => out.push(Session {
+                    rows: i..i + 1,
+                    first: t,
+                    last: t,
+                }),
+            }
+        }
+        out
+    }
 }
 
 /// Event-time progress per Kafka partition: each partition is an ordered stream of its own,
@@ -197,10 +213,13 @@ mod tests {
 
     #[test]
     fn a_gap_of_exactly_the_session_gap_starts_a_new_session() {
-        let gap = 30 * MIN;
+        let rule = SessionRule {
+            gap: 30 * MIN,
+            max_duration: None,
+        };
         let times = [0, 29 * MIN, 58 * MIN, 100 * MIN, 0];
         let new_key = [true, false, false, false, true];
-        let got = sessions(&new_key, &times, gap);
+        let got = rule.sessions(&new_key, &times);
         assert_eq!(
             got,
             [
@@ -221,12 +240,30 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(got[0].end(gap), 88 * MIN);
+        assert_eq!(rule.end(&got[0]), 88 * MIN);
         assert_eq!(
-            sessions(&[true, false], &[0, gap], gap).len(),
+            rule.sessions(&[true, false], &[0, rule.gap]).len(),
             2,
             "exactly the gap apart"
         );
+    }
+
+    #[test]
+    fn a_session_that_reaches_its_maximum_duration_ends_there() {
+        let rule = SessionRule {
+            gap: 30 * MIN,
+            max_duration: Some(60 * MIN),
+        };
+        // Events every 20 minutes, for ever: sessions of an hour at most.
+        let times: Vec<i64> = (0..7).map(|i| i * 20 * MIN).collect();
+        let mut new_key = vec![false; 7];
+        new_key[0] = true;
+        let got = rule.sessions(&new_key, &times);
+        let bounds: Vec<(i64, i64, i64)> = got
+            .iter()
+            .map(|s| (s.first / MIN, s.last / MIN, rule.end(s) / MIN))
+            .collect();
+        assert_eq!(bounds, [(0, 40, 60), (60, 100, 120), (120, 120, 150)]);
     }
 
     #[test]

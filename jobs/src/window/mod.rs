@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 
 use crate::silver::quarantine_schema;
 use crate::stage;
-use assign::{Fixed, Watermarks};
+use assign::{Fixed, SessionRule, Watermarks};
 use state::{txn_app_id, State};
 
 /// Silver's lineage columns: the arrival order, and what a quarantine row points back to.
@@ -76,7 +76,7 @@ fn time_text(micros: i64) -> String {
 
 enum Windows {
     Fixed(Fixed),
-    Sessions { gap: i64, key: Vec<String> },
+    Sessions { rule: SessionRule, key: Vec<String> },
 }
 
 pub struct WindowJob {
@@ -134,7 +134,10 @@ impl WindowJob {
             ),
             (_, _, Some(session)) => (
                 Windows::Sessions {
-                    gap: micros(session.gap),
+                    rule: SessionRule {
+                        gap: micros(session.gap),
+                        max_duration: session.max_duration.map(micros),
+                    },
                     key: session.key.clone(),
                 },
                 session.key.clone(),
@@ -477,7 +480,7 @@ impl WindowJob {
                     take_record_batch(buffer, &UInt32Array::from(kept))?,
                 ))
             }
-            Windows::Sessions { gap, key } => {
+            Windows::Sessions { rule, key } => {
                 let mut sort: Vec<SortColumn> = key
                     .iter()
                     .map(|k| {
@@ -509,8 +512,8 @@ impl WindowJob {
                     .collect();
                 let (mut emit, mut keep) = (Vec::new(), Vec::new());
                 let (mut starts, mut ends) = (Vec::new(), Vec::new());
-                for session in assign::sessions(&new_key, &sorted_times, *gap) {
-                    let end = session.end(*gap);
+                for session in rule.sessions(&new_key, &sorted_times) {
+                    let end = rule.end(&session);
                     let rows = session.rows.clone();
                     if final_by(end) {
                         starts.extend(rows.clone().map(|_| session.first));

@@ -1,7 +1,7 @@
 """The user-activity windows of pipelines/user_activity.toml, computed independently of
 lakectl from what the generator wrote (its NDJSON file and truth file).
 
-    python3 user_activity.py EVENTS.ndjson TRUTH.ndjson PARTITIONS
+    python3 user_activity.py EVENTS.ndjson TRUTH.ndjson PARTITIONS [MAX_SESSION_MINUTES]
 
 Prints one JSON object: the late records as [partition, offset, event type], the final watermark, and
 the rows of each window table (times in microseconds since the epoch).
@@ -18,8 +18,10 @@ The definitions, as the README states them:
 - page_view_counts: page views per page and 1-minute window [start, start + 1m), final ones.
 - active_users: every 5-minute window sliding by 1 minute, distinct users and events, open
   ones too (update mode).
-- user_sessions: per user, a new session when 30 minutes or more pass without an event; it
-  ends 30 minutes after its last event; final ones, with events, distinct pages, duration.
+- user_sessions: per user, a new session when 30 minutes or more pass without an event, or
+  MAX_SESSION_MINUTES (default 240) or more after the session's first event; it ends 30
+  minutes after its last event or MAX_SESSION_MINUTES after its first, whichever is first; final ones, with events, distinct pages,
+  duration.
 - enriched_activity: each event of a final session with the session's start, its position
   (by event time, then event id) and the session's event count.
 """
@@ -31,6 +33,7 @@ from datetime import datetime, timedelta
 MINUTE = 60_000_000
 DELAY = 2 * MINUTE
 GAP = 30 * MINUTE
+MAX_SESSION = int(sys.argv[4] if len(sys.argv) > 4 else 240) * MINUTE
 
 
 def murmur2(data: bytes) -> int:
@@ -110,11 +113,13 @@ def main():
         events.sort()
         current = []
         for t, event_id, page in events + [(None, None, None)]:
-            if current and (t is None or t - current[-1][0] >= GAP):
+            if current and (t is None or t - current[-1][0] >= GAP
+                            or t - current[0][0] >= MAX_SESSION):
                 first, last = current[0][0], current[-1][0]
-                if last + GAP <= watermark:
+                end = min(last + GAP, first + MAX_SESSION)
+                if end <= watermark:
                     pages = len({p for _, _, p in current})
-                    sessions.append([user, first, last + GAP, len(current), pages, last - first])
+                    sessions.append([user, first, end, len(current), pages, last - first])
                     for position, (_, eid, _) in enumerate(current, 1):
                         enriched.append([eid, user, first, position, len(current)])
                 current = []
