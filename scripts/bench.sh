@@ -253,7 +253,8 @@ fi
 # and the load of page_view_counts running continuously; how long after the watermark passes a
 # window its final row is in Postgres, and how long after an event arrives.
 WF_RATE=${BENCH_WINDOW_RATE:-2000}
-WF_SECONDS=${BENCH_WINDOW_SECONDS:-240}
+# 4 minutes make 2 windows final (the watermark is 2 minutes behind); 10 make 8.
+WF_SECONDS=${BENCH_WINDOW_SECONDS:-600}
 if section window_freshness; then
   log "window freshness: $WF_RATE events/s for ${WF_SECONDS}s"
   psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_windows"
@@ -440,9 +441,9 @@ mkdir -p "$RESULTS"
 } | tee "$RESULTS/$STAMP.md"
 {
   echo "{\"cores\": $(nproc), \"records\": $N, \"repeat\": $REPEAT, \"stages\": ["
-  printf '%s\n' "${ROWS[@]}" | awk -F'|' '{printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
+  ((${#ROWS[@]} == 0)) || printf '%s\n' "${ROWS[@]}" | awk -F'|' '{printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
   echo "], \"scaling\": ["
-  printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' '{printf "%s{\"records\":%s,\"stage\":\"%s\",\"wall_s\":%s,\"peak_rss_kb\":%s,\"peak_95_reached_at\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
+  ((${#SCALE_ROWS[@]} == 0)) || printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' '{printf "%s{\"records\":%s,\"stage\":\"%s\",\"wall_s\":%s,\"peak_rss_kb\":%s,\"peak_95_reached_at\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
   echo "], \"window_freshness\": ${WF_JSON:-null}, \"freshness\": {\"rate\": $FRESH_RATE, \"seconds\": $FRESH_SECONDS, \"rows\": ${fresh_rows:-0}, \"p50_s\": ${p50:-null}, \"p95_s\": ${p95:-null}, \"p99_s\": ${p99:-null}}}"
 } >"$RESULTS/$STAMP.json"
 log "results in bench/results/$STAMP.md and .json"
