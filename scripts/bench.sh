@@ -110,6 +110,8 @@ variant() {
 PIPELINE=$(variant books_1)
 
 ROWS=()   # "stage|engine|wall|cpu|rss_kb": medians over REPEAT runs on the same N records
+# median COLUMN: the median of that column of $WORK/times, one line a run.
+median() { awk "{print \$$1}" "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
 # measure STAGE ENGINE CMD...: runs CMD REPEAT times under /usr/bin/time; in CMD and in
 # $BEFORE (run first, untimed), @I@ is the repetition's number, for state of its own.
 measure() {
@@ -126,7 +128,6 @@ measure() {
     }
     cat "$WORK/time" >>"$WORK/times"
   done
-  median() { awk "{print \$$1}" "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
   local wall cpu rss
   wall=$(median 1)
   cpu=$(awk '{print $2 + $3}' "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}')
@@ -243,7 +244,6 @@ if section windows; then
     # The JVM is not a waited-for child: its CPU and RSS come from the script's own report.
     echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/spark.json")" >>"$WORK/times"
   done
-  median() { awk "{print \$$1}" "$WORK/times" | sort -n | awk '{v[NR]=$1} END {print v[int((NR + 1) / 2)]}'; }
   ROWS+=("windows|spark (structured streaming, local[2])|$(median 1)|$(median 2)|$(median 3)")
   WIN_SPARK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/spark.json")
   log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"

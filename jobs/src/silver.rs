@@ -64,7 +64,7 @@ pub fn txn_app_id(table: &str) -> String {
     format!("lakectl-silver-{table}")
 }
 
-fn timestamp_type() -> DataType {
+pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -121,14 +121,18 @@ async fn read_increment(bronze: &DeltaTable, increment: &Increment) -> Result<Ve
 fn with_version(batch: RecordBatch, version: i64) -> Result<RecordBatch> {
     let versions = Arc::new(Int64Array::from(vec![version; batch.num_rows()]));
     with_column(
-        batch,
+        &batch,
         Field::new("_bronze_version", DataType::Int64, false),
         versions,
     )
 }
 
 /// `batch` with one more column at the end.
-fn with_column(batch: RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
+pub(crate) fn with_column(
+    batch: &RecordBatch,
+    field: Field,
+    column: ArrayRef,
+) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = batch
         .schema()
         .fields()
@@ -1024,7 +1028,7 @@ impl SilverJob {
             .map(|k| rows.schema().index_of(k))
             .collect::<std::result::Result<_, _>>()?;
         let keys = with_column(
-            rows.project(&key_columns)?,
+            &rows.project(&key_columns)?,
             Field::new("__row", DataType::UInt32, false),
             Arc::new(UInt32Array::from_iter_values(0..rows.num_rows() as u32)),
         )?;
@@ -1075,7 +1079,7 @@ fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {
     let now = Utc::now().timestamp_micros();
     let stamps = TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC");
     with_column(
-        batch,
+        &batch,
         Field::new("_silver_ts", timestamp_type(), false),
         Arc::new(stamps),
     )

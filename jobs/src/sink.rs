@@ -120,14 +120,12 @@ impl SinkJob {
         let rows_in: u64 = rows.iter().map(|(_, b)| b.num_rows() as u64).sum();
 
         // 2. what already landed, per partition
-        lakehouse_core::kafka::ensure_topic(
+        let partitions = lakehouse_core::kafka::ensure_topic(
             &self.kafka,
             &self.settings.topic,
             self.settings.partitions,
         )
         .await?;
-        let partitions =
-            lakehouse_core::kafka::partition_count(&self.kafka, &self.settings.topic).await?;
         let landed = last_positions(&self.kafka, &self.settings.topic, partitions).await?;
 
         // 3. the rest, then the version as sent

@@ -421,6 +421,20 @@ pub fn run_python(args: &[&std::ffi::OsStr]) -> Option<Vec<u8>> {
     Some(out.stdout)
 }
 
+/// Asserts what another engine read with a partition filter (`python_delta` output with
+/// `hour_files`, the files it opened relative to the table, and `files`, how many the table
+/// has): some files, fewer than all, each in the folder `prefix`.
+pub fn assert_pruned(seen: &serde_json::Value, prefix: &str) {
+    let opened = seen["hour_files"].as_array().unwrap();
+    assert!(
+        !opened.is_empty() && opened.len() < seen["files"].as_u64().unwrap() as usize,
+        "{seen}"
+    );
+    for f in opened {
+        assert!(f.as_str().unwrap().starts_with(prefix), "{seen}");
+    }
+}
+
 /// Runs `sql` over a table registered as `t`; no batches when the table does not exist.
 pub fn query_table(
     lake: &lakehouse_core::Lake,

@@ -73,9 +73,9 @@ pub async fn probe(kafka: &KafkaConfig, timeout: Duration) -> Result<usize> {
     .map_err(|e| Error::Internal(format!("metadata probe task: {e}")))?
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists. An existing topic is left as
-/// it is (a different count is logged, not changed).
-pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
+/// Creates `topic` with `partitions` partitions unless it exists, and returns how many it has.
+/// An existing topic is left as it is (a different count is logged, not changed).
+pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Result<i32> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
@@ -92,7 +92,7 @@ pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> 
         .map_err(|e| unavailable(&e))?;
     for result in results {
         match result {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(partitions),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => {
                 return Err(Error::Input(format!(
@@ -110,7 +110,7 @@ pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> 
             "topic exists with another partition count; left as it is"
         );
     }
-    Ok(())
+    Ok(existing)
 }
 
 /// How many partitions `topic` has (0 when it does not exist).

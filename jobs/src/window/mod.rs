@@ -48,7 +48,7 @@ use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Resul
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::silver::quarantine_schema;
+use crate::silver::{quarantine_schema, timestamp_type, with_column};
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
 use state::{txn_app_id, State};
@@ -63,10 +63,6 @@ const LATE_RULE: &str = "late";
 
 fn micros(span: lakehouse_core::config::Span) -> i64 {
     span.0.as_micros() as i64
-}
-
-fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 fn time_text(micros: i64) -> String {
@@ -736,22 +732,6 @@ fn in_arrival_order(rows: RecordBatch) -> Result<RecordBatch> {
     Ok(take_record_batch(
         &rows,
         &lexsort_to_indices(&columns, None)?,
-    )?)
-}
-
-fn with_column(batch: &RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(field);
-    let mut columns = batch.columns().to_vec();
-    columns.push(column);
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
     )?)
 }
 
