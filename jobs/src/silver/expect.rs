@@ -1,0 +1,79 @@
+//! Step 5: the expectations, evaluated in one SQL pass over the unit's rows.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::concat_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use lakehouse_core::quality::{evaluation_sql, pass_column};
+use lakehouse_core::{Error, Result};
+
+use super::SilverJob;
+
+impl SilverJob {
+    /// Step 5: every expectation's pass flags, next to the rows they judge.
+    pub(super) async fn evaluate(
+        &self,
+        ctx: &SessionContext,
+        rows: RecordBatch,
+        silver: &DeltaTable,
+    ) -> Result<(RecordBatch, Vec<BooleanArray>)> {
+        let schema = rows.schema();
+        let expectations = &self.settings.expect;
+        if expectations.is_empty() {
+            return Ok((rows, Vec::new()));
+        }
+        ctx.register_table(
+            "rows",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![rows]])?),
+        )?;
+        let needs_target = expectations
+            .iter()
+            .any(|e| matches!(e.rule, lakehouse_core::quality::Rule::Unique { .. }));
+        let target = if needs_target && silver.version().is_some() {
+            ctx.register_table("target", silver.table_provider().await?)?;
+            Some("target")
+        } else {
+            None
+        };
+        let sql = evaluation_sql(expectations, "rows", &self.settings.key, target);
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| self.expectation_error(e))?
+            .collect()
+            .await
+            .map_err(|e| self.expectation_error(e))?;
+        let all = match batches.first() {
+            Some(b) => concat_batches(&b.schema(), &batches)?,
+            None => return Err(Error::Internal("DataFusion returned no batches".into())),
+        };
+        let verdicts = (0..expectations.len())
+            .map(|i| {
+                all.column_by_name(&pass_column(i))
+                    .expect("evaluation adds a pass column per expectation")
+                    .as_boolean()
+                    .clone()
+            })
+            .collect();
+        let data: Vec<usize> = (0..schema.fields().len()).collect();
+        Ok((all.project(&data)?, verdicts))
+    }
+
+    fn expectation_error(&self, e: datafusion::error::DataFusionError) -> Error {
+        Error::Input(format!(
+            "{}: [silver.{}] expectations do not evaluate on the cleaned rows: {e}",
+            self.settings_origin(),
+            self.table
+        ))
+    }
+
+    fn settings_origin(&self) -> String {
+        self.sql
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| "the pipeline file".into())
+    }
+}

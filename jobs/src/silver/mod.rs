@@ -1,0 +1,528 @@
+//! `lakectl run silver`: a bronze table → the typed, cleaned, deduplicated
+//! `<lake>/silver/<table>`, incrementally, with expectations and a quarantine table.
+//!
+//! One unit of work takes the next bronze commits after the last one consumed (up to
+//! `batch_rows` rows) and goes through these steps, each counted in the quality report:
+//! 1. **parse**: each record's JSON `value` into the declared schema; a record that cannot be
+//!    typed goes to quarantine with the parse error.
+//! 2. **cleaning SQL** over the view `source` (DataFusion). It must keep one row per record;
+//!    the lineage columns are appended to its SELECT. Rows its WHERE removes are counted.
+//! 3. **key**: a row whose key is NULL cannot be merged: quarantine.
+//! 4. **dedupe**: one row per key, the latest by Kafka timestamp, then partition and offset.
+//! 5. **expectations**, each with its action (warn, drop, quarantine, fail). A `fail`
+//!    stops the unit before anything is written.
+//! 6. **commit**: quarantine rows first, then the MERGE into silver, then the quality rows.
+//!
+//! Exactly-once: the silver commit carries a `txn` action, app id `lakectl-silver-<table>`,
+//! whose version is the last bronze version consumed; a unit starts after it, so a re-run is a
+//! no-op and a crash re-does exactly the lost increment. The quarantine commit carries the
+//! same app id, and a re-done increment skips rows from bronze versions the quarantine
+//! already has. The MERGE only replaces a row with a record that is not older (by Kafka
+//! timestamp), so re-applying an increment changes nothing.
+//!
+//! Where each part lives: [`increment`] (which bronze commits a unit reads, and the raw rows
+//! quarantine keeps), [`parse`] (step 1), this module (steps 2–3 and the unit itself),
+//! [`dedupe`] (step 4), [`expect`] (step 5), [`merge`] (step 6).
+
+mod dedupe;
+mod expect;
+mod increment;
+mod merge;
+mod parse;
+
+pub use increment::quarantine_schema;
+
+use dedupe::one_per_key;
+use increment::{origin_at, plan_increment, read_increment, BronzeRows, Origin, Quarantined};
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use chrono::Utc;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{col, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use lakehouse_core::config::{OnExistingKey, SilverTable};
+use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
+use lakehouse_core::schema::ColumnType;
+use lakehouse_core::storage::txn_version;
+use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
+use tokio_util::sync::CancellationToken;
+
+use crate::stage;
+use tracing::{info, warn};
+
+/// Lineage every cleaned row carries (`_silver_ts` is added at the end).
+const RECORD_LINEAGE: [&str; 4] = ["_bronze_version", "_partition", "_offset", "_kafka_ts"];
+
+/// The app id of the `txn` action in silver and quarantine commits.
+pub fn txn_app_id(table: &str) -> String {
+    format!("lakectl-silver-{table}")
+}
+
+pub(crate) fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `batch` with one more column at the end.
+pub(crate) fn with_column(
+    batch: &RecordBatch,
+    field: Field,
+    column: ArrayRef,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    fields.push(field);
+    columns.push(column);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Appends the lineage columns to the cleaning SQL's SELECT, so users write plain SQL and
+/// every silver row still traces back to its bronze record.
+fn with_lineage(plan: LogicalPlan, sql_origin: &str) -> Result<LogicalPlan> {
+    let not_per_row = || {
+        Error::Input(format!(
+            "{sql_origin}: the cleaning SQL must be one SELECT … FROM source that keeps one row \
+             per record (no GROUP BY, DISTINCT, JOIN or ORDER BY), so each row keeps its lineage"
+        ))
+    };
+    let LogicalPlan::Projection(projection) = &plan else {
+        return Err(not_per_row());
+    };
+    let mut exprs = projection.expr.clone();
+    for name in RECORD_LINEAGE {
+        if !projection.schema.has_column_with_unqualified_name(name) {
+            exprs.push(col(name));
+        }
+    }
+    LogicalPlanBuilder::from(projection.input.as_ref().clone())
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|_| not_per_row())
+}
+
+pub struct SilverJob {
+    pipeline: String,
+    table: String,
+    settings: SilverTable,
+    fields: Vec<(String, ColumnType)>,
+    /// The cleaning SQL and where it came from (for error messages).
+    sql: Option<(String, String)>,
+    lake: Lake,
+    quality: QualityLog,
+    checkpoint_interval: u64,
+    run_id: String,
+    /// `--full-refresh`: the next unit starts from bronze version 0 and overwrites.
+    refresh: bool,
+    /// Counts of the whole run, printed at its end.
+    pub report: QualityReport,
+}
+
+impl SilverJob {
+    pub fn new(pipeline: &Pipeline, table: &str, full_refresh: bool) -> Result<SilverJob> {
+        let settings = pipeline.silver.get(table).cloned().ok_or_else(|| {
+            Error::Input(format!(
+                "no [silver.{table}] in {}",
+                pipeline.source_file.display()
+            ))
+        })?;
+        let sql = match (&settings.sql, &settings.sql_file) {
+            (Some(sql), _) => Some((
+                sql.clone(),
+                format!("{} [silver.{table}] sql", pipeline.source_file.display()),
+            )),
+            (None, Some(file)) => {
+                let path = pipeline.resolve_path(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::io(format!("silver.{table}.sql_file {}", path.display()), e)
+                })?;
+                Some((text, path.display().to_string()))
+            }
+            (None, None) => None,
+        };
+        let lake = Lake::from_config(&pipeline.lake)?;
+        Ok(SilverJob {
+            pipeline: pipeline.name.clone(),
+            table: table.to_string(),
+            fields: settings
+                .schema
+                .iter()
+                .map(|(name, t)| (name.clone(), *t))
+                .collect(),
+            settings,
+            sql,
+            quality: QualityLog::new(lake.clone()),
+            lake,
+            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            run_id: String::new(),
+            refresh: full_refresh,
+            report: QualityReport::default(),
+        })
+    }
+
+    /// Step 2: the cleaning SQL, with lineage kept.
+    async fn clean(&self, ctx: &SessionContext, typed: RecordBatch) -> Result<RecordBatch> {
+        let schema = typed.schema();
+        ctx.register_table(
+            "source",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![typed]])?),
+        )?;
+        let df = match &self.sql {
+            Some((sql, origin)) => {
+                let df = lakehouse_core::sql::read_only(ctx, sql)
+                    .await
+                    .map_err(|e| match e {
+                        Error::DataFusion(e) => {
+                            Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
+                        }
+                        refused => Error::Input(format!("{origin}: {refused}")),
+                    })?;
+                let plan = with_lineage(df.logical_plan().clone(), origin)?;
+                DataFrame::new(ctx.state(), plan)
+            }
+            None => ctx.table("source").await?,
+        };
+        let batches = df.collect().await?;
+        let out_schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => return Err(Error::Internal("DataFusion returned no batches".into())),
+        };
+        let missing = (self.settings.key.iter().map(|k| ("key", k)))
+            .chain(
+                self.settings
+                    .partition_by
+                    .iter()
+                    .map(|c| ("partition_by", c)),
+            )
+            .find(|(_, c)| out_schema.index_of(c).is_err());
+        if let Some((setting, k)) = missing {
+            return Err(Error::Input(format!(
+                "silver.{}.{setting}: column {k:?} is not in the cleaned rows (columns: {})",
+                self.table,
+                out_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|n| !n.starts_with('_'))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(concat_batches(&out_schema, &batches)?)
+    }
+
+    /// Steps 1–5 on one increment: the rows to merge, the records to quarantine and the counts.
+    async fn transform(
+        &self,
+        bronze_rows: &BronzeRows,
+        silver: &DeltaTable,
+        report: &mut QualityReport,
+    ) -> Result<(RecordBatch, Vec<Quarantined>)> {
+        let ctx = lakehouse_core::sql::context();
+        let total = bronze_rows.rows();
+        let (typed, mut quarantined) = parse::records(bronze_rows, &self.fields)?;
+        report.count(
+            "parse",
+            Action::Quarantine.as_str(),
+            total,
+            quarantined.len() as u64,
+        );
+
+        let parsed = typed.num_rows() as u64;
+        let cleaned = self.clean(&ctx, typed).await?;
+        if self.sql.is_some() {
+            let removed = parsed.saturating_sub(cleaned.num_rows() as u64);
+            report.count_step("cleaning_sql", Action::Drop.as_str(), parsed, removed);
+        }
+
+        let key_nulls = self.key_nulls(&cleaned)?;
+        let null_keys: Vec<Origin> = (0..cleaned.num_rows())
+            .filter(|&r| key_nulls.value(r))
+            .map(|r| origin_at(&cleaned, r))
+            .collect();
+        report.count(
+            "key_not_null",
+            Action::Quarantine.as_str(),
+            cleaned.num_rows() as u64,
+            null_keys.len() as u64,
+        );
+        quarantined.extend(null_keys.into_iter().map(|origin| Quarantined {
+            origin,
+            rule: "key_not_null".into(),
+            error: format!("key ({}) is NULL", self.settings.key.join(", ")),
+        }));
+        // Records that failed a check, for the quality score: the ones quarantined so far are
+        // the parse failures and the NULL keys.
+        let mut failed: HashSet<Origin> = quarantined.iter().map(|q| q.origin).collect();
+        let keyed = filter_record_batch(&cleaned, &arrow::compute::not(&key_nulls)?)?;
+
+        let keyed_rows = keyed.num_rows() as u64;
+        let keep = self.settings.on_existing_key;
+        let deduped = one_per_key(&keyed, &self.settings.key, keep)?;
+        let dropped = keyed_rows - deduped.num_rows() as u64;
+        let deduped = match keep {
+            // An older version of a key is superseded, not bad.
+            OnExistingKey::Replace => {
+                report.count_step("dedupe_key", "keep latest", keyed_rows, dropped);
+                deduped
+            }
+            // A second copy of an immutable event is a duplicate, and so is an event silver
+            // already holds (step 4b): left out, counted, failing the score.
+            OnExistingKey::Keep => {
+                report.count("dedupe_key", "keep first", keyed_rows, dropped);
+                if dropped > 0 {
+                    let firsts: HashSet<Origin> = (0..deduped.num_rows())
+                        .map(|r| origin_at(&deduped, r))
+                        .collect();
+                    failed.extend(
+                        (0..keyed.num_rows())
+                            .map(|r| origin_at(&keyed, r))
+                            .filter(|o| !firsts.contains(o)),
+                    );
+                }
+                let existing = self.existing_key_rows(silver, &deduped, None).await?;
+                let mut new = vec![true; deduped.num_rows()];
+                for &row in &existing {
+                    new[row as usize] = false;
+                    failed.insert(origin_at(&deduped, row as usize));
+                }
+                report.count(
+                    "existing_key",
+                    Action::Drop.as_str(),
+                    deduped.num_rows() as u64,
+                    existing.len() as u64,
+                );
+                filter_record_batch(&deduped, &BooleanArray::from(new))?
+            }
+        };
+
+        let (rows, verdicts) = self.evaluate(&ctx, deduped, silver).await?;
+        let n = rows.num_rows();
+        let mut keep = vec![true; n];
+        let mut first_quarantine: Vec<Option<usize>> = vec![None; n];
+        let mut failed_rules: Vec<Vec<&str>> = vec![Vec::new(); n];
+        let mut fail = None;
+        for (i, (e, passed)) in self.settings.expect.iter().zip(&verdicts).enumerate() {
+            report.count(
+                &e.name,
+                e.action.as_str(),
+                n as u64,
+                passed.false_count() as u64,
+            );
+            for row in (0..n).filter(|&r| !passed.value(r)) {
+                failed_rules[row].push(&e.name);
+                failed.insert(origin_at(&rows, row));
+                match e.action {
+                    Action::Warn => {}
+                    Action::Drop => keep[row] = false,
+                    Action::Quarantine => {
+                        keep[row] = false;
+                        first_quarantine[row].get_or_insert(i);
+                    }
+                    Action::Fail => {
+                        fail.get_or_insert((i, row));
+                    }
+                }
+            }
+        }
+        if let Some((i, row)) = fail {
+            let e = &self.settings.expect[i];
+            let origin = origin_at(&rows, row);
+            return Err(Error::Input(format!(
+                "silver.{}: expectation {:?} (action fail) failed for {} of {n} rows, the first \
+                 from partition {} offset {}; nothing was committed",
+                self.table,
+                e.name,
+                verdicts[i].false_count(),
+                origin.partition,
+                origin.offset
+            )));
+        }
+        for (row, rule) in first_quarantine.iter().enumerate() {
+            if let Some(i) = rule {
+                quarantined.push(Quarantined {
+                    origin: origin_at(&rows, row),
+                    rule: self.settings.expect[*i].name.clone(),
+                    error: format!("failed {}", failed_rules[row].join(", ")),
+                });
+            }
+        }
+        report.score(total, total - failed.len() as u64);
+        let kept = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+        Ok((with_silver_ts(kept)?, quarantined))
+    }
+
+    fn key_nulls(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let mut mask = BooleanArray::from(vec![false; batch.num_rows()]);
+        for k in &self.settings.key {
+            let column = batch
+                .column_by_name(k)
+                .expect("key columns are checked after cleaning");
+            mask = arrow::compute::or(&mask, &arrow::compute::is_null(column)?)?;
+        }
+        Ok(mask)
+    }
+
+    async fn process(&mut self) -> Result<UnitReport> {
+        let Some(bronze) = self
+            .lake
+            .load_table(Layer::Bronze, &self.settings.source)
+            .await?
+        else {
+            info!(source = %self.settings.source, "bronze table does not exist yet: nothing to do");
+            return Ok(UnitReport {
+                caught_up: true,
+                ..Default::default()
+            });
+        };
+        let latest = bronze.version().expect("loaded tables have a version") as i64;
+        let silver = self.lake.table_or_new(Layer::Silver, &self.table).await?;
+        let done = if self.refresh {
+            -1
+        } else {
+            txn_version(&silver, &txn_app_id(&self.table))
+                .await?
+                .unwrap_or(-1)
+        };
+        if done >= latest {
+            return Ok(UnitReport {
+                version_read: Some(done),
+                caught_up: true,
+                ..Default::default()
+            });
+        }
+        let increment = plan_increment(
+            &bronze,
+            &self.settings.source,
+            done,
+            latest,
+            self.settings.batch_rows,
+        )
+        .await?;
+        let bronze_rows = BronzeRows {
+            batches: read_increment(&bronze, &increment).await?,
+        };
+        let rows_in = bronze_rows.rows();
+        if rows_in == 0 {
+            // Commits that added no rows (OPTIMIZE, empty writes): record progress alone.
+            let silver = self.record_progress(silver, increment.to).await?;
+            self.refresh = false;
+            return Ok(UnitReport {
+                version_read: Some(increment.to),
+                version_written: silver.version().map(|v| v as i64),
+                caught_up: increment.to == latest,
+                ..Default::default()
+            });
+        }
+        let mut report = QualityReport::default();
+        let transformed = self.transform(&bronze_rows, &silver, &mut report).await;
+        self.report.absorb(&report);
+        let (rows, quarantined) = transformed?;
+        let rows_out = rows.num_rows() as u64;
+        let silver = if self.refresh {
+            // Silver first: if the quarantine overwrite is then lost, the old quarantine rows
+            // stay (nothing lost); the other order could lose them.
+            let silver = self
+                .commit(
+                    silver,
+                    rows,
+                    increment.to,
+                    SaveMode::Overwrite,
+                    &self.settings.partition_by,
+                )
+                .await?;
+            self.write_quarantine(&quarantined, &bronze_rows, &increment, true)
+                .await?;
+            self.refresh = false;
+            silver
+        } else {
+            self.write_quarantine(&quarantined, &bronze_rows, &increment, false)
+                .await?;
+            lakehouse_core::runner::crash_point("silver:after_quarantine");
+            self.merge(silver, rows, increment.to).await?
+        };
+        lakehouse_core::runner::crash_point("silver:after_merge");
+        let scope = QualityScope {
+            run_id: &self.run_id,
+            pipeline: &self.pipeline,
+            job: &self.name(),
+            first_version: increment.after + 1,
+            last_version: increment.to,
+            at: Utc::now(),
+        };
+        // The data is committed; a lost quality row is a warning, like a lost run record.
+        if let Err(e) = self.quality.append(&scope, &report).await {
+            warn!(error = %e, "could not append to the quality table");
+        }
+        Ok(UnitReport {
+            rows_in,
+            rows_out,
+            version_read: Some(increment.to),
+            version_written: silver.version().map(|v| v as i64),
+            caught_up: increment.to == latest,
+        })
+    }
+}
+
+fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {
+    let now = Utc::now().timestamp_micros();
+    let stamps = TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC");
+    with_column(
+        &batch,
+        Field::new("_silver_ts", timestamp_type(), false),
+        Arc::new(stamps),
+    )
+}
+
+#[async_trait]
+impl Job for SilverJob {
+    fn name(&self) -> String {
+        format!("silver:{}", self.table)
+    }
+
+    fn begin(&mut self, run_id: &str) {
+        self.run_id = run_id.to_string();
+    }
+
+    async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
+        // A unit is bounded by batch_rows; cancellation is honoured between units.
+        self.process().await
+    }
+}
+
+/// `lakectl run silver [TABLE…]`: each table in turn on the shared runner; prints each run's
+/// quality report, failed runs' too.
+pub async fn run_tables(
+    pipeline: &Pipeline,
+    tables: &[String],
+    mode: Mode,
+    full_refresh: bool,
+) -> Result<()> {
+    let names = stage::table_names(pipeline, "silver", pipeline.silver.keys(), tables)?;
+    let make = |name: &str| SilverJob::new(pipeline, name, full_refresh);
+    stage::run_each(pipeline, &names, mode, make, |job, result| {
+        stage::print_table_run(
+            &job.name(),
+            &job.report,
+            result,
+            "bronze rows",
+            "rows merged",
+            "bronze",
+        )
+    })
+    .await
+}
