@@ -2,116 +2,11 @@
 //! silver keeps and quarantines, the quality score, and gold against an independent
 //! computation (`tests/oracle/shop.py` over the generated NDJSON).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
 use crate::util::*;
-
-const PARTITIONS: i32 = 3;
-
-/// A stream sent to the test's topic and written to a file, with its truth file.
-struct Stream {
-    dir: tempfile::TempDir,
-    events: Vec<Value>,
-    truth: Vec<Value>,
-}
-
-impl Stream {
-    fn path(&self, file: &str) -> std::path::PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn seqs(&self, defect: &str) -> BTreeSet<u64> {
-        (self.truth.iter())
-            .filter(|t| t["defect"] == defect)
-            .map(|t| t["seq"].as_u64().unwrap())
-            .collect()
-    }
-
-    /// Where each record landed: (partition, offset) → its seq, from the partition of its
-    /// key (the truth's for defects, `key_of` the record's for the rest).
-    fn by_position(&self, key_of: impl Fn(&Value) -> String) -> HashMap<(i32, i64), u64> {
-        let keys: HashMap<u64, String> = (self.truth.iter())
-            .map(|t| {
-                (
-                    t["seq"].as_u64().unwrap(),
-                    t["key"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        let mut next = [0i64; PARTITIONS as usize];
-        let mut out = HashMap::new();
-        for (seq, event) in self.events.iter().enumerate() {
-            let key = keys
-                .get(&(seq as u64))
-                .cloned()
-                .unwrap_or_else(|| key_of(event));
-            let p = lakehouse_core::kafka::key_partition(key.as_bytes(), PARTITIONS);
-            out.insert((p, next[p as usize]), seq as u64);
-            next[p as usize] += 1;
-        }
-        out
-    }
-
-    /// What the oracle computes from the file and the truth.
-    fn oracle(&self, kind: &str) -> Option<Value> {
-        let script = repo_root().join("jobs/tests/oracle/shop.py");
-        let (events, truth) = (self.path("events.ndjson"), self.path("truth.ndjson"));
-        let out = run_python(&[
-            script.as_os_str(),
-            kind.as_ref(),
-            events.as_os_str(),
-            truth.as_os_str(),
-        ])?;
-        Some(serde_json::from_slice(&out).unwrap())
-    }
-}
-
-/// The pipeline's `[generate]` stream, `count` records of it, to the topic and to a file.
-fn generate(t: &TestPipeline, count: u64) -> Stream {
-    let dir = tempfile::tempdir().unwrap();
-    let (events, truth) = (
-        dir.path().join("events.ndjson"),
-        dir.path().join("truth.ndjson"),
-    );
-    let n = count.to_string();
-    ok(run(t
-        .lakectl()
-        .args(["generate", "--count", &n, "--topic", &t.topic, "--truth"])
-        .arg(&truth)));
-    ok(run(t
-        .lakectl()
-        .args(["generate", "--count", &n, "--out"])
-        .arg(&events)));
-    let lines = |path: &std::path::Path| -> Vec<Value> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    Stream {
-        events: lines(&events),
-        truth: lines(&truth),
-        dir,
-    }
-}
-
-fn quarantine(t: &TestPipeline, table: &str) -> Vec<((i32, i64), String)> {
-    table_rows(
-        &t.lake(),
-        Layer::Quarantine,
-        table,
-        "SELECT _partition, _offset, rule FROM t ORDER BY 1, 2",
-    )
-    .into_iter()
-    .map(|r| {
-        let n = |i: usize| r[i].as_deref().unwrap().parse::<i64>().unwrap();
-        ((n(0) as i32, n(1)), r[2].clone().unwrap())
-    })
-    .collect()
-}
 
 fn json_rows(t: &TestPipeline, layer: Layer, table: &str, sql: &str) -> Vec<Value> {
     table_rows(&t.lake(), layer, table, sql)
@@ -139,7 +34,7 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
         return;
     };
     let n = 10_000u64;
-    let stream = generate(&t, n);
+    let stream = generate_stream(&t, n);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     let out = ok(run(t.lakectl().args(["run", "silver"])));
 
@@ -184,7 +79,7 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
         })
         .collect();
     let at = stream.by_position(|e| e["user_id"].as_str().unwrap().into());
-    let got: BTreeMap<u64, String> = quarantine(&t, "ecommerce")
+    let got: BTreeMap<u64, String> = quarantine_rules(&t, "ecommerce")
         .into_iter()
         .map(|(position, rule)| (at[&position], rule))
         .collect();
@@ -200,7 +95,7 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
     );
 
     ok(run(t.lakectl().args(["run", "gold"])));
-    let Some(oracle) = stream.oracle("ecommerce") else {
+    let Some(oracle) = stream.oracle("shop.py", &["ecommerce"], &[]) else {
         return;
     };
     assert_eq!(oracle["clean"], n - 500);
@@ -257,7 +152,7 @@ fn orders_checksums_replays_crashes_and_status_match_the_truth() {
         return;
     };
     let n = 6_000u64;
-    let stream = generate(&t, n);
+    let stream = generate_stream(&t, n);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     let crashed = run(t
         .lakectl()
@@ -295,7 +190,7 @@ fn orders_checksums_replays_crashes_and_status_match_the_truth() {
         .map(|t| t["seq"].as_u64().unwrap())
         .collect();
     // Only the first pass's offsets: the replay's records are duplicates of them.
-    let quarantined: BTreeSet<u64> = quarantine(&t, "orders")
+    let quarantined: BTreeSet<u64> = quarantine_rules(&t, "orders")
         .into_iter()
         .filter(|(_, rule)| rule == "checksum_matches")
         .filter_map(|(position, _)| at.get(&position).copied())
@@ -314,7 +209,7 @@ fn orders_checksums_replays_crashes_and_status_match_the_truth() {
     assert_eq!(bad_in_silver[0][0].as_deref(), Some("0"));
 
     ok(run(t.lakectl().args(["run", "gold"])));
-    let Some(oracle) = stream.oracle("orders") else {
+    let Some(oracle) = stream.oracle("shop.py", &["orders"], &[]) else {
         return;
     };
     let micros = |c: &str| format!("CAST({c} AS BIGINT)");

@@ -4,6 +4,7 @@ mod util;
 
 mod bronze;
 mod cli;
+mod customer_events;
 mod generate;
 mod load;
 mod pipeline;

@@ -1,6 +1,7 @@
 //! Fixtures shared by the CLI tests: the `lakectl` binary, the shipped pipeline, dead ports.
 #![allow(dead_code)] // not every fixture is used by every test module
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -709,4 +710,118 @@ pub fn table_rows(
         }
     }
     out
+}
+
+/// The partitions of the shipped pipelines' generated topics.
+const STREAM_PARTITIONS: i32 = 3;
+
+/// A stream sent to the test's topic and written to a file, with its truth file.
+pub struct Stream {
+    pub dir: tempfile::TempDir,
+    pub events: Vec<serde_json::Value>,
+    pub truth: Vec<serde_json::Value>,
+}
+
+impl Stream {
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn seqs(&self, defect: &str) -> BTreeSet<u64> {
+        (self.truth.iter())
+            .filter(|t| t["defect"] == defect)
+            .map(|t| t["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Where each record landed: (partition, offset) → its seq, from the partition of its
+    /// key (the truth's for defects, `key_of` the record's for the rest).
+    pub fn by_position(
+        &self,
+        key_of: impl Fn(&serde_json::Value) -> String,
+    ) -> HashMap<(i32, i64), u64> {
+        let keys: HashMap<u64, String> = (self.truth.iter())
+            .map(|t| {
+                (
+                    t["seq"].as_u64().unwrap(),
+                    t["key"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let mut next = [0i64; STREAM_PARTITIONS as usize];
+        let mut out = HashMap::new();
+        for (seq, event) in self.events.iter().enumerate() {
+            let key = keys
+                .get(&(seq as u64))
+                .cloned()
+                .unwrap_or_else(|| key_of(event));
+            let p = lakehouse_core::kafka::key_partition(key.as_bytes(), STREAM_PARTITIONS);
+            out.insert((p, next[p as usize]), seq as u64);
+            next[p as usize] += 1;
+        }
+        out
+    }
+
+    /// What `tests/oracle/<script>` prints, given `before` then the events and truth files
+    /// then `after` as arguments: JSON.
+    pub fn oracle(
+        &self,
+        script: &str,
+        before: &[&str],
+        after: &[&str],
+    ) -> Option<serde_json::Value> {
+        let script = repo_root().join("jobs/tests/oracle").join(script);
+        let (events, truth) = (self.path("events.ndjson"), self.path("truth.ndjson"));
+        let mut args: Vec<&std::ffi::OsStr> = vec![script.as_os_str()];
+        args.extend(before.iter().map(std::ffi::OsStr::new));
+        args.extend([events.as_os_str(), truth.as_os_str()]);
+        args.extend(after.iter().map(std::ffi::OsStr::new));
+        let out = run_python(&args)?;
+        Some(serde_json::from_slice(&out).unwrap())
+    }
+}
+
+/// The pipeline's `[generate]` stream, `count` records of it, to the topic and to a file.
+pub fn generate_stream(t: &TestPipeline, count: u64) -> Stream {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, truth) = (
+        dir.path().join("events.ndjson"),
+        dir.path().join("truth.ndjson"),
+    );
+    let n = count.to_string();
+    ok(run(t
+        .lakectl()
+        .args(["generate", "--count", &n, "--topic", &t.topic, "--truth"])
+        .arg(&truth)));
+    ok(run(t
+        .lakectl()
+        .args(["generate", "--count", &n, "--out"])
+        .arg(&events)));
+    let lines = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    Stream {
+        events: lines(&events),
+        truth: lines(&truth),
+        dir,
+    }
+}
+
+pub fn quarantine_rules(t: &TestPipeline, table: &str) -> Vec<((i32, i64), String)> {
+    table_rows(
+        &t.lake(),
+        Layer::Quarantine,
+        table,
+        "SELECT _partition, _offset, rule FROM t ORDER BY 1, 2",
+    )
+    .into_iter()
+    .map(|r| {
+        let n = |i: usize| r[i].as_deref().unwrap().parse::<i64>().unwrap();
+        ((n(0) as i32, n(1)), r[2].clone().unwrap())
+    })
+    .collect()
 }

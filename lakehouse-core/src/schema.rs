@@ -4,11 +4,13 @@
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    Int64Builder, ListArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate};
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// A column type as written in the pipeline file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "String")]
 pub enum ColumnType {
     String,
@@ -31,49 +33,151 @@ pub enum ColumnType {
     Timestamp,
     /// Exact decimal: precision (total digits) and scale (digits after the point).
     Decimal(u8, i8),
+    /// `list<T>`: a JSON array whose elements are `T` (or null).
+    List(Box<ColumnType>),
+    /// `struct<name: T, …>`: a JSON object; fields it lacks are null, fields not declared are
+    /// ignored, as for the record itself.
+    Struct(Vec<(String, ColumnType)>),
 }
 
-pub const TYPE_NAMES: &str = "string, int, double, bool, date, timestamp, decimal(p,s)";
+pub const TYPE_NAMES: &str =
+    "string, int, double, bool, date, timestamp, decimal(p,s), list<type>, struct<name: type, …>";
 
 impl TryFrom<String> for ColumnType {
     type Error = String;
 
     fn try_from(name: String) -> Result<ColumnType, String> {
-        let lower = name.trim().to_ascii_lowercase();
-        let simple = match lower.as_str() {
-            "string" => Some(ColumnType::String),
-            "int" => Some(ColumnType::Int),
-            "double" => Some(ColumnType::Double),
-            "bool" => Some(ColumnType::Bool),
-            "date" => Some(ColumnType::Date),
-            "timestamp" => Some(ColumnType::Timestamp),
-            _ => None,
+        let mut rest = name.as_str();
+        let parsed = TypeParser { rest: &mut rest }
+            .column_type()
+            .and_then(|t| match rest.trim() {
+                "" => Ok(t),
+                extra => Err(format!("unexpected {extra:?} after the type")),
+            });
+        parsed.map_err(|e| format!("column type {name:?}: {e}; known types: {TYPE_NAMES}"))
+    }
+}
+
+/// Reads a type name from the front of `rest`: a recursive descent over the grammar in
+/// [`TYPE_NAMES`]. Names are case-insensitive; struct field names keep their case.
+struct TypeParser<'a, 's> {
+    rest: &'a mut &'s str,
+}
+
+impl<'s> TypeParser<'_, 's> {
+    fn column_type(&mut self) -> Result<ColumnType, String> {
+        let word = self.word();
+        let t = match word.to_ascii_lowercase().as_str() {
+            "string" => ColumnType::String,
+            "int" => ColumnType::Int,
+            "double" => ColumnType::Double,
+            "bool" => ColumnType::Bool,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            "decimal" => {
+                self.expect('(')?;
+                let p = self.word();
+                self.expect(',')?;
+                let s = self.word();
+                self.expect(')')?;
+                let (p, s): (u8, i8) = match (p.parse(), s.parse()) {
+                    (Ok(p), Ok(s)) => (p, s),
+                    _ => return Err(format!("decimal({p},{s}): precision and scale are numbers")),
+                };
+                if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                    return Err("decimal precision must be 1..=38 and scale 0..=precision".into());
+                }
+                ColumnType::Decimal(p, s)
+            }
+            "list" => {
+                self.expect('<')?;
+                let item = self.column_type()?;
+                self.expect('>')?;
+                ColumnType::List(Box::new(item))
+            }
+            "struct" => {
+                self.expect('<')?;
+                let mut fields: Vec<(String, ColumnType)> = Vec::new();
+                loop {
+                    let field = self.word().to_string();
+                    if field.is_empty() {
+                        return Err("a struct field needs a name".into());
+                    }
+                    if fields.iter().any(|(f, _)| *f == field) {
+                        return Err(format!("struct field {field:?} is declared twice"));
+                    }
+                    self.expect(':')?;
+                    fields.push((field, self.column_type()?));
+                    if self.next_is('>') {
+                        break;
+                    }
+                    self.expect(',')?;
+                }
+                ColumnType::Struct(fields)
+            }
+            "" => return Err(format!("expected a type at {:?}", self.rest.trim())),
+            _ => return Err(format!("unknown type {word:?}")),
         };
-        if let Some(t) = simple {
-            return Ok(t);
+        Ok(t)
+    }
+
+    /// The next run of letters, digits and underscores, after any spaces.
+    fn word(&mut self) -> &'s str {
+        let trimmed = self.rest.trim_start();
+        let end = trimmed
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(trimmed.len());
+        let (word, rest) = trimmed.split_at(end);
+        *self.rest = rest;
+        word
+    }
+
+    /// Consumes `c` if it comes next (after spaces).
+    fn next_is(&mut self, c: char) -> bool {
+        match self.rest.trim_start().strip_prefix(c) {
+            Some(rest) => {
+                *self.rest = rest;
+                true
+            }
+            None => false,
         }
-        let unknown = || format!("unknown column type {name:?}; known types: {TYPE_NAMES}");
-        let args = lower
-            .strip_prefix("decimal(")
-            .and_then(|rest| rest.strip_suffix(')'))
-            .ok_or_else(unknown)?;
-        let (p, s) = args.split_once(',').ok_or_else(unknown)?;
-        let (p, s): (u8, i8) = match (p.trim().parse(), s.trim().parse()) {
-            (Ok(p), Ok(s)) => (p, s),
-            _ => return Err(unknown()),
-        };
-        if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
-            return Err(format!(
-                "{name:?}: decimal precision must be 1..=38 and scale 0..=precision"
-            ));
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.next_is(c) {
+            Ok(())
+        } else {
+            Err(format!("expected '{c}' at {:?}", self.rest.trim()))
         }
-        Ok(ColumnType::Decimal(p, s))
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ColumnType::String => f.write_str("string"),
+            ColumnType::Int => f.write_str("int"),
+            ColumnType::Double => f.write_str("double"),
+            ColumnType::Bool => f.write_str("bool"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Decimal(p, s) => write!(f, "decimal({p},{s})"),
+            ColumnType::List(item) => write!(f, "list<{item}>"),
+            ColumnType::Struct(fields) => {
+                f.write_str("struct<")?;
+                for (i, (name, t)) in fields.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{name}: {t}")?;
+                }
+                f.write_str(">")
+            }
+        }
     }
 }
 
 impl ColumnType {
-    pub fn arrow_type(self) -> DataType {
-        match self {
+    pub fn arrow_type(&self) -> DataType {
+        match *self {
             ColumnType::String => DataType::Utf8,
             ColumnType::Int => DataType::Int64,
             ColumnType::Double => DataType::Float64,
@@ -81,11 +185,19 @@ impl ColumnType {
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             ColumnType::Decimal(p, s) => DataType::Decimal128(p, s),
+            ColumnType::List(ref item) => DataType::List(list_item(item)),
+            ColumnType::Struct(ref fields) => DataType::Struct(struct_fields(fields)),
         }
     }
 
-    fn builder(self, capacity: usize) -> Box<dyn ArrayBuilder> {
-        match self {
+    fn is_nested(&self) -> bool {
+        matches!(self, ColumnType::List(_) | ColumnType::Struct(_))
+    }
+
+    /// A builder for a scalar type; nested values are gathered as [`Nested`] trees and built
+    /// at the end by [`build_nested`].
+    fn builder(&self, capacity: usize) -> Box<dyn ArrayBuilder> {
+        match *self {
             ColumnType::String => Box::new(StringBuilder::with_capacity(capacity, capacity * 16)),
             ColumnType::Int => Box::new(Int64Builder::with_capacity(capacity)),
             ColumnType::Double => Box::new(Float64Builder::with_capacity(capacity)),
@@ -99,6 +211,9 @@ impl ColumnType {
                     .with_precision_and_scale(p, s)
                     .expect("precision and scale are checked when parsed"),
             ),
+            ColumnType::List(_) | ColumnType::Struct(_) => {
+                unreachable!("nested columns are built from Nested values")
+            }
         }
     }
 
@@ -106,10 +221,10 @@ impl ColumnType {
     /// (CSV-born data often quotes them); numbers are accepted for strings as their JSON
     /// text (a title like `1984` arrives as a number). Anything else is an error that says
     /// what was expected and what came.
-    fn convert(self, value: Raw<'_>) -> Result<Cell<'_>, String> {
+    fn convert<'v>(&self, value: Raw<'v>) -> Result<Cell<'v>, String> {
         let value = match value {
             Raw::Null => return Ok(Cell::Null),
-            Raw::Str(s) if self == ColumnType::String => return Ok(Cell::Str(s)),
+            Raw::Str(s) if *self == ColumnType::String => return Ok(Cell::Str(s)),
             other => other,
         };
         let number = match &value {
@@ -120,7 +235,7 @@ impl ColumnType {
             Raw::Str(s) => Some(s.trim()),
             _ => None,
         };
-        let cell = match self {
+        let cell = match *self {
             ColumnType::String => match &value {
                 Raw::Number(n) => Some(Cell::Str(n.to_string().into())),
                 Raw::Bool(b) => Some(Cell::Str(b.to_string().into())),
@@ -158,13 +273,14 @@ impl ColumnType {
                 None => text.and_then(|t| parse_decimal(t, p, s)),
             }
             .map(Cell::Decimal),
+            ColumnType::List(_) | ColumnType::Struct(_) => None,
         };
         cell.ok_or_else(|| format!("expected {}, got {}", self.expected(), value.shown()))
     }
 
     /// What a value of this type looks like, for error messages.
-    fn expected(self) -> String {
-        match self {
+    fn expected(&self) -> String {
+        match *self {
             ColumnType::String => "a string".into(),
             ColumnType::Int => "an integer".into(),
             ColumnType::Double => "a finite number".into(),
@@ -175,8 +291,62 @@ impl ColumnType {
                 "a decimal with at most {} digits before and {s} after the point",
                 p as i8 - s
             ),
+            ColumnType::List(_) => "a list (JSON array)".into(),
+            ColumnType::Struct(_) => "an object".into(),
         }
     }
+
+    /// Converts one value of a nested column (or of a field inside one). An error carries the
+    /// path below this value (`.os`, `[2].score`) and the message.
+    fn nested(&self, value: Raw<'_>) -> Result<Nested, (String, String)> {
+        let mismatch = |value: &Raw| {
+            (
+                String::new(),
+                format!("expected {}, got {}", self.expected(), value.shown()),
+            )
+        };
+        match (self, value) {
+            (_, Raw::Null) => Ok(Nested::Null),
+            (ColumnType::List(item), Raw::Nested(Value::Array(items))) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    item.nested(Raw::from(v))
+                        .map_err(|(path, e)| (format!("[{i}]{path}"), e))
+                })
+                .collect::<Result<_, _>>()
+                .map(Nested::List),
+            (ColumnType::Struct(fields), Raw::Nested(Value::Object(mut object))) => fields
+                .iter()
+                .map(|(name, t)| match object.remove(name) {
+                    None => Ok(Nested::Null),
+                    Some(v) => t
+                        .nested(Raw::from(v))
+                        .map_err(|(path, e)| (format!(".{name}{path}"), e)),
+                })
+                .collect::<Result<_, _>>()
+                .map(Nested::Struct),
+            (ColumnType::List(_) | ColumnType::Struct(_), other) => Err(mismatch(&other)),
+            (scalar, other) => scalar
+                .convert(other)
+                .map(|cell| Nested::Leaf(cell.into_owned()))
+                .map_err(|e| (String::new(), e)),
+        }
+    }
+}
+
+/// The field of a list's items: nullable, named "element" as Delta's schema names it when a
+/// table is read back (Arrow's default "item" would not match on the next write).
+fn list_item(item: &ColumnType) -> Arc<Field> {
+    Arc::new(Field::new("element", item.arrow_type(), true))
+}
+
+/// The Arrow fields of a struct's declared fields, all nullable.
+fn struct_fields(fields: &[(String, ColumnType)]) -> Fields {
+    fields
+        .iter()
+        .map(|(name, t)| Field::new(name, t.arrow_type(), true))
+        .collect()
 }
 
 /// One declared field's JSON value, borrowed from the record where it can be: building a
@@ -204,6 +374,18 @@ impl Raw<'_> {
             format!("{}…", &s[..s.floor_char_boundary(60)])
         } else {
             s
+        }
+    }
+}
+
+impl From<Value> for Raw<'static> {
+    fn from(value: Value) -> Raw<'static> {
+        match value {
+            Value::Null => Raw::Null,
+            Value::Bool(b) => Raw::Bool(b),
+            Value::Number(n) => Raw::Number(n),
+            Value::String(s) => Raw::Str(Cow::Owned(s)),
+            nested => Raw::Nested(nested),
         }
     }
 }
@@ -306,12 +488,113 @@ enum Cell<'a> {
     Decimal(i128),
 }
 
+impl Cell<'_> {
+    fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
+            Cell::Null => Cell::Null,
+            Cell::Int(v) => Cell::Int(v),
+            Cell::Double(v) => Cell::Double(v),
+            Cell::Bool(v) => Cell::Bool(v),
+            Cell::Date(v) => Cell::Date(v),
+            Cell::Timestamp(v) => Cell::Timestamp(v),
+            Cell::Decimal(v) => Cell::Decimal(v),
+        }
+    }
+}
+
+/// A typed value of a nested column, kept until [`build_nested`] turns a column of them into
+/// one Arrow array: Arrow's nested builders would need a downcast at every level.
+enum Nested {
+    Null,
+    Leaf(Cell<'static>),
+    List(Vec<Nested>),
+    Struct(Vec<Nested>),
+}
+
+/// One Arrow array of type `t` from its values.
+fn build_nested(t: &ColumnType, values: Vec<Nested>) -> ArrayRef {
+    match t {
+        ColumnType::List(item) => {
+            let mut offsets = Vec::with_capacity(values.len() + 1);
+            offsets.push(0i32);
+            let mut valid = Vec::with_capacity(values.len());
+            let mut items = Vec::new();
+            for value in values {
+                let is_list = matches!(value, Nested::List(_));
+                if let Nested::List(values) = value {
+                    items.extend(values);
+                }
+                valid.push(is_list);
+                offsets.push(items.len() as i32);
+            }
+            let child = build_nested(item, items);
+            Arc::new(ListArray::new(
+                list_item(item),
+                OffsetBuffer::new(offsets.into()),
+                child,
+                Some(NullBuffer::from(valid)),
+            ))
+        }
+        ColumnType::Struct(fields) => {
+            let n = values.len();
+            let mut columns: Vec<Vec<Nested>> =
+                fields.iter().map(|_| Vec::with_capacity(n)).collect();
+            let mut valid = Vec::with_capacity(n);
+            for value in values {
+                match value {
+                    Nested::Struct(values) => {
+                        valid.push(true);
+                        columns.iter_mut().zip(values).for_each(|(c, v)| c.push(v));
+                    }
+                    _ => {
+                        valid.push(false);
+                        columns.iter_mut().for_each(|c| c.push(Nested::Null));
+                    }
+                }
+            }
+            let arrays = fields
+                .iter()
+                .zip(columns)
+                .map(|((_, t), values)| build_nested(t, values))
+                .collect();
+            Arc::new(StructArray::new(
+                struct_fields(fields),
+                arrays,
+                Some(NullBuffer::from(valid)),
+            ))
+        }
+        scalar => {
+            let mut builder = scalar.builder(values.len());
+            for value in values {
+                match value {
+                    Nested::Leaf(cell) => append(builder.as_mut(), cell),
+                    _ => append_null(builder.as_mut()),
+                }
+            }
+            builder.finish()
+        }
+    }
+}
+
 /// Turns JSON object records into columns of the declared types.
 pub struct RecordParser {
     fields: Vec<(String, ColumnType)>,
     /// Field name → position, to find a key without building the whole JSON object.
     index: HashMap<String, usize>,
-    builders: Vec<Box<dyn ArrayBuilder>>,
+    columns: Vec<ColumnBuffer>,
+}
+
+/// One column's values so far.
+enum ColumnBuffer {
+    Scalar(Box<dyn ArrayBuilder>),
+    Nested(Vec<Nested>),
+}
+
+/// One field of a record, converted.
+enum Converted<'a> {
+    Scalar(Cell<'a>),
+    Nested(Nested),
 }
 
 /// Reads one JSON object, keeping the values of declared fields and skipping the rest.
@@ -372,7 +655,13 @@ impl RecordParser {
                 .enumerate()
                 .map(|(i, (name, _))| (name.clone(), i))
                 .collect(),
-            builders: fields.iter().map(|(_, t)| t.builder(capacity)).collect(),
+            columns: fields
+                .iter()
+                .map(|(_, t)| match t.is_nested() {
+                    true => ColumnBuffer::Nested(Vec::with_capacity(capacity)),
+                    false => ColumnBuffer::Scalar(t.builder(capacity)),
+                })
+                .collect(),
         }
     }
 
@@ -408,21 +697,40 @@ impl RecordParser {
             .fields
             .iter()
             .zip(values)
-            .map(|((name, column_type), value)| match value {
-                None => Ok(Cell::Null),
-                Some(v) => column_type
-                    .convert(v)
-                    .map_err(|e| format!("field {name:?}: {e}")),
+            .map(|((name, column_type), value)| {
+                let value = value.unwrap_or(Raw::Null);
+                if column_type.is_nested() {
+                    column_type
+                        .nested(value)
+                        .map(Converted::Nested)
+                        .map_err(|(path, e)| format!("field \"{name}{path}\": {e}"))
+                } else {
+                    column_type
+                        .convert(value)
+                        .map(Converted::Scalar)
+                        .map_err(|e| format!("field {name:?}: {e}"))
+                }
             })
             .collect::<Result<Vec<_>, String>>()?;
-        for (builder, cell) in self.builders.iter_mut().zip(cells) {
-            append(builder.as_mut(), cell);
+        for (column, cell) in self.columns.iter_mut().zip(cells) {
+            match (column, cell) {
+                (ColumnBuffer::Scalar(b), Converted::Scalar(cell)) => append(b.as_mut(), cell),
+                (ColumnBuffer::Nested(values), Converted::Nested(value)) => values.push(value),
+                _ => unreachable!("a column and its values come from the same type"),
+            }
         }
         Ok(())
     }
 
     pub fn finish(&mut self) -> Vec<ArrayRef> {
-        self.builders.iter_mut().map(|b| b.finish()).collect()
+        self.columns
+            .iter_mut()
+            .zip(&self.fields)
+            .map(|(column, (_, t))| match column {
+                ColumnBuffer::Scalar(b) => b.finish(),
+                ColumnBuffer::Nested(values) => build_nested(t, std::mem::take(values)),
+            })
+            .collect()
     }
 }
 
@@ -579,5 +887,109 @@ mod tests {
             cols.iter().all(|c| c.len() == 1),
             "only the good record landed"
         );
+    }
+
+    fn nested_fields() -> Vec<(String, ColumnType)> {
+        [
+            ("device", "struct<type: string, os_version: string>"),
+            ("actions", "list<string>"),
+            (
+                "recs",
+                "List< Struct<media_id: string, score: double, tags: list<string>> >",
+            ),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), ColumnType::try_from(t.to_string()).unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn nested_type_names_parse_print_and_explain_their_errors() {
+        let fields = nested_fields();
+        assert_eq!(
+            fields[2].1.to_string(),
+            "list<struct<media_id: string, score: double, tags: list<string>>>"
+        );
+        let reparsed = ColumnType::try_from(fields[2].1.to_string()).unwrap();
+        assert_eq!(reparsed, fields[2].1);
+        for (bad, why) in [
+            ("struct<a: varchar>", "unknown type \"varchar\""),
+            ("struct<a: int, a: string>", "declared twice"),
+            ("list<int", "expected '>'"),
+            ("struct<>", "needs a name"),
+            ("list<int> x", "unexpected \"x\""),
+            ("decimal(x,1)", "are numbers"),
+        ] {
+            let err = ColumnType::try_from(bad.to_string()).unwrap_err();
+            assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn nested_records_become_struct_and_list_columns() {
+        let fields = nested_fields();
+        let mut p = RecordParser::new(&fields, 4);
+        p.push(br#"{"device":{"type":"tv","os_version":14,"extra":1},"actions":["play",null],"recs":[{"media_id":"m1","score":"0.5","tags":["a"]},null]}"#).unwrap();
+        p.push(br#"{"device":{"type":"mobile"},"actions":[],"recs":null}"#)
+            .unwrap();
+        p.push(br#"{"device":null}"#).unwrap();
+        let cols = p.finish();
+        for ((_, t), col) in fields.iter().zip(&cols) {
+            assert_eq!(col.data_type(), &t.arrow_type());
+        }
+        let device = cols[0].as_struct();
+        let os_version = device.column(1).as_string::<i32>();
+        assert_eq!(os_version.value(0), "14", "a number kept as its JSON text");
+        assert!(os_version.is_null(1) && device.is_null(2) && device.is_valid(1));
+        let actions = cols[1].as_list::<i32>();
+        assert_eq!(actions.value_length(0), 2);
+        assert!(actions.value(0).is_null(1) && actions.value_length(1) == 0);
+        assert!(actions.is_null(2));
+        let recs = cols[2].as_list::<i32>();
+        let first = recs.value(0);
+        let first = first.as_struct();
+        assert_eq!(first.column(1).as_primitive::<Float64Type>().value(0), 0.5);
+        assert_eq!(
+            first
+                .column(2)
+                .as_list::<i32>()
+                .value(0)
+                .as_string::<i32>()
+                .value(0),
+            "a"
+        );
+        assert!(first.is_null(1) && recs.is_null(1) && recs.is_null(2));
+    }
+
+    #[test]
+    fn nested_errors_name_the_path_to_the_bad_value() {
+        let mut p = RecordParser::new(&nested_fields(), 4);
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"recs":[{"score":1},{"score":"high"}]}"#,
+                r#"field "recs[1].score": expected a finite number, got "high""#,
+            ),
+            (
+                br#"{"device":"phone"}"#,
+                r#"field "device": expected an object, got "phone""#,
+            ),
+            (
+                br#"{"actions":{"a":1}}"#,
+                r#"field "actions": expected a list (JSON array), got {"a":1}"#,
+            ),
+            (
+                br#"{"recs":[{"tags":[1,[2]]}]}"#,
+                r#"field "recs[0].tags[1]": expected a string, got [2]"#,
+            ),
+        ];
+        for (raw, want) in cases {
+            let err = p.push(raw).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(p.finish().iter().all(|c| c.is_empty()), "nothing appended");
     }
 }

@@ -161,7 +161,7 @@ impl SilverJob {
             fields: settings
                 .schema
                 .iter()
-                .map(|(name, t)| (name.clone(), *t))
+                .map(|(name, t)| (name.clone(), t.clone()))
                 .collect(),
             settings,
             sql,
