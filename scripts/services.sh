@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lakectl service stack without Docker, on 127.0.0.1 and free ports:
 #   PostgreSQL 15 (a private cluster), the Nisshi Kafka-protocol broker (sqlite engine),
-#   and a moto S3 server with the lake bucket created.
+#   a moto S3 server with the lake bucket created, and a Confluent-compatible schema registry
+#   (scripts/schema_registry.py, schemas in the broker's `_schemas` topic).
 #
 #   scripts/services.sh up [--fresh]   start what is not running (--fresh: start empty)
 #   scripts/services.sh down           stop everything
@@ -9,7 +10,7 @@
 #
 # Addresses go to .lakectl/services.env as `export NAME=value` lines; `source` it.
 # Tools are installed on first use and cached outside the clone, in $LAKECTL_CACHE
-# (default ~/.cache/lakectl): nisshi via cargo install, moto in a venv.
+# (default ~/.cache/lakectl): nisshi via cargo install, moto and the registry in venvs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,17 +66,18 @@ install_moto() {
 # ---- state -------------------------------------------------------------------------------
 
 load_ports() {
-  PG_PORT="" KAFKA_PORT="" S3_PORT=""
+  PG_PORT="" KAFKA_PORT="" S3_PORT="" REGISTRY_PORT=""
   if [[ -f $STATE/ports ]]; then
     # shellcheck source=/dev/null
     source "$STATE/ports"
   fi
   # A port we chose before is kept while it is ours; a taken one is replaced.
   local name
-  for name in PG_PORT KAFKA_PORT S3_PORT; do
+  for name in PG_PORT KAFKA_PORT S3_PORT REGISTRY_PORT; do
     [[ -n ${!name} ]] || printf -v "$name" '%s' "$(free_port)"
   done
-  printf 'PG_PORT=%s\nKAFKA_PORT=%s\nS3_PORT=%s\n' "$PG_PORT" "$KAFKA_PORT" "$S3_PORT" >"$STATE/ports"
+  printf 'PG_PORT=%s\nKAFKA_PORT=%s\nS3_PORT=%s\nREGISTRY_PORT=%s\n' \
+    "$PG_PORT" "$KAFKA_PORT" "$S3_PORT" "$REGISTRY_PORT" >"$STATE/ports"
 }
 
 write_env() {
@@ -89,6 +91,9 @@ export AWS_SECRET_ACCESS_KEY=lakectl-secret
 export AWS_REGION=us-east-1
 export AWS_ALLOW_HTTP=true
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/lakectl
+export LAKECTL_SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+# Python with Confluent's client and Avro serializer (the registry's own venv).
+export LAKECTL_REGISTRY_PYTHON=$REGISTRY_PYTHON
 # The service binaries, for fault tests that run private instances.
 export LAKECTL_NISSHI_BIN=$NISSHI
 export LAKECTL_MOTO_BIN=$S3_VENV/bin/moto_server
@@ -162,6 +167,24 @@ EOF
   log "s3        http://127.0.0.1:$S3_PORT (moto, bucket $BUCKET)"
 }
 
+# ---- schema registry ----------------------------------------------------------------------
+# Our own Confluent-compatible registry (scripts/schema_registry.py): no registry server
+# installs here. Its schemas live in the broker's `_schemas` topic.
+
+registry_up() {
+  local pidfile="$STATE/registry.pid"
+  REGISTRY_PYTHON=$(bash "$ROOT/scripts/python-env.sh" registry)
+  if ! pid_alive "$pidfile"; then
+    port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is taken; remove $STATE/ports to pick new ports"
+    (exec setsid "$REGISTRY_PYTHON" "$ROOT/scripts/schema_registry.py" \
+      --brokers "127.0.0.1:$KAFKA_PORT" --port "$REGISTRY_PORT" \
+      >"$STATE/registry.log" 2>&1 </dev/null) &
+    echo $! >"$pidfile"
+  fi
+  wait_until 60 "schema registry" curl -sf -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/subjects"
+  log "registry  http://127.0.0.1:$REGISTRY_PORT (schemas in topic _schemas)"
+}
+
 stop_pid() {
   local pidfile=$1
   if pid_alive "$pidfile"; then
@@ -177,6 +200,7 @@ stop_pid() {
 # ---- commands ----------------------------------------------------------------------------
 
 cmd_down() {
+  stop_pid "$STATE/registry.pid"
   stop_pid "$STATE/nisshi.pid"
   stop_pid "$STATE/moto.pid"
   pg_down
@@ -197,6 +221,7 @@ cmd_up() {
   pg_up
   kafka_up
   s3_up
+  registry_up
   write_env
   log "addresses written to $ENV_FILE"
 }
@@ -208,6 +233,7 @@ cmd_status() {
   if pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then echo "postgres  up    127.0.0.1:$PG_PORT"; else echo "postgres  down"; rc=1; fi
   if pid_alive "$STATE/nisshi.pid" && port_open "$KAFKA_PORT"; then echo "kafka     up    127.0.0.1:$KAFKA_PORT"; else echo "kafka     down"; rc=1; fi
   if pid_alive "$STATE/moto.pid" && port_open "$S3_PORT"; then echo "s3        up    http://127.0.0.1:$S3_PORT"; else echo "s3        down"; rc=1; fi
+  if pid_alive "$STATE/registry.pid" && port_open "$REGISTRY_PORT"; then echo "registry  up    http://127.0.0.1:$REGISTRY_PORT"; else echo "registry  down"; rc=1; fi
   return $rc
 }
 

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod avro;
 mod bronze;
 mod cli;
 mod customer_events;

@@ -59,6 +59,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub postgres: PostgresConfig,
     #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
+    #[serde(default)]
     pub runner: RunnerConfig,
     pub producer: Option<ProducerConfig>,
     /// Defaults for `lakectl generate`; its flags win.
@@ -97,6 +99,14 @@ pub struct LakeConfig {
     /// Write a Delta checkpoint every this many commits.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: u64,
+}
+
+/// A Confluent-compatible schema registry, for Avro topics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// `http://host:8081`; `LAKECTL_SCHEMA_REGISTRY_URL` overrides it.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,7 +346,15 @@ pub struct SilverTable {
     pub source: String,
     /// Business key columns (of the cleaned rows): one row per key, the latest record wins.
     pub key: Vec<String>,
-    /// The fields of each record's JSON `value` and their types, in column order.
+    /// How records are written: `json` (typed by `schema`) or `avro` (Confluent-framed, typed
+    /// by the schemas in the schema registry).
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// Avro: the registry subject whose latest version is the reader schema; defaults to
+    /// `<topic>-value`, the subject Confluent's serializers register under.
+    pub subject: Option<String>,
+    /// JSON: the fields of each record's `value` and their types, in column order.
+    #[serde(default)]
     pub schema: IndexMap<String, ColumnType>,
     /// Cleaning SQL over the view `source`, inline or in a file next to the pipeline file.
     pub sql: Option<String>,
@@ -356,6 +374,14 @@ pub struct SilverTable {
     /// that other engines prune on), e.g. a date derived from the event time.
     #[serde(default)]
     pub partition_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    #[default]
+    Json,
+    Avro,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -572,6 +598,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("LAKECTL_KAFKA_BROKERS", "kafka.brokers"),
     ("LAKECTL_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LAKECTL_POSTGRES_URL_ENV", "postgres.url_env"),
+    ("LAKECTL_SCHEMA_REGISTRY_URL", "schema_registry.url"),
     ("LAKECTL_RUNNER_MAX_RETRIES", "runner.max_retries"),
     (
         "LAKECTL_RUNNER_INITIAL_BACKOFF_MS",
@@ -717,6 +744,7 @@ impl Pipeline {
             "kafka.brokers" => self.kafka.brokers = value.to_string(),
             "kafka.group_id" => self.kafka.group_id = Some(value.to_string()),
             "postgres.url_env" => self.postgres.url_env = value.to_string(),
+            "schema_registry.url" => self.schema_registry.url = Some(value.to_string()),
             "runner.max_retries" => self.runner.max_retries = number(value)?,
             "runner.initial_backoff_ms" => self.runner.initial_backoff_ms = number(value)?,
             "runner.max_backoff_ms" => self.runner.max_backoff_ms = number(value)?,
@@ -813,11 +841,28 @@ impl Pipeline {
                     "needs at least one column".into(),
                 ));
             }
-            if table.schema.is_empty() {
-                return Err(invalid(
-                    format!("silver.{name}.schema"),
-                    "declare at least one field of the records".into(),
-                ));
+            match table.format {
+                RecordFormat::Json if table.schema.is_empty() => {
+                    return Err(invalid(
+                        format!("silver.{name}.schema"),
+                        "declare at least one field of the records".into(),
+                    ));
+                }
+                RecordFormat::Avro if !table.schema.is_empty() => {
+                    return Err(invalid(
+                        format!("silver.{name}.schema"),
+                        "Avro records are typed by their schemas in the registry: remove the \
+                         schema (or set format = \"json\")"
+                            .into(),
+                    ));
+                }
+                RecordFormat::Avro if self.schema_registry.url.is_none() => {
+                    return Err(invalid(
+                        "schema_registry.url".into(),
+                        format!("silver.{name} reads Avro: name the schema registry (or set LAKECTL_SCHEMA_REGISTRY_URL)"),
+                    ));
+                }
+                _ => {}
             }
             if let Some(field) = table
                 .schema
@@ -851,7 +896,7 @@ impl Pipeline {
                         )
                     })?;
                 }
-                (None, None) => {
+                (None, None) if table.format == RecordFormat::Json => {
                     // Without SQL the columns are the schema's: the key must be among them.
                     if let Some(k) = table.key.iter().find(|k| !table.schema.contains_key(*k)) {
                         return Err(invalid(
@@ -860,7 +905,7 @@ impl Pipeline {
                         ));
                     }
                 }
-                (Some(_), None) => {}
+                _ => {}
             }
         }
         for name in self.gold.keys() {

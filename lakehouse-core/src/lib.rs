@@ -1,10 +1,12 @@
 //! Everything lakectl jobs share: the pipeline config, the object store and Delta helpers,
 //! Kafka client plumbing, the runner with its run records, errors and telemetry.
 
+pub mod avro;
 pub mod config;
 pub mod error;
 pub mod kafka;
 pub mod quality;
+pub mod registry;
 pub mod run_log;
 pub mod runner;
 pub mod schema;

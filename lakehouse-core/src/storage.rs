@@ -271,6 +271,7 @@ pub async fn write_with_txns(
     use deltalake::kernel::transaction::CommitProperties;
     use deltalake::kernel::Transaction;
     let creating = table.version().is_none();
+    let evolves = !creating && mode == SaveMode::Append && adds_columns(&table, &batches)?;
     let txns = txns
         .into_iter()
         .map(|(app_id, version)| Transaction::new(app_id, version))
@@ -284,11 +285,28 @@ pub async fn write_with_txns(
     }
     if mode == SaveMode::Overwrite {
         write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+    } else if evolves {
+        // A record format that gained a field (a new Avro writer version): the table gains a
+        // nullable column; older rows read it as NULL.
+        write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
     }
     if creating {
         write = write.with_configuration(table_properties(checkpoint_interval));
     }
     Ok(write.await?)
+}
+
+/// Whether `batches` have a column the table does not.
+fn adds_columns(table: &DeltaTable, batches: &[RecordBatch]) -> Result<bool> {
+    let Some(batch) = batches.first() else {
+        return Ok(false);
+    };
+    let existing = table.snapshot()?.snapshot().arrow_schema();
+    Ok(batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| existing.field_with_name(f.name()).is_err()))
 }
 
 /// The properties lakectl creates every table with: a Delta checkpoint every

@@ -48,8 +48,9 @@ use datafusion::logical_expr::{col, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
-use lakehouse_core::config::{OnExistingKey, SilverTable};
+use lakehouse_core::config::{OnExistingKey, RecordFormat, SilverTable};
 use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
+use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
 use lakehouse_core::storage::txn_version;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
@@ -120,6 +121,8 @@ pub struct SilverJob {
     table: String,
     settings: SilverTable,
     fields: Vec<(String, ColumnType)>,
+    /// `format = "avro"`: where the records' schemas are.
+    avro: Option<parse::AvroSource>,
     /// The cleaning SQL and where it came from (for error messages).
     sql: Option<(String, String)>,
     lake: Lake,
@@ -155,7 +158,30 @@ impl SilverJob {
             (None, None) => None,
         };
         let lake = Lake::from_config(&pipeline.lake)?;
+        let avro = match settings.format {
+            RecordFormat::Json => None,
+            RecordFormat::Avro => {
+                let url = pipeline.schema_registry.url.as_deref().ok_or_else(|| {
+                    Error::Input(format!(
+                        "silver.{table} reads Avro: set schema_registry.url"
+                    ))
+                })?;
+                let topic = pipeline
+                    .bronze
+                    .get(&settings.source)
+                    .map(|b| b.topic.as_str());
+                Some(parse::AvroSource {
+                    registry: SchemaRegistry::new(url)?,
+                    subject: match (&settings.subject, topic) {
+                        (Some(subject), _) => subject.clone(),
+                        (None, Some(topic)) => format!("{topic}-value"),
+                        (None, None) => settings.source.clone() + "-value",
+                    },
+                })
+            }
+        };
         Ok(SilverJob {
+            avro,
             pipeline: pipeline.name.clone(),
             table: table.to_string(),
             fields: settings
@@ -234,7 +260,10 @@ impl SilverJob {
     ) -> Result<(RecordBatch, Vec<Quarantined>)> {
         let ctx = lakehouse_core::sql::context();
         let total = bronze_rows.rows();
-        let (typed, mut quarantined) = parse::records(bronze_rows, &self.fields)?;
+        let (typed, mut quarantined) = match &self.avro {
+            None => parse::records(bronze_rows, &self.fields)?,
+            Some(avro) => parse::avro_records(bronze_rows, &avro.decoder(bronze_rows).await?)?,
+        };
         report.count(
             "parse",
             Action::Quarantine.as_str(),

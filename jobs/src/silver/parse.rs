@@ -1,10 +1,15 @@
-//! Step 1: each bronze record's JSON value into the declared schema, on every core.
+//! Step 1: each bronze record's value into typed columns: JSON by the declared schema (on
+//! every core), Avro by its writer schema resolved to the reader schema.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::Schema;
+use arrow::datatypes::{Field, Schema};
+use std::collections::{BTreeMap, BTreeSet};
+
+use lakehouse_core::avro::{schema_id, AvroDecoder};
+use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::{ColumnType, RecordParser};
 use lakehouse_core::{Error, Result};
 
@@ -62,34 +67,138 @@ fn parse_batches(
         let mut ok = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let result = if values.is_null(row) {
-                Err("the record has no value (a tombstone); deletes are not supported".to_string())
+                Err(TOMBSTONE.to_string())
             } else {
                 parser.push(values.value(row))
             };
             ok.push(result.is_ok());
             if let Err(error) = result {
-                bad.push(Quarantined {
-                    origin: origin_at(batch, row),
-                    rule: "parse".into(),
-                    error,
-                });
+                bad.push(parse_failure(batch, row, error));
             }
         }
-        let indices = RECORD_LINEAGE
-            .iter()
-            .map(|c| batch.schema().index_of(c))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let lineage = batch.project(&indices)?;
-        kept.push(filter_record_batch(&lineage, &BooleanArray::from(ok))?);
+        kept.push(lineage_of(batch, ok)?);
     }
-    let lineage_schema = kept[0].schema();
-    let lineage = concat_batches(&lineage_schema, &kept)?;
-    let mut schema_fields = RecordParser::arrow_fields(fields);
-    schema_fields.extend(lineage_schema.fields().iter().map(|f| f.as_ref().clone()));
-    let mut columns = parser.finish();
+    let typed = typed_with_lineage(RecordParser::arrow_fields(fields), parser.finish(), &kept)?;
+    Ok((typed, bad))
+}
+
+const TOMBSTONE: &str = "the record has no value (a tombstone); deletes are not supported";
+
+/// Step 1 for Avro (`format = "avro"`): every record decoded into the reader schema's
+/// columns; the ones that cannot be (no framing, an unknown or unreadable writer schema, a
+/// body that does not decode) are returned for quarantine.
+pub(super) fn avro_records(
+    bronze: &BronzeRows,
+    decoder: &AvroDecoder,
+) -> Result<(RecordBatch, Vec<Quarantined>)> {
+    let values = |b: &RecordBatch| -> BinaryArray {
+        b.column_by_name("value")
+            .expect("bronze value")
+            .as_binary::<i32>()
+            .clone()
+    };
+    let columns: Vec<BinaryArray> = bronze.batches.iter().map(values).collect();
+    let decoded = decoder.decode(
+        columns
+            .iter()
+            .flat_map(|v| (0..v.len()).map(move |r| v.is_valid(r).then(|| v.value(r)))),
+    )?;
+    // Record number → (batch, row).
+    let mut ok: Vec<Vec<bool>> = (bronze.batches.iter())
+        .map(|b| vec![true; b.num_rows()])
+        .collect();
+    let starts: Vec<usize> = (bronze.batches.iter())
+        .scan(0, |start, b| {
+            let this = *start;
+            *start += b.num_rows();
+            Some(this)
+        })
+        .collect();
+    let mut bad = Vec::with_capacity(decoded.bad.len());
+    for (i, error) in decoded.bad {
+        let b = starts.partition_point(|&s| s <= i) - 1;
+        ok[b][i - starts[b]] = false;
+        bad.push(parse_failure(&bronze.batches[b], i - starts[b], error));
+    }
+    let kept = (bronze.batches.iter().zip(ok))
+        .map(|(batch, ok)| lineage_of(batch, ok))
+        .collect::<Result<Vec<_>>>()?;
+    let fields = decoder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let typed = typed_with_lineage(fields, decoded.batch.columns().to_vec(), &kept)?;
+    Ok((typed, bad))
+}
+
+fn parse_failure(batch: &RecordBatch, row: usize, error: String) -> Quarantined {
+    Quarantined {
+        origin: origin_at(batch, row),
+        rule: "parse".into(),
+        error,
+    }
+}
+
+/// The lineage columns of the rows of `batch` that `ok` keeps.
+fn lineage_of(batch: &RecordBatch, ok: Vec<bool>) -> Result<RecordBatch> {
+    let indices = RECORD_LINEAGE
+        .iter()
+        .map(|c| batch.schema().index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let lineage = batch.project(&indices)?;
+    Ok(filter_record_batch(&lineage, &BooleanArray::from(ok))?)
+}
+
+/// The typed columns followed by the lineage of the same rows.
+fn typed_with_lineage(
+    mut fields: Vec<Field>,
+    mut columns: Vec<ArrayRef>,
+    lineage: &[RecordBatch],
+) -> Result<RecordBatch> {
+    let lineage_schema = lineage[0].schema();
+    let lineage = concat_batches(&lineage_schema, lineage)?;
+    fields.extend(lineage_schema.fields().iter().map(|f| f.as_ref().clone()));
     columns.extend(lineage.columns().iter().cloned());
-    Ok((
-        RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)?,
-        bad,
-    ))
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Where Avro records' schemas come from: the registry, and the subject whose latest version
+/// is the reader schema.
+pub(super) struct AvroSource {
+    pub(super) registry: SchemaRegistry,
+    pub(super) subject: String,
+}
+
+impl AvroSource {
+    /// A decoder for this unit's records: the subject's latest version as the reader schema
+    /// (so a field a new writer version adds becomes a column), and the writer schema of every
+    /// id the records carry (cached by the client: ids never change).
+    pub(super) async fn decoder(&self, bronze: &BronzeRows) -> Result<AvroDecoder> {
+        let mut ids = BTreeSet::new();
+        for batch in &bronze.batches {
+            let values = batch
+                .column_by_name("value")
+                .expect("bronze value")
+                .as_binary::<i32>();
+            ids.extend(values.iter().flatten().filter_map(|v| schema_id(v).ok()));
+        }
+        let reader = self.registry.latest(&self.subject).await?.ok_or_else(|| {
+            Error::Input(format!(
+                "subject {:?} has no schema in the schema registry at {}: register the \
+                 records' schema there (Confluent's serializers do it under <topic>-value)",
+                self.subject,
+                self.registry.url()
+            ))
+        })?;
+        let mut writers = BTreeMap::new();
+        for id in ids {
+            writers.insert(id, self.registry.schema_by_id(id).await?);
+        }
+        AvroDecoder::new(&reader.schema, &writers)
+    }
 }

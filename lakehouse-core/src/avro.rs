@@ -1,0 +1,284 @@
+//! Confluent-framed Avro records (magic byte 0, a 4-byte big-endian schema id, the Avro body)
+//! into typed Arrow columns, with `arrow-avro`: each record is read by its writer schema and
+//! resolved to one reader schema, so a unit's rows share one Arrow schema however many writer
+//! versions it holds.
+//!
+//! One bad record is an error for that record alone, as for JSON: no framing, an unknown or
+//! unresolvable schema id, a body that does not decode. A body that fails half way leaves
+//! `arrow-avro`'s decoder holding part of a row, so the decoder is rebuilt and the rows since
+//! its last flush decoded again (rare: only units with bad records pay for it).
+//!
+//! The Arrow types are the ones a Delta table stores, as the JSON path gives them: enums and
+//! strings as `Utf8`, timestamps as UTC microseconds, list items named `element`, every
+//! field nullable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+
+use crate::{Error, Result};
+
+/// Bytes before the Avro body: the magic byte and the schema id.
+const FRAME: usize = 5;
+const ROWS_PER_BATCH: usize = 8192;
+
+/// The schema id of a framed record, or why it is not one.
+pub fn schema_id(record: &[u8]) -> std::result::Result<u32, String> {
+    match record {
+        [0, a, b, c, d, _rest @ ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(format!(
+            "not Confluent-framed Avro: expected magic byte 0 and a 4-byte schema id, got {} \
+             bytes starting {:02x?}",
+            record.len(),
+            &record[..record.len().min(FRAME)]
+        )),
+    }
+}
+
+/// Reads records written with any of `writers` (schema id → Avro schema JSON) as `reader`.
+pub struct AvroDecoder {
+    reader: String,
+    /// Writer schemas that resolve to the reader.
+    usable: BTreeMap<u32, String>,
+    /// Why the other writer ids cannot be read.
+    unusable: BTreeMap<u32, String>,
+    schema: SchemaRef,
+}
+
+/// The rows decoded, and the records (by position in the input) that could not be.
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub bad: Vec<(usize, String)>,
+}
+
+impl AvroDecoder {
+    /// `reader`: the reader schema; `writers`: every schema id the records may carry, with its
+    /// schema, or `None` for an id the registry does not have.
+    pub fn new(reader: &str, writers: &BTreeMap<u32, Option<String>>) -> Result<AvroDecoder> {
+        let mut usable = BTreeMap::new();
+        let mut unusable = BTreeMap::new();
+        for (&id, writer) in writers {
+            match writer {
+                None => {
+                    unusable.insert(id, format!("schema id {id} is not in the schema registry"));
+                }
+                Some(schema) => {
+                    match build(reader, [(id, schema.as_str())]) {
+                        Ok(_) => {
+                            usable.insert(id, schema.clone());
+                        }
+                        Err(e) => {
+                            unusable.insert(
+                            id,
+                            format!("writer schema id {id} cannot be read as the table's schema: {e}"),
+                        );
+                        }
+                    }
+                }
+            }
+        }
+        let probe = build(reader, usable.iter().map(|(id, s)| (*id, s.as_str())))
+            .map_err(|e| Error::Input(format!("the reader schema cannot be used: {e}")))?;
+        Ok(AvroDecoder {
+            reader: reader.to_string(),
+            schema: table_schema(&probe.schema()),
+            usable,
+            unusable,
+        })
+    }
+
+    /// The Arrow schema of the decoded rows.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn decoder(&self) -> Result<Decoder> {
+        build(
+            &self.reader,
+            self.usable.iter().map(|(id, s)| (*id, s.as_str())),
+        )
+        .map_err(|e| Error::Internal(format!("an Avro decoder that built once failed: {e}")))
+    }
+
+    /// Decodes `records` in order; `None` is a record without a value.
+    pub fn decode<'a>(
+        &self,
+        records: impl IntoIterator<Item = Option<&'a [u8]>>,
+    ) -> Result<Decoded> {
+        let mut run = Run {
+            decoder: self.decoder()?,
+            batches: Vec::new(),
+            unflushed: 0,
+            since_flush: Vec::new(),
+        };
+        let mut bad = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let Some(record) = record else {
+                bad.push((
+                    i,
+                    "the record has no value (a tombstone); deletes are not supported".into(),
+                ));
+                continue;
+            };
+            let checked = schema_id(record).and_then(|id| match self.unusable.get(&id) {
+                Some(why) => Err(why.clone()),
+                None if self.usable.contains_key(&id) => Ok(()),
+                None => Err(format!("schema id {id} was not looked up (a bug)")),
+            });
+            if let Err(why) = checked {
+                bad.push((i, why));
+                continue;
+            }
+            if let Err(why) = run.push(record) {
+                bad.push((i, format!("the Avro body does not decode: {why}")));
+                // The decoder may hold part of this record: start again from the last flush.
+                run.decoder = self.decoder()?;
+                run.unflushed = 0;
+                for good in std::mem::take(&mut run.since_flush) {
+                    run.push(good).map_err(|e| {
+                        Error::Internal(format!("a record decoded twice differently: {e}"))
+                    })?;
+                }
+            }
+        }
+        run.flush()?;
+        let decoded: Vec<RecordBatch> = run
+            .batches
+            .iter()
+            .map(|b| to_table_types(b, &self.schema))
+            .collect::<Result<_>>()?;
+        Ok(Decoded {
+            batch: concat_batches(&self.schema, &decoded)?,
+            bad,
+        })
+    }
+}
+
+/// A decoder and the batches it has given so far.
+struct Run<'a> {
+    decoder: Decoder,
+    batches: Vec<RecordBatch>,
+    /// Rows in the decoder not yet flushed. Counted here: the decoder's capacity drops to 0
+    /// when a new writer schema waits for the batch to go out, so it does not tell.
+    unflushed: usize,
+    /// Records decoded since the last flush, to decode again after a rebuild.
+    since_flush: Vec<&'a [u8]>,
+}
+
+impl<'a> Run<'a> {
+    /// Decodes one record as exactly one row.
+    fn push(&mut self, record: &'a [u8]) -> std::result::Result<(), String> {
+        let mut rows = 0;
+        let mut position = 0;
+        while position < record.len() {
+            let consumed = self
+                .decoder
+                .decode(&record[position..])
+                .map_err(|e| e.to_string())?;
+            position += consumed;
+            if self.decoder.batch_is_full() {
+                // Full, or a new writer schema waits for the old one's rows to go out.
+                rows += self.flush().map_err(|e| e.to_string())?;
+            } else if consumed == 0 || position < record.len() {
+                return Err("the record ends inside an Avro value or has bytes after it".into());
+            }
+        }
+        let in_decoder = self.decoder.batch_size() - self.decoder.capacity();
+        rows += in_decoder - self.unflushed;
+        if rows != 1 {
+            return Err(format!("the record holds {rows} Avro values, not one"));
+        }
+        self.unflushed = in_decoder;
+        // A row already flushed (the batch filled on it) is safe from a rebuild.
+        if in_decoder > 0 {
+            self.since_flush.push(record);
+        }
+        Ok(())
+    }
+
+    /// Flushes the decoder; returns how many of the flushed rows no earlier record counted.
+    fn flush(&mut self) -> Result<usize> {
+        let mut rows = 0;
+        if let Some(batch) = self
+            .decoder
+            .flush()
+            .map_err(arrow::error::ArrowError::from)?
+        {
+            rows = batch.num_rows().saturating_sub(self.unflushed);
+            self.batches.push(batch);
+        }
+        self.unflushed = 0;
+        self.since_flush.clear();
+        Ok(rows)
+    }
+}
+
+fn build<'s>(
+    reader: &str,
+    writers: impl IntoIterator<Item = (u32, &'s str)>,
+) -> std::result::Result<Decoder, String> {
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    for (id, schema) in writers {
+        store
+            .set(Fingerprint::Id(id), AvroSchema::new(schema.to_string()))
+            .map_err(|e| e.to_string())?;
+    }
+    ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_reader_schema(AvroSchema::new(reader.to_string()))
+        .with_batch_size(ROWS_PER_BATCH)
+        .build_decoder()
+        .map_err(|e| e.to_string())
+}
+
+/// The schema of the decoded rows as the table stores them.
+fn table_schema(decoded: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        decoded
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), table_type(f.data_type()), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn table_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, values) => table_type(values),
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::FixedSizeBinary(_) | DataType::BinaryView | DataType::LargeBinary => {
+            DataType::Binary
+        }
+        DataType::Timestamp(_, Some(_)) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        DataType::Timestamp(_, None) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::List(item) | DataType::LargeList(item) => DataType::List(Arc::new(Field::new(
+            "element",
+            table_type(item.data_type()),
+            true,
+        ))),
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| Field::new(f.name(), table_type(f.data_type()), true))
+                .collect::<Fields>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn to_table_types(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
