@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jobs::generate::{GenerateOptions, ProfileName, RunFlags};
 use jobs::produce::{OnBadRow, Passes, ProduceOptions};
-use lakehouse_core::config::{GenerateConfig, Span};
+use lakehouse_core::config::{GenerateConfig, RecordFormat, Span};
 use lakehouse_core::telemetry::{self, LogFormat};
 use lakehouse_core::{Fault, Pipeline};
 
@@ -217,6 +217,19 @@ struct GenerateArgs {
     /// price, a missing required field, a wrong type, ...).
     #[arg(long, value_name = "F")]
     corrupt_fraction: Option<f64>,
+    /// What goes to Kafka: json, or avro (Confluent-framed, the profile's Avro schema
+    /// registered under <topic>-value in schema_registry.url; customer-events only). --out
+    /// files are always NDJSON [default: [generate] format, else json].
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    format: Option<RecordFormat>,
+}
+
+fn parse_format(s: &str) -> Result<RecordFormat, String> {
+    match s {
+        "json" => Ok(RecordFormat::Json),
+        "avro" => Ok(RecordFormat::Avro),
+        other => Err(format!("{other:?}: expected json or avro")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -542,6 +555,7 @@ fn generate_options(pipeline: &Pipeline, args: &GenerateArgs) -> anyhow::Result<
         late_by: args.late_by,
         duplicate_fraction: args.duplicate_fraction,
         corrupt_fraction: args.corrupt_fraction,
+        format: args.format,
     };
     let run = RunFlags {
         out: args.out.clone(),

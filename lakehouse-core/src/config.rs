@@ -262,6 +262,9 @@ pub struct GenerateConfig {
     pub late_by: Option<Span>,
     pub duplicate_fraction: Option<f64>,
     pub corrupt_fraction: Option<f64>,
+    /// What goes to Kafka: `json` or `avro` (Confluent-framed, the profile's schema
+    /// registered under `<topic>-value`).
+    pub format: Option<RecordFormat>,
 }
 
 /// A length of time in the pipeline file: a number of seconds (`90`, `0.5`) or a string with

@@ -20,7 +20,48 @@
 //! `content` is null for a search; `episode` and `season` are null for a movie or a
 //! documentary. `event_details` carries playback fields on `content_play`, the query and
 //! result count on `search`. Key: `user_id`. Corruptions: `missing_field` (no `user_id`),
-//! `wrong_type` (`timestamp` as epoch milliseconds, a number).
+//! `wrong_type` (`timestamp` as epoch milliseconds, a number: in Avro it no longer fits the
+//! schema, so it is sent as JSON text, unframed).
+
+/// The records' Avro schema for `--format avro`: the JSON shape above, with `event_type` an
+/// enum, the timestamp `timestamp-millis`, `started_at` a `date` and `monthly_price` a
+/// `decimal(6,2)`.
+pub const AVRO_SCHEMA: &str = r#"{"type": "record", "name": "CustomerEvent", "namespace": "lakectl.generate",
+ "fields": [
+  {"name": "event_id", "type": "string"},
+  {"name": "user_id", "type": ["null", "string"], "default": null},
+  {"name": "event_type", "type": {"type": "enum", "name": "EventType", "symbols": ["content_play", "browse", "search"]}},
+  {"name": "timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+  {"name": "device", "type": {"type": "record", "name": "Device", "fields": [
+    {"name": "type", "type": "string"}, {"name": "os", "type": "string"},
+    {"name": "os_version", "type": "string"}, {"name": "app_version", "type": "string"},
+    {"name": "model", "type": "string"}]}},
+  {"name": "location", "type": {"type": "record", "name": "Location", "fields": [
+    {"name": "country", "type": "string"}, {"name": "city", "type": "string"},
+    {"name": "region", "type": "string"}, {"name": "timezone", "type": "string"}]}},
+  {"name": "content", "default": null, "type": ["null", {"type": "record", "name": "Content", "fields": [
+    {"name": "media_id", "type": "string"}, {"name": "title", "type": "string"},
+    {"name": "type", "type": "string"},
+    {"name": "episode", "type": ["null", "int"], "default": null},
+    {"name": "season", "type": ["null", "int"], "default": null},
+    {"name": "provider", "type": "string"}, {"name": "genre", "type": "string"}]}]},
+  {"name": "user_subscription", "type": {"type": "record", "name": "Subscription", "fields": [
+    {"name": "plan", "type": "string"}, {"name": "status", "type": "string"},
+    {"name": "started_at", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "auto_renew", "type": "boolean"},
+    {"name": "monthly_price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}}]}},
+  {"name": "event_details", "type": {"type": "record", "name": "EventDetails", "fields": [
+    {"name": "duration_seconds", "type": ["null", "int"], "default": null},
+    {"name": "position_seconds", "type": ["null", "int"], "default": null},
+    {"name": "quality", "type": ["null", "string"], "default": null},
+    {"name": "search_query", "type": ["null", "string"], "default": null},
+    {"name": "results_count", "type": ["null", "int"], "default": null}]}},
+  {"name": "user_action", "type": {"type": "array", "items": "string"}},
+  {"name": "recommendations", "type": {"type": "array", "items": {"type": "record", "name": "Recommendation", "fields": [
+    {"name": "media_id", "type": "string"}, {"name": "title", "type": "string"},
+    {"name": "score", "type": "double"}]}}},
+  {"name": "search_history", "type": {"type": "array", "items": "string"}}
+ ]}"#;
 
 use super::json::Json;
 use super::random::{Rand, Zipf};

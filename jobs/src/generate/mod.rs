@@ -14,6 +14,7 @@
 //! file lists every late, corrupt and duplicate record with its position (`seq`, also the
 //! Kafka header `seq`).
 
+mod avro;
 mod customer_events;
 mod ecommerce;
 mod json;
@@ -29,6 +30,8 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use lakehouse_core::config::RecordFormat;
+use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::telemetry::Progress;
 use lakehouse_core::{Error, Pipeline, Result};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -77,6 +80,14 @@ impl ProfileName {
             ProfileName::Orders => Box::new(orders::Orders::new(seed, start_ms, event_rate)),
         }
     }
+
+    /// The profile's Avro schema, for `--format avro`.
+    pub fn avro_schema(self) -> Option<&'static str> {
+        match self {
+            ProfileName::CustomerEvents => Some(customer_events::AVRO_SCHEMA),
+            _ => None,
+        }
+    }
 }
 
 /// When a run stops (besides SIGINT/SIGTERM).
@@ -90,6 +101,8 @@ pub enum Stop {
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     pub profile: ProfileName,
+    /// What goes to Kafka (files are always NDJSON).
+    pub format: RecordFormat,
     /// Kafka topic; unused when `out` is set.
     pub topic: Option<String>,
     /// Create the topic with this many partitions when it does not exist.
@@ -326,7 +339,8 @@ pub mod stream {
 
 /// Where records go.
 enum Sink {
-    Kafka(TopicProducer),
+    /// With the Avro schema and its registry id under `--format avro`.
+    Kafka(TopicProducer, Option<(avro::AvroType, u32)>),
     File {
         out: BufWriter<File>,
         path: PathBuf,
@@ -337,12 +351,16 @@ enum Sink {
 impl Sink {
     fn send(&mut self, value: &[u8], key: &str, seq: u64) -> Result<()> {
         match self {
-            Sink::Kafka(producer) => {
+            Sink::Kafka(producer, avro) => {
                 let seq = seq.to_string();
                 let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
                     key: "seq",
                     value: Some(seq.as_bytes()),
                 });
+                let framed = avro
+                    .as_ref()
+                    .map(|(schema, id)| to_avro(schema, *id, value));
+                let value = framed.as_deref().unwrap_or(value);
                 producer.send(value, Some(key.as_bytes()), headers, None)
             }
             Sink::File { out, path, pace } => {
@@ -352,6 +370,18 @@ impl Sink {
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))
             }
         }
+    }
+}
+
+/// A record in Avro, framed. A record a corruption made unfit for the schema (a timestamp as
+/// a number) goes as its JSON text, unframed: what a producer writing JSON to an Avro topic
+/// sends, and what a consumer must quarantine.
+fn to_avro(schema: &avro::AvroType, id: u32, json: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(json.len());
+    let value: serde_json::Value = serde_json::from_slice(json).expect("profiles write valid JSON");
+    match schema.encode(&value, &mut body) {
+        Ok(()) => avro::framed(id, &body),
+        Err(_) => json.to_vec(),
     }
 }
 
@@ -372,13 +402,20 @@ pub async fn run(
             if let Some(partitions) = options.partitions {
                 lakehouse_core::kafka::ensure_topic(&pipeline.kafka, topic, partitions).await?;
             }
+            let avro = match options.format {
+                RecordFormat::Json => None,
+                RecordFormat::Avro => Some(register_schema(pipeline, &options, topic).await?),
+            };
             // Kafka's own partitioner (murmur2), so keys land where Java clients put them.
-            Sink::Kafka(TopicProducer::new(
-                &pipeline.kafka,
-                topic,
-                options.rate,
-                &[("partitioner", "murmur2_random")],
-            )?)
+            Sink::Kafka(
+                TopicProducer::new(
+                    &pipeline.kafka,
+                    topic,
+                    options.rate,
+                    &[("partitioner", "murmur2_random")],
+                )?,
+                avro,
+            )
         }
         (None, None) => {
             return Err(Error::Input(
@@ -390,6 +427,31 @@ pub async fn run(
     tokio::task::spawn_blocking(move || generate(&options, sink, truth, &cancel))
         .await
         .map_err(|e| Error::Internal(format!("generator thread: {e}")))?
+}
+
+/// Registers the profile's Avro schema under `<topic>-value`, as Confluent's serializers do.
+async fn register_schema(
+    pipeline: &Pipeline,
+    options: &GenerateOptions,
+    topic: &str,
+) -> Result<(avro::AvroType, u32)> {
+    let schema = options
+        .profile
+        .avro_schema()
+        .ok_or_else(|| Error::Internal("an Avro run of a profile without a schema".into()))?;
+    let url = pipeline.schema_registry.url.as_deref().ok_or_else(|| {
+        Error::Input(
+            "--format avro needs the schema registry: set schema_registry.url (or \
+             LAKECTL_SCHEMA_REGISTRY_URL)"
+                .into(),
+        )
+    })?;
+    let id = SchemaRegistry::new(url)?
+        .register(&format!("{topic}-value"), schema)
+        .await?;
+    let parsed = avro::AvroType::parse(schema)
+        .map_err(|e| Error::Internal(format!("the profile's Avro schema: {e}")))?;
+    Ok((parsed, id))
 }
 
 /// A buffered file for the records or the truth; a path that cannot be created is the user's.
@@ -515,7 +577,7 @@ fn generate(
         None => Ok(()),
     };
     match sink {
-        Sink::Kafka(producer) => {
+        Sink::Kafka(producer, _) => {
             let delivery = producer.finish(outcome.and(flushed))?;
             report.sent = delivery.sent;
             report.delivered = delivery.delivered;
@@ -626,6 +688,28 @@ mod tests {
                     bad.iter().zip(&clean).all(|(b, c)| b != c),
                     "{name:?}: {corruption} left a record as it was"
                 );
+            }
+        }
+    }
+
+    /// Every clean customer event fits the profile's Avro schema; a `wrong_type` one does not
+    /// and goes as JSON text; `missing_field` still fits (user_id is nullable).
+    #[test]
+    fn customer_events_encode_in_avro_and_wrong_types_go_as_json() {
+        let schema = avro::AvroType::parse(customer_events::AVRO_SCHEMA).unwrap();
+        let name = ProfileName::CustomerEvents;
+        let mut profile = name.build(1, 1_767_225_600_000, 50.0);
+        let mut rng = Rand::stream(1, stream::EVENTS);
+        let mut event = Event::default();
+        for corruption in [None, Some("missing_field"), Some("wrong_type")] {
+            for _ in 0..200 {
+                profile.next(&mut rng, 0, corruption, &mut event);
+                let sent = to_avro(&schema, 7, &event.value);
+                let framed = sent.starts_with(&[0, 0, 0, 0, 7]);
+                assert_eq!(framed, corruption != Some("wrong_type"), "{corruption:?}");
+                if !framed {
+                    assert_eq!(sent, event.value);
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use lakehouse_core::config::{GenerateConfig, Span};
+use lakehouse_core::config::{GenerateConfig, RecordFormat, Span};
 use lakehouse_core::{ConfigError, Error, Result};
 
 use super::{GenerateOptions, ProfileName, Stop};
@@ -145,8 +145,17 @@ impl GenerateOptions {
                 ))
             }
         };
+        let (format, origin) = layered!(format);
+        let format = format.unwrap_or_default();
+        if format == RecordFormat::Avro && profile.avro_schema().is_none() {
+            return Err(origin.error(format!(
+                "profile {} has no Avro schema; avro is for customer-events",
+                profile.name()
+            )));
+        }
         Ok(GenerateOptions {
             profile,
+            format,
             topic: layered!(topic).0,
             partitions,
             out: run.out,
