@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# scripts/dbt.sh ARGS…: dbt (pinned, in a cached venv) in books_analytics/, connected to the
-# Postgres in $DATABASE_URL (default: the one scripts/services.sh started).
+# scripts/dbt.sh ARGS…: dbt (pinned, in a cached venv) in $DBT_PROJECT (default
+# books_analytics/), connected to the Postgres in $DATABASE_URL (default: the one
+# scripts/services.sh started) and, for streaming_analytics' duckdb target, the lake.
 #   bash scripts/dbt.sh build                  # models and tests
 #   bash scripts/dbt.sh source freshness
+#   DBT_PROJECT=streaming_analytics bash scripts/dbt.sh build --target duckdb
 # dbt vars pick the loaded table: --vars '{books_schema: silver, books_table: books}'.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,5 +26,5 @@ for var, value in [("PGHOST", u.hostname or "127.0.0.1"), ("PGPORT", u.port or 5
     print(f"export {var}={shlex.quote(str(value))}")
 PY
 )"
-cd "$ROOT/books_analytics"
+cd "$ROOT/${DBT_PROJECT:-books_analytics}"
 DBT_PROFILES_DIR=. exec "$(dirname "$PY")/dbt" "$@"

@@ -5,6 +5,7 @@
 //! NDJSON (`tests/oracle/customer_events.py`).
 
 use std::collections::BTreeMap;
+use std::process::Command;
 
 use crate::util::*;
 
@@ -32,6 +33,7 @@ fn avro_customer_events_match_the_generated_events_end_to_end() {
         return;
     };
     check_pipeline(&t, true);
+    marts_agree_on_postgres_and_duckdb(&t);
 }
 
 #[test]
@@ -157,5 +159,58 @@ fn without_nulls(value: &serde_json::Value) -> serde_json::Value {
             .collect(),
         serde_json::Value::Array(a) => a.iter().map(without_nulls).collect(),
         other => other.clone(),
+    }
+}
+
+/// streaming_analytics built by dbt on the loaded Postgres table and on the lake's Delta table
+/// through DuckDB: every test passes on both, and every mart has the same rows and sums.
+fn marts_agree_on_postgres_and_duckdb(t: &TestPipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let duckdb = dir.path().join("streaming.duckdb");
+    let dbt_schema = format!("dbt_{}", t.topic);
+    for target in ["postgres", "duckdb"] {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/dbt.sh"))
+            .args(["build", "--target", target, "--vars"])
+            .arg(format!("{{events_schema: {}}}", t.pg_target))
+            .env("DBT_PROJECT", "streaming_analytics")
+            .env("DBT_SCHEMA", &dbt_schema)
+            .env("DUCKDB_PATH", &duckdb)
+            .env("LAKECTL_LAKE_URI", &t.lake_uri)
+            .env("DATABASE_URL", service_env("DATABASE_URL").unwrap())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ERROR=0") && stdout.contains("WARN=0"),
+            "dbt build --target {target}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let python = Command::new("bash")
+        .arg(repo_root().join("scripts/python-env.sh"))
+        .arg("dbt")
+        .output()
+        .unwrap();
+    let python = String::from_utf8(python.stdout).unwrap();
+    let out = Command::new(python.trim())
+        .arg(repo_root().join("jobs/tests/oracle/marts_agree.py"))
+        .arg(service_env("DATABASE_URL").unwrap())
+        .arg(&duckdb)
+        .arg(format!("{dbt_schema}_marts"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let marts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (mart, both) in marts.as_object().unwrap() {
+        assert!(
+            both["postgres"]["rows"].as_u64().unwrap() > 0,
+            "{mart}: {both}"
+        );
+        assert_eq!(both["postgres"], both["duckdb"], "{mart}");
     }
 }

@@ -1,0 +1,25 @@
+-- One row per customer event, its nested objects flattened to typed columns.
+select
+    event_id,
+    user_id,
+    cast(event_type as {{ 'varchar' if target.type == 'duckdb' else 'text' }}) as event_type,
+    "timestamp" as event_ts,
+    {{ utc_date('"timestamp"') }} as event_date,
+    {{ field('device', 'type') }} as device_type,
+    {{ field('device', 'os') }} as os,
+    {{ field('location', 'country') }} as country,
+    {{ field('location', 'city') }} as city,
+    {{ field('content', 'media_id') }} as media_id,
+    {{ field('content', 'title') }} as title,
+    {{ field('content', 'type') }} as content_type,
+    {{ field('content', 'genre') }} as genre,
+    {{ field('content', 'provider') }} as provider,
+    {{ field('content', 'season', 'integer') }} as season,
+    {{ field('content', 'episode', 'integer') }} as episode,
+    {{ field('user_subscription', 'plan') }} as plan,
+    {{ field('user_subscription', 'monthly_price', 'decimal(6, 2)') }} as monthly_price,
+    {{ field('event_details', 'duration_seconds', 'integer') }} as duration_seconds,
+    {{ field('event_details', 'quality') }} as quality,
+    {{ field('event_details', 'search_query') }} as search_query,
+    {{ field('event_details', 'results_count', 'integer') }} as results_count
+from {{ events_source() }}
