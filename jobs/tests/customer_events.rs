@@ -10,22 +10,7 @@ use std::process::Command;
 use crate::util::*;
 
 /// The same events typed from JSON: the struct and list columns the Avro schema gives.
-const JSON_SCHEMA: &str = r#"[silver.customer_events.schema]
-event_id = "string"
-user_id = "string"
-event_type = "string"
-timestamp = "timestamp"
-device = "struct<type: string, os: string, os_version: string, app_version: string, model: string>"
-location = "struct<country: string, city: string, region: string, timezone: string>"
-content = """struct<media_id: string, title: string, type: string, episode: int, season: int,
-                    provider: string, genre: string>"""
-user_subscription = """struct<plan: string, status: string, started_at: date, auto_renew: bool,
-                              monthly_price: decimal(6,2)>"""
-event_details = """struct<duration_seconds: int, position_seconds: int, quality: string,
-                          search_query: string, results_count: int>"""
-user_action = "list<string>"
-recommendations = "list<struct<media_id: string, title: string, score: double>>"
-search_history = "list<string>""#;
+const JSON_SCHEMA: &str = include_str!("../../pipelines/customer_events.json-schema.toml");
 
 #[test]
 fn avro_customer_events_match_the_generated_events_end_to_end() {
