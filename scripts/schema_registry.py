@@ -1,6 +1,6 @@
 """A small Confluent-compatible schema registry for machines without Docker.
 
-    python schema_registry.py --brokers HOST:PORT --port PORT [--host 127.0.0.1]
+    python schema_registry.py --brokers HOST:PORT --port PORT [--host 127.0.0.1] [--topic _schemas]
 
 It serves the REST endpoints Kafka clients use, with the status and error codes Confluent
 documents, and keeps every schema in the compacted topic `_schemas` in the key/value layout
@@ -34,7 +34,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-TOPIC = "_schemas"
+DEFAULT_TOPIC = "_schemas"
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
@@ -51,9 +51,10 @@ def subject_not_found(subject):
 class Store:
     """The registry's state, rebuilt from `_schemas` at start and written through it."""
 
-    def __init__(self, brokers):
+    def __init__(self, brokers, topic):
         self.lock = threading.Lock()
         self.brokers = brokers
+        self.topic = topic
         self.schemas = {}  # id -> (schema text, schema type)
         self.subjects = {}  # subject -> {version: id}
         self.config = {None: "BACKWARD"}  # subject (None: global) -> compatibility level
@@ -63,11 +64,11 @@ class Store:
 
     def ensure_topic(self):
         admin = AdminClient({"bootstrap.servers": self.brokers})
-        if TOPIC in admin.list_topics(timeout=30).topics:
+        if self.topic in admin.list_topics(timeout=30).topics:
             return
-        future = admin.create_topics([NewTopic(TOPIC, 1, 1, config={"cleanup.policy": "compact"})])
+        future = admin.create_topics([NewTopic(self.topic, 1, 1, config={"cleanup.policy": "compact"})])
         try:
-            future[TOPIC].result(30)
+            future[self.topic].result(30)
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise
@@ -75,8 +76,8 @@ class Store:
     def replay(self):
         consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "schema-registry-replay",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=30)
-        consumer.assign([TopicPartition(TOPIC, 0, 0)])
+        _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=30)
+        consumer.assign([TopicPartition(self.topic, 0, 0)])
         position = 0
         while position < high:
             message = consumer.poll(5)
@@ -113,9 +114,9 @@ class Store:
 
     def write(self, key, value):
         k, v = json.dumps(key).encode(), json.dumps(value).encode()
-        self.producer.produce(TOPIC, key=k, value=v)
+        self.producer.produce(self.topic, key=k, value=v)
         if self.producer.flush(30) != 0:
-            raise RegistryError(500, 50001, "could not write to the _schemas topic")
+            raise RegistryError(500, 50001, f"could not write to the {self.topic} topic")
         self.apply(k, v)
 
     def register(self, subject, text, schema_type):
@@ -349,10 +350,12 @@ def main():
     parser.add_argument("--brokers", required=True, help="Kafka bootstrap servers")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--topic", default=DEFAULT_TOPIC,
+                        help="where schemas are kept (Confluent's kafkastore.topic)")
     args = parser.parse_args()
-    Handler.store = Store(args.brokers)
+    Handler.store = Store(args.brokers, args.topic)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    print(f"schema registry on http://{args.host}:{args.port}, schemas in {TOPIC} at "
+    print(f"schema registry on http://{args.host}:{args.port}, schemas in {args.topic} at "
           f"{args.brokers}", file=sys.stderr, flush=True)
     server.serve_forever()
 

@@ -3,6 +3,9 @@
 //! a later writer version's new optional field becomes a column; records the table's schema
 //! cannot read, records without the framing and records with an unknown schema id go to
 //! quarantine with the reason; a registry that does not answer stops silver with exit 69.
+//! And the stack's own registry, through Confluent's client, across a restart.
+
+use std::process::Command;
 
 use crate::util::*;
 
@@ -118,4 +121,115 @@ fn a_registry_that_does_not_answer_stops_silver_with_exit_69_naming_it() {
         table_rows(&t.lake(), Layer::Silver, "plays", "SELECT 1 FROM t").is_empty(),
         "nothing written"
     );
+}
+
+/// The stack's registry (`scripts/schema_registry.py`) through Confluent's own client: it
+/// serves a schema a Confluent registry wrote to its topic, registers a new one after it, and
+/// after a restart (a new process reading the topic) serves both with the same ids; unknown
+/// subjects and ids get Confluent's error codes.
+#[test]
+fn the_registry_keeps_schemas_in_its_topic_across_restarts() {
+    if !services_up() {
+        return;
+    }
+    let Some(python) = service_env("LAKECTL_REGISTRY_PYTHON") else {
+        return;
+    };
+    let brokers = service_env("LAKECTL_KAFKA_BROKERS").unwrap();
+    let topic = unique_name("schemas");
+    create_topic(&brokers, &topic, 1);
+    // A record in the layout Confluent Schema Registry and Karapace write.
+    let key = br#"{"keytype":"SCHEMA","subject":"written-by-confluent-value","version":1,"magic":1}"#;
+    let value = br#"{"subject":"written-by-confluent-value","version":1,"id":41,"schema":"\"string\"","deleted":false}"#;
+    produce_raw(&brokers, &topic, &[(Some(key.as_slice()), Some(value.as_slice()))]);
+
+    let client = |port: u16, body: &str| -> serde_json::Value {
+        let script = format!(
+            r#"
+import json, sys
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+c = SchemaRegistryClient({{"url": "http://127.0.0.1:{port}"}})
+def code(f):
+    try:
+        f()
+    except SchemaRegistryError as e:
+        return e.error_code
+out = {{}}
+{body}
+print(json.dumps(out))
+"#
+        );
+        let out = Command::new(&python).args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let record = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
+
+    let first = Registry::start(&python, &brokers, &topic);
+    let before = client(
+        first.port,
+        &format!(
+            r#"out["confluent"] = c.get_schema(41).schema_str
+out["registered"] = c.register_schema("mine-value", Schema('{record}', "AVRO"))
+out["again"] = c.register_schema("mine-value", Schema('{record}', "AVRO"))
+out["unknown_subject"] = code(lambda: c.get_latest_version("nobody-value"))
+out["unknown_id"] = code(lambda: c.get_schema(999))"#
+        ),
+    );
+    assert_eq!(before["confluent"], "\"string\"", "{before}");
+    assert_eq!(before["registered"], 42, "ids continue after the topic's: {before}");
+    assert_eq!(before["again"], 42, "the same schema keeps its id: {before}");
+    assert_eq!(before["unknown_subject"], 40401, "{before}");
+    assert_eq!(before["unknown_id"], 40403, "{before}");
+    drop(first);
+
+    let second = Registry::start(&python, &brokers, &topic);
+    let after = client(
+        second.port,
+        r#"out["subjects"] = c.get_subjects()
+out["mine"] = c.get_latest_version("mine-value").schema_id
+out["schema"] = c.get_schema(42).schema_str
+out["confluent"] = c.get_version("written-by-confluent-value", 1).schema_id"#,
+    );
+    assert_eq!(
+        after["subjects"],
+        serde_json::json!(["mine-value", "written-by-confluent-value"])
+    );
+    assert_eq!(after["mine"], 42, "{after}");
+    assert_eq!(after["confluent"], 41, "{after}");
+    let schema: serde_json::Value = serde_json::from_str(after["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(schema, serde_json::from_str::<serde_json::Value>(record).unwrap());
+}
+
+/// A private `scripts/schema_registry.py` on its own topic, stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(python: &str, brokers: &str, topic: &str) -> Registry {
+        let port = free_port();
+        let child = Command::new(python)
+            .arg(repo_root().join("scripts/schema_registry.py"))
+            .args(["--brokers", brokers, "--topic", topic, "--port"])
+            .arg(port.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Registry { child, port }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
