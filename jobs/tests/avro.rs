@@ -139,9 +139,14 @@ fn the_registry_keeps_schemas_in_its_topic_across_restarts() {
     let topic = unique_name("schemas");
     create_topic(&brokers, &topic, 1);
     // A record in the layout Confluent Schema Registry and Karapace write.
-    let key = br#"{"keytype":"SCHEMA","subject":"written-by-confluent-value","version":1,"magic":1}"#;
+    let key =
+        br#"{"keytype":"SCHEMA","subject":"written-by-confluent-value","version":1,"magic":1}"#;
     let value = br#"{"subject":"written-by-confluent-value","version":1,"id":41,"schema":"\"string\"","deleted":false}"#;
-    produce_raw(&brokers, &topic, &[(Some(key.as_slice()), Some(value.as_slice()))]);
+    produce_raw(
+        &brokers,
+        &topic,
+        &[(Some(key.as_slice()), Some(value.as_slice()))],
+    );
 
     let client = |port: u16, body: &str| -> serde_json::Value {
         let script = format!(
@@ -160,8 +165,15 @@ out = {{}}
 print(json.dumps(out))
 "#
         );
-        let out = Command::new(&python).args(["-c", &script]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let record = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
@@ -178,8 +190,14 @@ out["unknown_id"] = code(lambda: c.get_schema(999))"#
         ),
     );
     assert_eq!(before["confluent"], "\"string\"", "{before}");
-    assert_eq!(before["registered"], 42, "ids continue after the topic's: {before}");
-    assert_eq!(before["again"], 42, "the same schema keeps its id: {before}");
+    assert_eq!(
+        before["registered"], 42,
+        "ids continue after the topic's: {before}"
+    );
+    assert_eq!(
+        before["again"], 42,
+        "the same schema keeps its id: {before}"
+    );
     assert_eq!(before["unknown_subject"], 40401, "{before}");
     assert_eq!(before["unknown_id"], 40403, "{before}");
     drop(first);
@@ -198,8 +216,12 @@ out["confluent"] = c.get_version("written-by-confluent-value", 1).schema_id"#,
     );
     assert_eq!(after["mine"], 42, "{after}");
     assert_eq!(after["confluent"], 41, "{after}");
-    let schema: serde_json::Value = serde_json::from_str(after["schema"].as_str().unwrap()).unwrap();
-    assert_eq!(schema, serde_json::from_str::<serde_json::Value>(record).unwrap());
+    let schema: serde_json::Value =
+        serde_json::from_str(after["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        schema,
+        serde_json::from_str::<serde_json::Value>(record).unwrap()
+    );
 }
 
 /// A private `scripts/schema_registry.py` on its own topic, stopped when dropped.
@@ -220,7 +242,10 @@ impl Registry {
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "registry did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Registry { child, port }
