@@ -30,6 +30,8 @@ pub struct GoldJob {
     sql: String,
     partition_by: Vec<String>,
     lake: Lake,
+    /// In process, or the Ballista cluster `[engine] url` names.
+    engine: crate::catalog::Engine,
     /// Tables the SQL may read: every table of the pipeline but itself (silver, quarantine,
     /// other gold tables, bronze, and lakectl's `_lakectl.runs` and `_lakectl.quality`).
     candidates: Vec<(Layer, String)>,
@@ -55,6 +57,7 @@ impl GoldJob {
             sql: settings.sql.clone(),
             partition_by: settings.partition_by.clone(),
             lake: Lake::from_config(&pipeline.lake)?,
+            engine: crate::catalog::Engine::of(pipeline),
             candidates,
             checkpoint_interval: pipeline.lake.checkpoint_interval,
             force,
@@ -80,7 +83,7 @@ impl GoldJob {
     }
 
     async fn build(&self) -> Result<UnitReport> {
-        let ctx = lakehouse_core::sql::context();
+        let ctx = self.engine.context().await?;
         let does_not_plan = |e: datafusion::error::DataFusionError| {
             let tables: Vec<String> = self
                 .candidates
@@ -103,7 +106,7 @@ impl GoldJob {
             .cloned()
             .collect();
         let inputs: BTreeMap<String, i64> =
-            crate::catalog::register(&ctx, &self.lake, &wanted).await?;
+            crate::catalog::register(&ctx, &self.engine, &self.lake, &wanted).await?;
         let df = lakehouse_core::sql::read_only(&ctx, &self.sql)
             .await
             .map_err(|e| match e {
@@ -133,7 +136,7 @@ impl GoldJob {
                 });
             }
         }
-        let batches = df.collect().await?;
+        let batches = self.engine.collect(df).await?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let txns = inputs
             .iter()

@@ -100,6 +100,12 @@ enum Command {
         /// <layer>.<table>
         table: String,
     },
+    /// Run a node of a Ballista cluster for the pipelines' SQL (`[engine] url =
+    /// "ballista://host:port"` sends gold and `lakectl query` there).
+    Cluster {
+        #[command(subcommand)]
+        node: ClusterNode,
+    },
     /// Delete data files no table version within the retention period uses.
     Vacuum {
         /// <layer>.<table>
@@ -110,6 +116,34 @@ enum Command {
         /// List what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterNode {
+    /// The scheduler: plans queries into stages and hands their tasks to executors.
+    Scheduler {
+        /// Address to listen on (gRPC); executors and lakectl connect here.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+        /// An executor silent this long is dead: its tasks run again elsewhere.
+        #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+        executor_timeout: u64,
+    },
+    /// An executor: runs tasks and serves its shuffle output (Arrow Flight on --bind, gRPC on
+    /// the next port). Object stores come from the environment (AWS_* for s3:// lakes).
+    Executor {
+        /// The scheduler's address.
+        #[arg(long, value_name = "HOST:PORT")]
+        scheduler: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+        /// Folder for shuffle files [default: a temporary folder].
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Tasks at once [default: the number of cores].
+        #[arg(long, value_name = "N")]
+        slots: Option<usize>,
     },
 }
 
@@ -373,6 +407,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => {
             jobs::status::run(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?).await?;
+        }
+        Command::Cluster { node } => {
+            let result = match node {
+                ClusterNode::Scheduler {
+                    bind,
+                    executor_timeout,
+                } => cluster::run_scheduler(*bind, *executor_timeout).await,
+                ClusterNode::Executor {
+                    scheduler,
+                    bind,
+                    work_dir,
+                    slots,
+                } => {
+                    cluster::run_executor(cluster::ExecutorOptions {
+                        scheduler: *scheduler,
+                        bind: *bind,
+                        work_dir: work_dir.as_ref().map(|d| d.display().to_string()),
+                        slots: slots.unwrap_or_else(|| {
+                            std::thread::available_parallelism().map_or(1, |n| n.get())
+                        }),
+                        heartbeat_seconds: 2,
+                    })
+                    .await
+                }
+            };
+            result.map_err(|e| lakehouse_core::Error::unavailable("ballista cluster", e))?;
         }
         Command::Query { sql } => {
             jobs::catalog::query(&load_pipeline(cli.pipeline.as_deref(), &cli.set)?, sql).await?;

@@ -5,6 +5,7 @@ mod util;
 mod avro;
 mod bronze;
 mod cli;
+mod cluster;
 mod customer_events;
 mod generate;
 mod load;

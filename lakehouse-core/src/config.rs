@@ -61,6 +61,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub schema_registry: SchemaRegistryConfig,
     #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
     pub runner: RunnerConfig,
     pub producer: Option<ProducerConfig>,
     /// Defaults for `lakectl generate`; its flags win.
@@ -99,6 +101,22 @@ pub struct LakeConfig {
     /// Write a Delta checkpoint every this many commits.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: u64,
+}
+
+/// Where read-only SQL runs (gold, `lakectl query`): in process, or on a Ballista cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `ballista://host:50050`; absent: in process. `LAKECTL_ENGINE_URL` overrides it.
+    pub url: Option<String>,
+    /// How long a query on the cluster may take before the unit fails (nothing written):
+    /// Ballista 55 can leave a job waiting for ever after losing an executor mid-query.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout: Span,
+}
+
+fn default_query_timeout() -> Span {
+    Span(std::time::Duration::from_secs(600))
 }
 
 /// A Confluent-compatible schema registry, for Avro topics.
@@ -588,7 +606,13 @@ macro_rules! default_via_serde {
         }
     )*};
 }
-default_via_serde!(LakeConfig, KafkaConfig, PostgresConfig, RunnerConfig);
+default_via_serde!(
+    LakeConfig,
+    KafkaConfig,
+    PostgresConfig,
+    RunnerConfig,
+    EngineConfig
+);
 
 /// Env vars of the env layer and the key each one sets. Anything else under `LAKECTL_`
 /// (like `LAKECTL_PIPELINE`) belongs to the CLI.
@@ -602,6 +626,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("LAKECTL_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LAKECTL_POSTGRES_URL_ENV", "postgres.url_env"),
     ("LAKECTL_SCHEMA_REGISTRY_URL", "schema_registry.url"),
+    ("LAKECTL_ENGINE_URL", "engine.url"),
+    ("LAKECTL_ENGINE_QUERY_TIMEOUT", "engine.query_timeout"),
     ("LAKECTL_RUNNER_MAX_RETRIES", "runner.max_retries"),
     (
         "LAKECTL_RUNNER_INITIAL_BACKOFF_MS",
@@ -748,6 +774,9 @@ impl Pipeline {
             "kafka.group_id" => self.kafka.group_id = Some(value.to_string()),
             "postgres.url_env" => self.postgres.url_env = value.to_string(),
             "schema_registry.url" => self.schema_registry.url = Some(value.to_string()),
+            // Empty: back to in process (an env layer's cluster switched off by --set).
+            "engine.url" => self.engine.url = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "engine.query_timeout" => self.engine.query_timeout = Span(parse_span(value)?),
             "runner.max_retries" => self.runner.max_retries = number(value)?,
             "runner.initial_backoff_ms" => self.runner.initial_backoff_ms = number(value)?,
             "runner.max_backoff_ms" => self.runner.max_backoff_ms = number(value)?,
