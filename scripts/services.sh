@@ -4,7 +4,10 @@
 #   a moto S3 server with the lake bucket created, and a Confluent-compatible schema registry
 #   (scripts/schema_registry.py, schemas in the broker's `_schemas` topic).
 #
-#   scripts/services.sh up [--fresh]   start what is not running (--fresh: start empty)
+#   scripts/services.sh up [--fresh] [--cluster]
+#                                      start what is not running (--fresh: start empty;
+#                                      --cluster: also a Ballista scheduler and two executors
+#                                      from lakectl itself, LAKECTL_CLUSTER_URL)
 #   scripts/services.sh down           stop everything
 #   scripts/services.sh status         say what runs where
 #
@@ -66,18 +69,26 @@ install_moto() {
 # ---- state -------------------------------------------------------------------------------
 
 load_ports() {
-  PG_PORT="" KAFKA_PORT="" S3_PORT="" REGISTRY_PORT=""
+  PG_PORT="" KAFKA_PORT="" S3_PORT="" REGISTRY_PORT="" CLUSTER_PORT="" EXECUTOR_PORTS=""
   if [[ -f $STATE/ports ]]; then
     # shellcheck source=/dev/null
     source "$STATE/ports"
   fi
   # A port we chose before is kept while it is ours; a taken one is replaced.
   local name
-  for name in PG_PORT KAFKA_PORT S3_PORT REGISTRY_PORT; do
+  for name in PG_PORT KAFKA_PORT S3_PORT REGISTRY_PORT CLUSTER_PORT; do
     [[ -n ${!name} ]] || printf -v "$name" '%s' "$(free_port)"
   done
-  printf 'PG_PORT=%s\nKAFKA_PORT=%s\nS3_PORT=%s\nREGISTRY_PORT=%s\n' \
-    "$PG_PORT" "$KAFKA_PORT" "$S3_PORT" "$REGISTRY_PORT" >"$STATE/ports"
+  # Each executor serves Arrow Flight on its port and gRPC on the next: both free.
+  if [[ -z $EXECUTOR_PORTS ]]; then
+    local p
+    while (($(wc -w <<<"$EXECUTOR_PORTS") < 2)); do
+      p=$(free_port)
+      port_open $((p + 1)) || EXECUTOR_PORTS="$EXECUTOR_PORTS $p"
+    done
+  fi
+  printf 'PG_PORT=%s\nKAFKA_PORT=%s\nS3_PORT=%s\nREGISTRY_PORT=%s\nCLUSTER_PORT=%s\nEXECUTOR_PORTS="%s"\n' \
+    "$PG_PORT" "$KAFKA_PORT" "$S3_PORT" "$REGISTRY_PORT" "$CLUSTER_PORT" "${EXECUTOR_PORTS# }" >"$STATE/ports"
 }
 
 write_env() {
@@ -92,6 +103,8 @@ export AWS_REGION=us-east-1
 export AWS_ALLOW_HTTP=true
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/lakectl
 export LAKECTL_SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+# The Ballista cluster of up --cluster; export LAKECTL_ENGINE_URL=\$LAKECTL_CLUSTER_URL to use it.
+export LAKECTL_CLUSTER_URL=ballista://127.0.0.1:$CLUSTER_PORT
 # Python with Confluent's client and Avro serializer (the registry's own venv).
 export LAKECTL_REGISTRY_PYTHON=$REGISTRY_PYTHON
 # The service binaries, for fault tests that run private instances.
@@ -185,6 +198,38 @@ registry_up() {
   log "registry  http://127.0.0.1:$REGISTRY_PORT (schemas in topic _schemas)"
 }
 
+# ---- ballista cluster (up --cluster) -------------------------------------------------------
+
+cluster_up() {
+  local bin=${LAKECTL_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}/debug/lakectl}
+  if [[ ! -x $bin ]]; then
+    log "building lakectl for the cluster"
+    (cd "$ROOT" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target} cargo build -p jobs --bin lakectl >&2)
+  fi
+  if ! pid_alive "$STATE/scheduler.pid"; then
+    (exec setsid "$bin" cluster scheduler --bind "127.0.0.1:$CLUSTER_PORT" \
+      >"$STATE/scheduler.log" 2>&1 </dev/null) &
+    echo $! >"$STATE/scheduler.pid"
+  fi
+  wait_until 30 "ballista scheduler" port_open "$CLUSTER_PORT"
+  local i=0 port
+  for port in $EXECUTOR_PORTS; do
+    i=$((i + 1))
+    if ! pid_alive "$STATE/executor-$i.pid"; then
+      mkdir -p "$STATE/executor-$i"
+      # Executors read the lake with the stack's S3 settings, as every lakectl process does.
+      (export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ACCESS_KEY_ID=lakectl \
+        AWS_SECRET_ACCESS_KEY=lakectl-secret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+      exec setsid "$bin" cluster executor --scheduler "127.0.0.1:$CLUSTER_PORT" \
+        --bind "127.0.0.1:$port" --work-dir "$STATE/executor-$i" \
+        >"$STATE/executor-$i.log" 2>&1 </dev/null) &
+      echo $! >"$STATE/executor-$i.pid"
+    fi
+    wait_until 30 "ballista executor $i" port_open "$port"
+  done
+  log "cluster   ballista://127.0.0.1:$CLUSTER_PORT (scheduler and $i executors)"
+}
+
 stop_pid() {
   local pidfile=$1
   if pid_alive "$pidfile"; then
@@ -200,6 +245,9 @@ stop_pid() {
 # ---- commands ----------------------------------------------------------------------------
 
 cmd_down() {
+  stop_pid "$STATE/executor-1.pid"
+  stop_pid "$STATE/executor-2.pid"
+  stop_pid "$STATE/scheduler.pid"
   stop_pid "$STATE/registry.pid"
   stop_pid "$STATE/nisshi.pid"
   stop_pid "$STATE/moto.pid"
@@ -208,8 +256,14 @@ cmd_down() {
 }
 
 cmd_up() {
-  local fresh=false
-  [[ ${1:-} == --fresh ]] && fresh=true
+  local fresh=false cluster=false arg
+  for arg in "$@"; do
+    case $arg in
+      --fresh) fresh=true ;;
+      --cluster) cluster=true ;;
+      *) die "unknown option $arg (up [--fresh] [--cluster])" ;;
+    esac
+  done
   mkdir -p "$STATE"
   if $fresh; then
     cmd_down
@@ -222,6 +276,7 @@ cmd_up() {
   kafka_up
   s3_up
   registry_up
+  if $cluster; then cluster_up; fi
   write_env
   log "addresses written to $ENV_FILE"
 }
@@ -241,5 +296,5 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up [--fresh] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--fresh] [--cluster] | down | status" >&2; exit 2 ;;
 esac

@@ -56,7 +56,8 @@ impl From<ballista_core::error::BallistaError> for Error {
     }
 }
 
-/// The scheduler address in `ballista://host:port`.
+/// The scheduler address in `ballista://host:port` (the executors' `--scheduler` is
+/// `host:port`).
 pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
     let bad = |message: &str| Error::Url {
         url: url.to_string(),
@@ -118,9 +119,13 @@ pub async fn run_scheduler(bind: SocketAddr, executor_timeout_seconds: u64) -> R
 
 /// Where an executor listens and which scheduler it serves.
 pub struct ExecutorOptions {
-    pub scheduler: SocketAddr,
+    /// `host:port` of the scheduler.
+    pub scheduler: (String, u16),
     /// Arrow Flight (shuffle reads); the gRPC port is the next one.
     pub bind: SocketAddr,
+    /// The host other nodes reach this executor at (its container's name, say); default: the
+    /// bind address.
+    pub advertise: Option<String>,
     /// Shuffle files; a folder of its own per executor.
     pub work_dir: Option<String>,
     /// Tasks at once.
@@ -135,11 +140,15 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     )?);
     let config = ExecutorProcessConfig {
         bind_host: options.bind.ip().to_string(),
-        external_host: Some(options.bind.ip().to_string()),
+        external_host: Some(
+            options
+                .advertise
+                .unwrap_or_else(|| options.bind.ip().to_string()),
+        ),
         port: options.bind.port(),
         grpc_port: options.bind.port() + 1,
-        scheduler_host: options.scheduler.ip().to_string(),
-        scheduler_port: options.scheduler.port(),
+        scheduler_host: options.scheduler.0,
+        scheduler_port: options.scheduler.1,
         work_dir: options.work_dir,
         vcores: options.slots,
         executor_heartbeat_interval_seconds: options.heartbeat_seconds,

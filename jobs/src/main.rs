@@ -135,9 +135,13 @@ enum ClusterNode {
     Executor {
         /// The scheduler's address.
         #[arg(long, value_name = "HOST:PORT")]
-        scheduler: std::net::SocketAddr,
+        scheduler: String,
         #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
         bind: std::net::SocketAddr,
+        /// The host the scheduler and other executors reach this one at [default: the bind
+        /// address].
+        #[arg(long, value_name = "HOST")]
+        advertise: Option<String>,
         /// Folder for shuffle files [default: a temporary folder].
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
@@ -417,12 +421,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ClusterNode::Executor {
                     scheduler,
                     bind,
+                    advertise,
                     work_dir,
                     slots,
                 } => {
+                    let scheduler = cluster::scheduler_address(&format!("ballista://{scheduler}"))
+                        .map_err(|e| lakehouse_core::Error::Input(format!("--scheduler: {e}")))?;
                     cluster::run_executor(cluster::ExecutorOptions {
-                        scheduler: *scheduler,
+                        scheduler,
                         bind: *bind,
+                        advertise: advertise.clone(),
                         work_dir: work_dir.as_ref().map(|d| d.display().to_string()),
                         slots: slots.unwrap_or_else(|| {
                             std::thread::available_parallelism().map_or(1, |n| n.get())
