@@ -355,6 +355,9 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// The name of the tokio runtime's threads (see the panic hook in `main`).
+const RUNTIME_THREADS: &str = "lakectl-runtime";
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
@@ -365,14 +368,24 @@ fn main() -> ExitCode {
         },
         cli.verbose,
     );
-    // A panic is a bug: say so and use the internal-error exit code.
+    // A panic is a bug: say so and use the internal-error exit code. Except in a task on the
+    // runtime's threads: tokio hands it to whoever awaits the task as a JoinError, which is
+    // where it belongs (our own code maps those to internal errors; delta-rs maps a panic in
+    // its writer task — object_store 0.13's BufWriter panics when aborted after a failed
+    // shutdown, e.g. when the object store is cut off at that moment — to a retryable error).
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        std::process::exit(Fault::Internal.exit_code());
+        let in_task = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with(RUNTIME_THREADS));
+        if !in_task {
+            std::process::exit(Fault::Internal.exit_code());
+        }
     }));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(RUNTIME_THREADS)
         .enable_all()
         .build()
         .expect("tokio runtime");

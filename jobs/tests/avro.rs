@@ -165,16 +165,8 @@ out = {{}}
 print(json.dumps(out))
 "#
         );
-        let out = Command::new(&python)
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&run_python_with(&python, &["-c".as_ref(), script.as_ref()]))
+            .unwrap()
     };
     let record = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
 

@@ -4,7 +4,6 @@
 //! and the jsonb copy in Postgres, all against an independent reading of the generated
 //! NDJSON (`tests/oracle/customer_events.py`).
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::util::*;
@@ -63,20 +62,9 @@ fn check_pipeline(t: &TestPipeline, avro: bool) {
         "wrong_type" => "parse",
         other => panic!("customer-events has no corruption {other}"),
     };
-    let want: BTreeMap<u64, String> = (stream.truth.iter())
-        .filter(|t| t["defect"] == "corrupt")
-        .map(|t| {
-            let rule = rule_of(t["corruption"].as_str().unwrap());
-            (t["seq"].as_u64().unwrap(), rule.to_string())
-        })
-        .collect();
-    assert_eq!(want.len(), 40);
-    let at = stream.by_position(|e| e["user_id"].as_str().unwrap().into());
-    let got: BTreeMap<u64, String> = quarantine_rules(t, "customer_events")
-        .into_iter()
-        .map(|(position, rule)| (at[&position], rule))
-        .collect();
-    assert_eq!(got, want, "each broken record quarantined under its rule");
+    let user_id = |e: &serde_json::Value| e["user_id"].as_str().unwrap().to_string();
+    let broken = stream.assert_quarantine_matches_truth(t, "customer_events", rule_of, user_id);
+    assert_eq!(broken, 40);
 
     let Some(oracle) = stream.oracle("customer_events.py", &[], &[&t.lake_uri]) else {
         return;
@@ -178,19 +166,19 @@ fn marts_agree_on_postgres_and_duckdb(t: &TestPipeline) {
         .output()
         .unwrap();
     let python = String::from_utf8(python.stdout).unwrap();
-    let out = Command::new(python.trim())
-        .arg(repo_root().join("jobs/tests/oracle/marts_agree.py"))
-        .arg(service_env("DATABASE_URL").unwrap())
-        .arg(&duckdb)
-        .arg(format!("{dbt_schema}_marts"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let script = repo_root().join("jobs/tests/oracle/marts_agree.py");
+    let url = service_env("DATABASE_URL").unwrap();
+    let schema = format!("{dbt_schema}_marts");
+    let out = run_python_with(
+        python.trim(),
+        &[
+            script.as_os_str(),
+            url.as_ref(),
+            duckdb.as_os_str(),
+            schema.as_ref(),
+        ],
     );
-    let marts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let marts: serde_json::Value = serde_json::from_slice(&out).unwrap();
     for (mart, both) in marts.as_object().unwrap() {
         assert!(
             both["postgres"]["rows"].as_u64().unwrap() > 0,

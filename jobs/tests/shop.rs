@@ -2,7 +2,7 @@
 //! silver keeps and quarantines, the quality score, and gold against an independent
 //! computation (`tests/oracle/shop.py` over the generated NDJSON).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -71,22 +71,8 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
         "unknown_event_type" => "accepted_values(event_type)",
         other => panic!("ecommerce has no corruption {other}"),
     };
-    let want: BTreeMap<u64, String> = (stream.truth.iter())
-        .filter(|t| t["defect"] == "corrupt")
-        .map(|t| {
-            let rule = rule_of(t["corruption"].as_str().unwrap());
-            (t["seq"].as_u64().unwrap(), rule.to_string())
-        })
-        .collect();
-    let at = stream.by_position(|e| e["user_id"].as_str().unwrap().into());
-    let got: BTreeMap<u64, String> = quarantine_rules(&t, "ecommerce")
-        .into_iter()
-        .map(|(position, rule)| (at[&position], rule))
-        .collect();
-    assert_eq!(
-        got, want,
-        "quarantine holds each corrupted record under its rule"
-    );
+    let user_id = |e: &Value| e["user_id"].as_str().unwrap().to_string();
+    stream.assert_quarantine_matches_truth(&t, "ecommerce", rule_of, user_id);
     assert!(
         out.stdout
             .contains("quality score: 95.0 % of records passed every check"),

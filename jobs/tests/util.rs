@@ -1,7 +1,7 @@
 //! Fixtures shared by the CLI tests: the `lakectl` binary, the shipped pipeline, dead ports.
 #![allow(dead_code)] // not every fixture is used by every test module
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -412,14 +412,18 @@ os._exit(0)
 /// Runs the test venv's Python with `args` and returns its stdout, after asserting it
 /// succeeded. `None` (or a panic under CI) without the venv.
 pub fn run_python(args: &[&std::ffi::OsStr]) -> Option<Vec<u8>> {
-    let python = service_env("LAKECTL_TEST_PYTHON")?;
+    Some(run_python_with(&service_env("LAKECTL_TEST_PYTHON")?, args))
+}
+
+/// Runs `python` with `args`, asserts it succeeded, and returns its stdout.
+pub fn run_python_with(python: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = Command::new(python).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(out.stdout)
+    out.stdout
 }
 
 /// Asserts what another engine read with a partition filter (`python_delta` output with
@@ -760,6 +764,35 @@ impl Stream {
             next[p as usize] += 1;
         }
         out
+    }
+
+    /// Asserts that `table`'s quarantine holds exactly the corrupt records, each under the
+    /// rule `rule_of` names for its corruption; records are found by the partition of their
+    /// key (`key_of`). Returns how many.
+    pub fn assert_quarantine_matches_truth(
+        &self,
+        t: &TestPipeline,
+        table: &str,
+        rule_of: impl Fn(&str) -> &'static str,
+        key_of: impl Fn(&serde_json::Value) -> String,
+    ) -> usize {
+        let want: BTreeMap<u64, String> = (self.truth.iter())
+            .filter(|t| t["defect"] == "corrupt")
+            .map(|t| {
+                let rule = rule_of(t["corruption"].as_str().unwrap());
+                (t["seq"].as_u64().unwrap(), rule.to_string())
+            })
+            .collect();
+        let at = self.by_position(key_of);
+        let got: BTreeMap<u64, String> = quarantine_rules(t, table)
+            .into_iter()
+            .map(|(position, rule)| (at[&position], rule))
+            .collect();
+        assert_eq!(
+            got, want,
+            "quarantine holds each corrupted record under its rule"
+        );
+        want.len()
     }
 
     /// What `tests/oracle/<script>` prints, given `before` then the events and truth files
