@@ -56,21 +56,25 @@ impl From<ballista_core::error::BallistaError> for Error {
     }
 }
 
-/// The scheduler address in `ballista://host:port` (the executors' `--scheduler` is
-/// `host:port`).
+/// The scheduler address in `ballista://host:port`.
 pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
-    let bad = |message: &str| Error::Url {
-        url: url.to_string(),
-        message: message.to_string(),
-    };
-    let rest = url
-        .strip_prefix("ballista://")
-        .ok_or_else(|| bad("expected ballista://host:port"))?;
-    let (host, port) = rest
-        .trim_end_matches('/')
+    url.strip_prefix("ballista://")
+        .ok_or_else(|| "expected ballista://host:port".to_string())
+        .and_then(|rest| host_port(rest.trim_end_matches('/')))
+        .map_err(|message| Error::Url {
+            url: url.to_string(),
+            message,
+        })
+}
+
+/// `host:port` (an executor's `--scheduler`).
+pub fn host_port(text: &str) -> std::result::Result<(String, u16), String> {
+    let (host, port) = text
         .rsplit_once(':')
-        .ok_or_else(|| bad("expected ballista://host:port"))?;
-    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+        .ok_or_else(|| "expected host:port".to_string())?;
+    let port = port
+        .parse()
+        .map_err(|_| "the port is not a number".to_string())?;
     Ok((host.to_string(), port))
 }
 
@@ -89,7 +93,7 @@ pub async fn remote_context(url: &str) -> Result<SessionContext> {
 }
 
 fn with_lakectl_functions(mut state: SessionState) -> datafusion::error::Result<SessionState> {
-    datafusion_functions_json::register_all(&mut state)?;
+    lakehouse_core::sql::register_functions(&mut state)?;
     Ok(state)
 }
 

@@ -438,8 +438,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     work_dir,
                     slots,
                 } => {
-                    let scheduler = cluster::scheduler_address(&format!("ballista://{scheduler}"))
-                        .map_err(|e| lakehouse_core::Error::Input(format!("--scheduler: {e}")))?;
+                    let scheduler = cluster::host_port(scheduler).map_err(|e| {
+                        lakehouse_core::Error::Input(format!("--scheduler {scheduler:?}: {e}"))
+                    })?;
                     cluster::run_executor(cluster::ExecutorOptions {
                         scheduler,
                         bind: *bind,

@@ -119,10 +119,7 @@ impl AvroDecoder {
         let mut bad = Vec::new();
         for (i, record) in records.into_iter().enumerate() {
             let Some(record) = record else {
-                bad.push((
-                    i,
-                    "the record has no value (a tombstone); deletes are not supported".into(),
-                ));
+                bad.push((i, crate::schema::TOMBSTONE.into()));
                 continue;
             };
             let checked = schema_id(record).and_then(|id| match self.unusable.get(&id) {

@@ -18,6 +18,9 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::Value;
 
+/// Why a record without a value (a Kafka tombstone) cannot be typed, whatever its format.
+pub const TOMBSTONE: &str = "the record has no value (a tombstone); deletes are not supported";
+
 /// A column type as written in the pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "String")]
@@ -341,12 +344,9 @@ fn list_item(item: &ColumnType) -> Arc<Field> {
     Arc::new(Field::new("element", item.arrow_type(), true))
 }
 
-/// The Arrow fields of a struct's declared fields, all nullable.
+/// The Arrow fields of a struct's declared fields, all nullable, as for a record's.
 fn struct_fields(fields: &[(String, ColumnType)]) -> Fields {
-    fields
-        .iter()
-        .map(|(name, t)| Field::new(name, t.arrow_type(), true))
-        .collect()
+    RecordParser::arrow_fields(fields).into()
 }
 
 /// One declared field's JSON value, borrowed from the record where it can be: building a

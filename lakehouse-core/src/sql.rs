@@ -13,12 +13,19 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 
-/// A DataFusion context for SQL from users and pipeline files, with the JSON functions.
+/// A DataFusion context for SQL from users and pipeline files, with lakectl's functions.
 pub fn context() -> SessionContext {
     let mut ctx = SessionContext::new();
-    datafusion_functions_json::register_all(&mut ctx)
-        .expect("registering functions in a new context cannot clash");
+    register_functions(&mut ctx).expect("registering functions in a new context cannot clash");
     ctx
+}
+
+/// The functions lakectl's SQL has beyond DataFusion's, wherever it is planned or run (in
+/// process, or on every node of a cluster).
+pub fn register_functions(
+    registry: &mut dyn datafusion::execution::FunctionRegistry,
+) -> datafusion::error::Result<()> {
+    datafusion_functions_json::register_all(registry)
 }
 
 /// Plans `sql` on `ctx` if it only reads (SELECT, WITH, VALUES, EXPLAIN, SHOW/DESCRIBE).

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use chrono::Utc;
@@ -146,10 +147,7 @@ impl BronzeRows {
         for q in records {
             let (b, row) = index[&q.origin];
             let batch = &self.batches[b];
-            let value = batch
-                .column_by_name("value")
-                .expect("bronze value")
-                .as_binary::<i32>();
+            let value = values(batch);
             let ts = batch
                 .column_by_name("_kafka_ts")
                 .expect("bronze _kafka_ts")
@@ -188,6 +186,14 @@ impl BronzeRows {
             ],
         )?)
     }
+}
+
+/// The record values of a bronze batch.
+pub(super) fn values(batch: &RecordBatch) -> &BinaryArray {
+    batch
+        .column_by_name("value")
+        .expect("bronze value")
+        .as_binary()
 }
 
 pub(super) fn lineage_arrays(

@@ -1,19 +1,19 @@
 //! Step 1: each bronze record's value into typed columns: JSON by the declared schema (on
 //! every core), Avro by its writer schema resolved to the reader schema.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{Field, Schema};
-use std::collections::{BTreeMap, BTreeSet};
 
 use lakehouse_core::avro::{schema_id, AvroDecoder};
 use lakehouse_core::registry::SchemaRegistry;
-use lakehouse_core::schema::{ColumnType, RecordParser};
+use lakehouse_core::schema::{ColumnType, RecordParser, TOMBSTONE};
 use lakehouse_core::{Error, Result};
 
-use super::increment::{origin_at, BronzeRows, Quarantined};
+use super::increment::{origin_at, values, BronzeRows, Quarantined};
 use super::RECORD_LINEAGE;
 
 /// Step 1: types every record; the ones that cannot be typed are returned for quarantine.
@@ -60,10 +60,7 @@ fn parse_batches(
     let mut kept: Vec<RecordBatch> = Vec::new();
     let mut bad = Vec::new();
     for batch in batches {
-        let values: &BinaryArray = batch
-            .column_by_name("value")
-            .expect("bronze value")
-            .as_binary();
+        let values = values(batch);
         let mut ok = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let result = if values.is_null(row) {
@@ -82,8 +79,6 @@ fn parse_batches(
     Ok((typed, bad))
 }
 
-const TOMBSTONE: &str = "the record has no value (a tombstone); deletes are not supported";
-
 /// Step 1 for Avro (`format = "avro"`): every record decoded into the reader schema's
 /// columns; the ones that cannot be (no framing, an unknown or unreadable writer schema, a
 /// body that does not decode) are returned for quarantine.
@@ -91,18 +86,7 @@ pub(super) fn avro_records(
     bronze: &BronzeRows,
     decoder: &AvroDecoder,
 ) -> Result<(RecordBatch, Vec<Quarantined>)> {
-    let values = |b: &RecordBatch| -> BinaryArray {
-        b.column_by_name("value")
-            .expect("bronze value")
-            .as_binary::<i32>()
-            .clone()
-    };
-    let columns: Vec<BinaryArray> = bronze.batches.iter().map(values).collect();
-    let decoded = decoder.decode(
-        columns
-            .iter()
-            .flat_map(|v| (0..v.len()).map(move |r| v.is_valid(r).then(|| v.value(r)))),
-    )?;
+    let decoded = decoder.decode(bronze.batches.iter().flat_map(|b| values(b).iter()))?;
     // Record number → (batch, row).
     let mut ok: Vec<Vec<bool>> = (bronze.batches.iter())
         .map(|b| vec![true; b.num_rows()])
@@ -181,11 +165,12 @@ impl AvroSource {
     pub(super) async fn decoder(&self, bronze: &BronzeRows) -> Result<AvroDecoder> {
         let mut ids = BTreeSet::new();
         for batch in &bronze.batches {
-            let values = batch
-                .column_by_name("value")
-                .expect("bronze value")
-                .as_binary::<i32>();
-            ids.extend(values.iter().flatten().filter_map(|v| schema_id(v).ok()));
+            ids.extend(
+                values(batch)
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| schema_id(v).ok()),
+            );
         }
         let reader = self.registry.latest(&self.subject).await?.ok_or_else(|| {
             Error::Input(format!(
