@@ -9,7 +9,8 @@
 //! - [`SnapshotTable`]: how a Delta table travels (see its module).
 //!
 //! What stays in the lakectl process that drives a unit: reading the Delta log, the
-//! exactly-once commit, silver's per-record parsing. Only the SQL over data files runs remote.
+//! exactly-once commit, silver's per-record parsing. The SQL runs remote: over data files,
+//! and over a unit's rows, which travel inside the plan.
 
 mod codec;
 mod snapshot;
@@ -56,6 +57,11 @@ impl From<ballista_core::error::BallistaError> for Error {
     }
 }
 
+/// The largest gRPC message between lakectl, the scheduler and executors. A silver or window
+/// unit's rows travel inside its plan (Arrow IPC), so a plan is as large as a unit: Ballista's
+/// 16 MiB default would refuse units of a few tens of thousands of wide rows.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
 /// The scheduler address in `ballista://host:port`.
 pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
     url.strip_prefix("ballista://")
@@ -82,7 +88,8 @@ pub fn host_port(text: &str) -> std::result::Result<(String, u16), String> {
 pub async fn remote_context(url: &str) -> Result<SessionContext> {
     let (host, port) = scheduler_address(url)?;
     let config = SessionConfig::new_with_ballista()
-        .with_ballista_logical_extension_codec(Arc::new(LakectlCodec::default()));
+        .with_ballista_logical_extension_codec(Arc::new(LakectlCodec::default()))
+        .with_ballista_grpc_client_max_message_size(MAX_MESSAGE_BYTES);
     let state = with_lakectl_functions(
         SessionStateBuilder::new()
             .with_config(config)
@@ -105,6 +112,10 @@ pub async fn run_scheduler(bind: SocketAddr, executor_timeout_seconds: u64) -> R
         external_host: bind.ip().to_string(),
         executor_timeout_seconds,
         expire_dead_executor_interval_seconds: 1,
+        grpc_server_max_decoding_message_size: MAX_MESSAGE_BYTES as u32,
+        grpc_server_max_encoding_message_size: MAX_MESSAGE_BYTES as u32,
+        // Launching a task on an executor sends its plan.
+        grpc_client_max_message_size: MAX_MESSAGE_BYTES as u32,
         override_logical_codec: Some(Arc::new(LakectlCodec::default())),
         override_session_builder: Some(Arc::new(|config: SessionConfig| {
             with_lakectl_functions(
@@ -156,6 +167,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         work_dir: options.work_dir,
         vcores: options.slots,
         executor_heartbeat_interval_seconds: options.heartbeat_seconds,
+        grpc_max_decoding_message_size: MAX_MESSAGE_BYTES as u32,
+        grpc_max_encoding_message_size: MAX_MESSAGE_BYTES as u32,
         override_logical_codec: Some(Arc::new(LakectlCodec::default())),
         override_function_registry: Some(Arc::new(functions)),
         override_runtime_producer: Some(Arc::new(|_config: &SessionConfig| {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use lakehouse_core::quality::QUALITY_TABLE;
 use lakehouse_core::run_log::RUNS_TABLE;
@@ -41,7 +42,8 @@ impl Engine {
         }
     }
 
-    async fn provider(&self, table: &deltalake::DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    /// A Delta table as this engine reads it.
+    pub async fn provider(&self, table: &deltalake::DeltaTable) -> Result<Arc<dyn TableProvider>> {
         match self {
             Engine::InProcess => Ok(table.table_provider().await?),
             Engine::Cluster(url, _) => Ok(Arc::new(
@@ -56,7 +58,16 @@ impl Engine {
         match self {
             Engine::InProcess => Ok(df.collect().await?),
             Engine::Cluster(url, limit) => match tokio::time::timeout(*limit, df.collect()).await {
-                Ok(batches) => Ok(batches?),
+                Ok(Ok(batches)) => Ok(batches),
+                // Ballista flattens its gRPC errors into text: one that failed to reach the
+                // scheduler (or lost it) is the cluster's fault, and worth a retry.
+                Ok(Err(DataFusionError::Execution(message))) if message.contains("transport") => {
+                    Err(Error::unavailable(
+                        format!("ballista cluster at {url}"),
+                        message,
+                    ))
+                }
+                Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(Error::unavailable(
                     format!("ballista cluster at {url}"),
                     format!(

@@ -33,6 +33,12 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
     let Some(t) = TestPipeline::shipped("ecommerce", "shop", &[]) else {
         return;
     };
+    assert_ecommerce_matches_the_truth(&t);
+}
+
+/// The e-commerce pipeline `t` from generate to gold, checked as above (also run with its SQL
+/// on a Ballista cluster).
+pub(crate) fn assert_ecommerce_matches_the_truth(t: &TestPipeline) {
     let n = 10_000u64;
     let stream = generate_stream(&t, n);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));

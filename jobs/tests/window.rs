@@ -14,7 +14,7 @@ const MAX_SESSION_MINUTES: &str = "60";
 
 /// A generated stream, sent to the test's topic and written to a file, and what the oracle
 /// makes of the file.
-struct Stream {
+pub(crate) struct Stream {
     _dir: tempfile::TempDir,
     truth: PathBuf,
     oracle: Value,
@@ -23,7 +23,7 @@ struct Stream {
 /// One event a second: 20,000 events are 5½ hours of event time, long enough for busy users'
 /// sessions to reach their 1-hour limit; late events 10 minutes behind, jitter well inside the
 /// 2-minute watermark.
-fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
+pub(crate) fn generate(t: &TestPipeline, count: u64, seed: u64) -> Option<Stream> {
     let dir = tempfile::tempdir().unwrap();
     let (events, truth) = (
         dir.path().join("events.ndjson"),
@@ -96,7 +96,7 @@ fn oracle_rows(stream: &Stream, table: &str) -> Vec<Value> {
 }
 
 /// Every window table and quarantine equal the oracle's.
-fn assert_windows_match_the_oracle(t: &TestPipeline, stream: &Stream) {
+pub(crate) fn assert_windows_match_the_oracle(t: &TestPipeline, stream: &Stream) {
     let bounds = "CAST(window_start AS BIGINT), CAST(window_end AS BIGINT)";
     let tables = [
         (

@@ -7,7 +7,6 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, TimestampMicrosecondType};
 use arrow::row::{Row, RowConverter, SortField};
-use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use lakehouse_core::config::OnExistingKey;
 use lakehouse_core::quality::quote_ident;
@@ -89,8 +88,8 @@ impl SilverJob {
         if silver.version().is_none() || rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let ctx = SessionContext::new();
-        ctx.register_table("target", silver.table_provider().await?)?;
+        let ctx = self.engine.context().await?;
+        ctx.register_table("target", self.engine.provider(silver).await?)?;
         let key_columns: Vec<usize> = self
             .settings
             .key
@@ -115,7 +114,7 @@ impl SilverJob {
             on.join(" AND "),
             limit.map_or(String::new(), |n| format!(" LIMIT {n}"))
         );
-        let found = ctx.sql(&sql).await?.collect().await?;
+        let found = self.engine.collect(ctx.sql(&sql).await?).await?;
         Ok(found
             .iter()
             .flat_map(|b| {

@@ -33,19 +33,17 @@ impl SilverJob {
             .iter()
             .any(|e| matches!(e.rule, lakehouse_core::quality::Rule::Unique { .. }));
         let target = if needs_target && silver.version().is_some() {
-            ctx.register_table("target", silver.table_provider().await?)?;
+            ctx.register_table("target", self.engine.provider(silver).await?)?;
             Some("target")
         } else {
             None
         };
         let sql = evaluation_sql(expectations, "rows", &self.settings.key, target);
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| self.expectation_error(e))?
-            .collect()
-            .await
-            .map_err(|e| self.expectation_error(e))?;
+        let df = ctx.sql(&sql).await.map_err(|e| self.expectation_error(e))?;
+        let batches = self.engine.collect(df).await.map_err(|e| match e {
+            Error::DataFusion(e) => self.expectation_error(e),
+            other => other,
+        })?;
         let all = match batches.first() {
             Some(b) => concat_batches(&b.schema(), &batches)?,
             None => return Err(Error::Internal("DataFusion returned no batches".into())),

@@ -23,6 +23,11 @@
 //! Where each part lives: [`increment`] (which bronze commits a unit reads, and the raw rows
 //! quarantine keeps), [`parse`] (step 1), this module (steps 2–3 and the unit itself),
 //! [`dedupe`] (step 4), [`expect`] (step 5), [`merge`] (step 6).
+//!
+//! Where each part runs: with `[engine] url` naming a Ballista cluster, the SQL of steps 2, 4b
+//! (which keys silver already holds) and 5 runs there, the unit's rows travelling inside the
+//! plan and silver's data files read by the executors; parsing, the per-key dedupe and the
+//! commits stay in this process.
 
 mod dedupe;
 mod expect;
@@ -56,6 +61,7 @@ use lakehouse_core::storage::txn_version;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Engine;
 use crate::stage;
 use tracing::{info, warn};
 
@@ -125,6 +131,8 @@ pub struct SilverJob {
     avro: Option<parse::AvroSource>,
     /// The cleaning SQL and where it came from (for error messages).
     sql: Option<(String, String)>,
+    /// Where the SQL steps run: in process, or on the Ballista cluster `[engine] url` names.
+    engine: Engine,
     lake: Lake,
     quality: QualityLog,
     checkpoint_interval: u64,
@@ -191,6 +199,7 @@ impl SilverJob {
                 .collect(),
             settings,
             sql,
+            engine: Engine::of(pipeline),
             quality: QualityLog::new(lake.clone()),
             lake,
             checkpoint_interval: pipeline.lake.checkpoint_interval,
@@ -222,7 +231,7 @@ impl SilverJob {
             }
             None => ctx.table("source").await?,
         };
-        let batches = df.collect().await?;
+        let batches = self.engine.collect(df).await?;
         let out_schema = match batches.first() {
             Some(b) => b.schema(),
             None => return Err(Error::Internal("DataFusion returned no batches".into())),
@@ -258,7 +267,7 @@ impl SilverJob {
         silver: &DeltaTable,
         report: &mut QualityReport,
     ) -> Result<(RecordBatch, Vec<Quarantined>)> {
-        let ctx = lakehouse_core::sql::context();
+        let ctx = self.engine.context().await?;
         let total = bronze_rows.rows();
         let (typed, mut quarantined) = match &self.avro {
             None => parse::records(bronze_rows, &self.fields)?,

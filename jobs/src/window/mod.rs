@@ -17,6 +17,9 @@
 //! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
 //!    group keys), then the state without the final windows' rows (`state.rs`).
 //!
+//! With `[engine] url` naming a Ballista cluster, the SQL of steps 2 and 5 runs there (the
+//! rows travel inside the plan); the rest, and the commits, stay in this process.
+//!
 //! Every commit carries the `txn` `lakectl-window-<table>` = the last source version of the
 //! unit. A crash between the output and the state commit leaves the output ahead of the
 //! state: the next unit re-does exactly that source range from the old state, which gives
@@ -48,6 +51,7 @@ use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Resul
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::catalog::Engine;
 use crate::silver::{quarantine_schema, timestamp_type, with_column};
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
@@ -83,6 +87,8 @@ pub struct WindowJob {
     keys: Vec<String>,
     delay: i64,
     lake: Lake,
+    /// Where steps 2 and 5 run: in process, or on the Ballista cluster `[engine] url` names.
+    engine: Engine,
     kafka: lakehouse_core::config::KafkaConfig,
     /// The topic silver's rows came from, and its partition count once asked.
     topic: String,
@@ -157,6 +163,7 @@ impl WindowJob {
             keys,
             quality: QualityLog::new(lake.clone()),
             lake,
+            engine: Engine::of(pipeline),
             kafka: pipeline.kafka.clone(),
             topic,
             partitions: None,
@@ -387,7 +394,7 @@ impl WindowJob {
         let Some(predicate) = &self.settings.filter else {
             return Ok(vec![true; rows.num_rows()]);
         };
-        let ctx = lakehouse_core::sql::context();
+        let ctx = self.engine.context().await?;
         let numbered = with_column(
             rows,
             Field::new("__row", DataType::UInt32, false),
@@ -396,12 +403,10 @@ impl WindowJob {
         ctx.register_batch(ROWS, numbered)?;
         let sql = format!("SELECT __row FROM {ROWS} WHERE {predicate}");
         let invalid = |e: &dyn std::fmt::Display| self.setting_error("filter", e);
-        let kept = lakehouse_core::sql::read_only(&ctx, &sql)
-            .await
-            .map_err(|e| invalid(&e))?
-            .collect()
+        let df = lakehouse_core::sql::read_only(&ctx, &sql)
             .await
             .map_err(|e| invalid(&e))?;
+        let kept = self.collect(df, invalid).await?;
         let mut keep = vec![false; rows.num_rows()];
         for batch in &kept {
             for row in batch
@@ -546,7 +551,7 @@ impl WindowJob {
         if rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let ctx = lakehouse_core::sql::context();
+        let ctx = self.engine.context().await?;
         let group: Vec<String> = WINDOW_BOUNDS
             .iter()
             .map(|c| c.to_string())
@@ -603,7 +608,19 @@ impl WindowJob {
                 self.setting_error("partition_by", format!("column {c:?} is not in the output"))
             );
         }
-        df.collect().await.map_err(|e| invalid(&e))
+        self.collect(df, invalid).await
+    }
+
+    /// Runs a step's SQL on the engine; an error of the SQL itself is the setting's.
+    async fn collect(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+        invalid: impl Fn(&dyn std::fmt::Display) -> Error,
+    ) -> Result<Vec<RecordBatch>> {
+        self.engine.collect(df).await.map_err(|e| match e {
+            Error::DataFusion(e) => invalid(&e),
+            other => other,
+        })
     }
 
     /// Step 6, first part: late and bad rows, once per source range.
