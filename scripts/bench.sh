@@ -34,8 +34,13 @@
 # against the same decode in Python (confluent-kafka's AvroDeserializer + pyarrow, written as
 # Parquet) and against lakectl's own JSON path for the same events.
 #
-# BENCH_SECTIONS (default "books generate avro windows window_freshness scaling freshness")
-# picks what runs; "books" is the produce -> bronze -> silver -> load chain.
+# cluster: a gold query with a shuffle (a self-JOIN on event_id, GROUP BY, count distinct) over
+# BENCH_CLUSTER_ROWS (default 10,000,000) generated user-activity rows in a local Delta table,
+# in process and on a Ballista cluster of `lakectl cluster` processes with 1 and 2 executors
+# (2 task slots each); wall time, and peak RSS of the client, the scheduler and each executor.
+#
+# BENCH_SECTIONS (default "books generate avro windows cluster window_freshness scaling
+# freshness") picks what runs; "books" is the produce -> bronze -> silver -> load chain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -44,7 +49,7 @@ REPEAT=${BENCH_REPEAT:-3}
 SCALES=${BENCH_SCALES:-100000 1000000 5000000}
 RATE=${BENCH_RATE:-2000}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-60}
-SECTIONS=" ${BENCH_SECTIONS:-books generate avro windows window_freshness scaling freshness} "
+SECTIONS=" ${BENCH_SECTIONS:-books generate avro windows cluster window_freshness scaling freshness} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 CACHE=${LAKECTL_CACHE:-$HOME/.cache/lakectl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
@@ -285,6 +290,79 @@ if section windows; then
   log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
 fi
 
+CLUSTER_ROWS=${BENCH_CLUSTER_ROWS:-10000000}
+if section cluster; then
+  log "cluster: a gold query over $CLUSTER_ROWS rows"
+  CL=$WORK/cluster.toml
+  cat >"$CL" <<'TOML'
+name = "bench_cluster"
+[bronze.activity]
+topic = "bench_cluster"
+[silver.user_activity]
+source = "activity"
+key = ["event_id"]
+schema = { event_id = "string" }
+[gold.pages_by_device]
+sql = """
+SELECT a.device, b.page, count(*) AS events, count(DISTINCT a.user_id) AS users
+FROM silver.user_activity a
+JOIN (SELECT event_id, page FROM silver.user_activity) b ON a.event_id = b.event_id
+GROUP BY a.device, b.page
+"""
+TOML
+  cl=(env LAKECTL_LAKE_URI="$WORK/cl-lake" "$LAKECTL" -p "$CL")
+  # Million-event chunks with seeds of their own (distinct event ids), one Delta commit each.
+  chunks=()
+  for ((c = 0; c * 1000000 < CLUSTER_ROWS; c++)); do
+    count=$((CLUSTER_ROWS - c * 1000000 < 1000000 ? CLUSTER_ROWS - c * 1000000 : 1000000))
+    "$LAKECTL" generate user-activity --count "$count" --seed "$((c + 1))" --out "$WORK/cl-$c.ndjson" >/dev/null 2>&1
+    chunks+=("$WORK/cl-$c.ndjson")
+  done
+  written=$("$PY" scripts/bench/events_to_delta.py "$WORK/cl-lake/silver/user_activity" "${chunks[@]}")
+  rm -f "${chunks[@]}"
+  ((written == CLUSTER_ROWS)) || { log "cluster: wrote $written rows, not $CLUSTER_ROWS"; exit 1; }
+  CLUSTER_BYTES=$(du -sb "$WORK/cl-lake/silver/user_activity" | cut -f1)
+  CHECK="gold:pages_by_device: succeeded" measure cluster_gold "lakectl, in process" \
+    "${cl[@]}" run gold --full-refresh
+  "${cl[@]}" query "SELECT * FROM gold.pages_by_device ORDER BY 1, 2" >"$WORK/cl-local.txt"
+  CLUSTER_RSS=()   # "executors|scheduler MiB|executor MiB ..."
+  # Peak RSS of a long-lived process over all its runs (VmHWM), in MiB.
+  hwm() { awk '/^VmHWM/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
+  for executors in 1 2; do
+    sched_port=$(free_port)
+    "$LAKECTL" cluster scheduler --bind "127.0.0.1:$sched_port" >"$WORK/scheduler.log" 2>&1 &
+    sched=$!
+    PIDS+=("$sched")
+    wait_port "$sched_port"
+    execs=()
+    for ((e = 1; e <= executors; e++)); do
+      # Arrow Flight on the port, gRPC on the next one: both free.
+      port=$(free_port)
+      while port_open $((port + 1)); do port=$(free_port); done
+      mkdir -p "$WORK/executor-$e"
+      "$LAKECTL" cluster executor --slots 2 --scheduler "127.0.0.1:$sched_port" \
+        --bind "127.0.0.1:$port" --work-dir "$WORK/executor-$e" >"$WORK/executor-$e.log" 2>&1 &
+      execs+=($!)
+      PIDS+=($!)
+      wait_port "$port"
+    done
+    sleep 3   # registered with the scheduler by their first heartbeat
+    CHECK="gold:pages_by_device: succeeded" \
+      measure cluster_gold "lakectl on ballista, $executors executor(s)" \
+      env LAKECTL_ENGINE_URL="ballista://127.0.0.1:$sched_port" "${cl[@]}" run gold --full-refresh
+    "${cl[@]}" query "SELECT * FROM gold.pages_by_device ORDER BY 1, 2" >"$WORK/cl-remote.txt"
+    cmp -s "$WORK/cl-local.txt" "$WORK/cl-remote.txt" || {
+      log "cluster: the gold table on $executors executor(s) differs from the in-process one"; exit 1
+    }
+    line="$executors|$(hwm "$sched")"
+    for pid in "${execs[@]}"; do line+="|$(hwm "$pid")"; done
+    CLUSTER_RSS+=("$line")
+    kill "$sched" "${execs[@]}"
+    wait "$sched" "${execs[@]}" 2>/dev/null || true
+  done
+  CLUSTER_GROUPS=$(($(grep -c '^| ' "$WORK/cl-local.txt") - 1))
+fi
+
 # Window freshness: generate at a fixed rate with event time = now, bronze, silver, the windows
 # and the load of page_view_counts running continuously; how long after the watermark passes a
 # window its final row is in Postgres, and how long after an event arrives.
@@ -427,6 +505,7 @@ mkdir -p "$RESULTS"
       windows) stage_bytes=$WIN_BYTES records=$WIN_ROWS ;;
       silver_avro) stage_bytes=$AVRO_BYTES ;;
       silver_json) stage_bytes=$JSON_BYTES ;;
+      cluster_gold) stage_bytes=$CLUSTER_BYTES records=$CLUSTER_ROWS ;;
       *) stage_bytes=$VALUE_BYTES ;;
     esac
     rate=$(calc %.0f "$records / $wall")
@@ -455,6 +534,23 @@ mkdir -p "$RESULTS"
   fi
   if section windows; then
     echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ)."
+    echo
+  fi
+  if section cluster; then
+    local_wall=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$2 == "lakectl, in process" {print $3}')
+    one_wall=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$2 ~ /ballista, 1 executor/ {print $3}')
+    two_wall=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$2 ~ /ballista, 2 executor/ {print $3}')
+    echo "Cluster: the gold query (a self-JOIN of $CLUSTER_ROWS rows on event_id, then GROUP BY device and page with count distinct users: $CLUSTER_GROUPS groups) over a local Delta table of $((CLUSTER_BYTES / 1048576)) MiB, in process and on Ballista with 1 and 2 executors of 2 task slots; the cluster's rows were checked equal to the in-process ones. Peak RSS in the table is the lakectl client's (on the cluster it only plans and collects); the cluster's own processes, peak over all $REPEAT runs:"
+    echo
+    echo "| executors | scheduler MiB | executor MiB (each) |"
+    echo "|---:|---:|---|"
+    for line in "${CLUSTER_RSS[@]}"; do
+      IFS='|' read -r executors sched rest <<<"$line"
+      echo "| $executors | $sched | ${rest//|/, } |"
+    done
+    echo
+    per_executor=$(calc %.0f "$CLUSTER_ROWS / $one_wall")
+    echo "On 2 cores a cluster cannot add compute: every executor shares the same two cores, and the cluster pays for distribution (shuffle files written to disk and read back over Arrow Flight at the join and at the aggregate, task launches, the scheduler's polling). 1 executor took $(calc %.2f "$one_wall / $local_wall")x the in-process time, 2 executors $(calc %.2f "$two_wall / $local_wall")x (two executors hold 4 task slots on the 2 cores, so more shuffle I/O overlaps with compute). What 2 cores do show: the work splits across executors with the same result, and no process holds the whole join (the in-process peak RSS is the client's own; each executor's is in the table above). One executor with 2 cores ran $per_executor rows/s; ten such executors, each on 2 cores of its own, would reach about $(calc %.0f "$per_executor * 10") rows/s ($(calc %.1f "$per_executor * 10 / ($CLUSTER_ROWS / $local_wall)")x one lakectl process here), this query over 100M rows in ~$(calc %.0f "100000000 / ($per_executor * 10)") s, if the scan and partial aggregates scale with executors and the network keeps up with the shuffle: a projection from one measured executor, not a measurement."
     echo
   fi
   if section scaling; then
