@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the build needs (librdkafka is built from the rdkafka crate, with OpenSSL,
-# zlib and zstd). Installs only what is missing; apt needs root.
+# zlib and zstd), and Prometheus (Debian's 2.42), which the metrics test runs against
+# lakectl's endpoint. Installs only what is missing; apt needs root.
 set -euo pipefail
-needed=(build-essential pkg-config libssl-dev zlib1g-dev curl)
+needed=(build-essential pkg-config libssl-dev zlib1g-dev curl prometheus)
 missing=()
 for pkg in "${needed[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -14,6 +14,7 @@
 //! - Any rebalance drops the buffer too: the new owner of a partition starts from the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
@@ -133,7 +135,27 @@ struct BronzeContext {
     positions: Mutex<Positions>,
 }
 
-impl ClientContext for BronzeContext {}
+impl ClientContext for BronzeContext {
+    /// Consumer lag per owned partition: the broker's high watermark minus the offset committed
+    /// after the last Delta commit (every record when none was committed yet).
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let job = format!("bronze:{}", self.table);
+        for (&partition, p) in &topic.partitions {
+            if partition < 0 || p.hi_offset < 0 {
+                continue;
+            }
+            let lag = match (p.desired, p.consumer_lag) {
+                (false, _) => None,
+                (true, lag) if lag >= 0 => Some(lag),
+                (true, _) => Some(p.hi_offset - p.lo_offset.max(0)),
+            };
+            lakehouse_core::metrics::consumer_lag(&job, &self.topic, partition, lag);
+        }
+    }
+}
 
 impl ConsumerContext for BronzeContext {
     fn rebalance(
@@ -438,6 +460,10 @@ impl BronzeJob {
             .set("fetch.wait.max.ms", "100")
             .set("fetch.queue.backoff.ms", "10")
             .set("queued.max.messages.kbytes", "32768");
+        if lakehouse_core::metrics::serving() {
+            // Consumer lag for the metrics endpoint comes from librdkafka's statistics.
+            config.set("statistics.interval.ms", "1000");
+        }
         let context = BronzeContext {
             lake: lake.clone(),
             table: table.to_string(),
@@ -516,7 +542,7 @@ impl BronzeJob {
         if creating {
             write = write.with_configuration(table_properties(self.checkpoint_interval));
         }
-        match write.await {
+        match lakehouse_core::metrics::timed_commit(write.into_future()).await {
             Ok(table) => {
                 let version = table.version().map(|v| v as i64);
                 self.delta = Some(table);
@@ -731,11 +757,13 @@ impl BronzeJob {
         }
         let ranges = std::mem::take(&mut polled.buffer.ranges);
         let rows = polled.buffer.rows as u64;
+        report.bytes_in = polled.buffer.bytes as u64;
         let batch = polled.buffer.finish()?;
         match self.commit(batch, &ranges).await? {
             Some(version) => {
                 self.commit_kafka_offsets(&ranges);
                 report.rows_out = rows;
+                report.bytes_out = report.bytes_in;
                 report.version_written = Some(version);
                 debug!(rows, version, "bronze commit");
             }

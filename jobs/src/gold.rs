@@ -157,6 +157,7 @@ impl GoldJob {
             version_read: None,
             version_written: written.version().map(|v| v as i64),
             caught_up: true,
+            ..Default::default()
         })
     }
 }

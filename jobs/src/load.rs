@@ -175,6 +175,7 @@ impl LoadJob {
             version_read: Some(version),
             version_written: None,
             caught_up: true,
+            ..Default::default()
         })
     }
 

@@ -84,6 +84,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Run a job type over the tables of the pipeline.
     Run {
+        /// Serve Prometheus metrics while the run lasts, on HOST:PORT: /metrics (OpenMetrics
+        /// text: records, bytes, units, commits and their latency, consumer lag, watermarks,
+        /// quarantined rows, retries), /healthz and /readyz. Also [runner] metrics_addr.
+        #[arg(long, global = true, value_name = "HOST:PORT")]
+        metrics_addr: Option<std::net::SocketAddr>,
         #[command(subcommand)]
         stage: Stage,
     },
@@ -540,8 +545,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  event time {} to {}", time(first), time(last));
             }
         }
-        Command::Run { stage } => {
+        Command::Run {
+            stage,
+            metrics_addr,
+        } => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
+            if let Some(addr) = metrics_addr.or(pipeline.runner.metrics_addr) {
+                lakehouse_core::metrics::serve(addr).await?;
+            }
             match stage {
                 Stage::Bronze(args) => {
                     let mode = args.mode(lakehouse_core::Mode::Continuous);

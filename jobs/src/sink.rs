@@ -131,6 +131,9 @@ impl SinkJob {
         // 3. the rest, then the version as sent
         let records = self.records(&rows, partitions, &landed)?;
         let sent_now = records.len() as u64;
+        let bytes_out: u64 = (records.iter())
+            .map(|r| (r.key.as_ref().map_or(0, String::len) + r.value.len()) as u64)
+            .sum();
         let kafka = self.kafka.clone();
         let topic = self.settings.topic.clone();
         if sent_now > 0 {
@@ -156,9 +159,11 @@ impl SinkJob {
         Ok(UnitReport {
             rows_in,
             rows_out: sent_now,
+            bytes_out,
             version_read: Some(to),
             version_written: None,
             caught_up: to == latest,
+            ..Default::default()
         })
     }
 

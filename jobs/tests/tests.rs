@@ -9,6 +9,7 @@ mod cluster;
 mod customer_events;
 mod generate;
 mod load;
+mod metrics;
 mod pipeline;
 mod produce;
 mod shop;

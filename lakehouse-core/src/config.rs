@@ -248,6 +248,9 @@ pub struct RunnerConfig {
     /// In continuous mode, how long to wait after a unit that found nothing to do.
     #[serde(default = "default_idle_poll_ms")]
     pub idle_poll_ms: u64,
+    /// Where `lakectl run` serves Prometheus metrics (`host:port`); `--metrics-addr` wins.
+    #[serde(default)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -94,6 +94,18 @@ impl Error {
         }
     }
 
+    /// The service an external error came from, as metrics and logs name it.
+    pub fn service(&self) -> &str {
+        match self {
+            Error::Unavailable { service, .. } => service,
+            Error::Kafka(_) => "kafka",
+            Error::ObjectStore(_) | Error::Delta(_) => "object store",
+            Error::Io { .. } => "local file system",
+            Error::DataFusion(_) => "query engine",
+            Error::Config(_) | Error::Input(_) | Error::Arrow(_) | Error::Internal(_) => "lakectl",
+        }
+    }
+
     /// Whether running the same unit of work again may succeed: an external failure may
     /// pass, except a Kafka error that says the request itself is wrong.
     pub fn is_retryable(&self) -> bool {

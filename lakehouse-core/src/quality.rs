@@ -509,6 +509,13 @@ impl QualityLog {
     }
 
     pub async fn append(&self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
+        for r in report
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Quarantine.as_str())
+        {
+            crate::metrics::quarantined(scope.job, &r.rule, r.failed);
+        }
         if report.rules.is_empty() {
             return Ok(());
         }

@@ -19,6 +19,9 @@ use crate::telemetry::Progress;
 pub struct UnitReport {
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Record bytes read and written, where the job counts them (bronze, sink): for metrics.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     /// Input table version this unit read up to, for jobs that read Delta tables.
     pub version_read: Option<i64>,
     /// Output table version this unit committed, if it committed.
@@ -194,6 +197,7 @@ impl Runner {
         job.begin(&record.run_id);
         info!(job = %record.job, run_id = %record.run_id, mode = ?self.mode, "run started");
         let progress = Progress::new(&record.job);
+        crate::metrics::job_started();
         let result = self.drive(job, &mut record, &progress).await;
         progress.finish();
         record.ended_at = Utc::now();
@@ -233,9 +237,10 @@ impl Runner {
             if self.cancel.is_cancelled() {
                 return Ok(Outcome::Cancelled);
             }
-            let Some(unit) = self.unit_with_retries(job).await? else {
+            let Some(unit) = self.unit_with_retries(job, &record.job).await? else {
                 return Ok(Outcome::Cancelled);
             };
+            crate::metrics::unit_finished(&record.job, &unit, record.units == 0);
             record.absorb(&unit);
             progress.update(|| {
                 format!(
@@ -264,14 +269,15 @@ impl Runner {
     }
 
     /// One unit, retried while its error is retryable. `None` when cancelled while waiting.
-    async fn unit_with_retries(&self, job: &mut dyn Job) -> Result<Option<UnitReport>> {
+    async fn unit_with_retries(&self, job: &mut dyn Job, name: &str) -> Result<Option<UnitReport>> {
         let mut attempt = 0;
         loop {
-            match job.run_unit(&self.cancel).await {
+            match crate::metrics::in_job(name, job.run_unit(&self.cancel)).await {
                 Ok(unit) => return Ok(Some(unit)),
                 Err(e) if e.is_retryable() && attempt < self.retry.max_retries => {
                     let delay = self.retry.backoff(attempt);
                     attempt += 1;
+                    crate::metrics::retried(name, e.service());
                     warn!(error = %e, attempt, max = self.retry.max_retries, "retryable error; retrying in {delay:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

@@ -293,7 +293,7 @@ pub async fn write_with_txns(
     if creating {
         write = write.with_configuration(table_properties(checkpoint_interval));
     }
-    Ok(write.await?)
+    Ok(crate::metrics::timed_commit(std::future::IntoFuture::into_future(write)).await?)
 }
 
 /// Whether `batches` have a column the table does not.

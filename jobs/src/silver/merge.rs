@@ -1,5 +1,7 @@
 //! Step 6: the commits — quarantine, then silver (an append or a MERGE by key).
 
+use std::future::IntoFuture;
+
 use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::Int64Type;
@@ -10,6 +12,7 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::OnExistingKey;
+use lakehouse_core::metrics::timed_commit;
 use lakehouse_core::storage::{txn_version, write_with_txns};
 use lakehouse_core::{Layer, Result};
 
@@ -132,7 +135,7 @@ impl SilverJob {
             side("source", "_kafka_ts").gt_eq(side("target", "_kafka_ts")),
             lit(true),
         ]);
-        let (table, metrics) = silver
+        let merge = silver
             .merge(source, same_key)
             .with_source_alias("source")
             .with_target_alias("target")
@@ -152,8 +155,8 @@ impl SilverJob {
                         side("source", c),
                     )
                 })
-            })?
-            .await?;
+            })?;
+        let (table, metrics) = timed_commit(merge.into_future()).await?;
         debug!(
             inserted = metrics.num_target_rows_inserted,
             updated = metrics.num_target_rows_updated,

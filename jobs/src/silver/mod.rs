@@ -512,6 +512,7 @@ impl SilverJob {
             version_read: Some(increment.to),
             version_written: silver.version().map(|v| v as i64),
             caught_up: increment.to == latest,
+            ..Default::default()
         })
     }
 }

@@ -29,6 +29,7 @@
 mod assign;
 mod state;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -287,6 +288,7 @@ impl WindowJob {
             .map(|i| Some(i >= buffer.num_rows() - arrivals.on_time.num_rows()))
             .collect();
         let (emitting, kept) = self.assign(&buffer, &new_flags, watermark_before, watermark)?;
+        let state_rows = kept.num_rows();
         let out = self.aggregate(emitting).await?;
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
 
@@ -308,6 +310,7 @@ impl WindowJob {
             )
             .await?;
         crash_point("window:after_state");
+        lakehouse_core::metrics::window_state(&self.name(), watermark, state_rows);
         debug!(window = %self.table, to, rows_out, watermark = ?watermark.map(time_text), "window unit");
         self.report.absorb(&report);
         let scope = QualityScope {
@@ -327,6 +330,7 @@ impl WindowJob {
             version_read: Some(to),
             version_written: written.and_then(|t| t.version()).map(|v| v as i64),
             caught_up: to == latest,
+            ..Default::default()
         })
     }
 
@@ -687,7 +691,7 @@ impl WindowJob {
             .expect("windows have bounds");
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let unqualified = |c: &str| datafusion::common::Column::new_unqualified(c);
-        let (table, _) = output
+        let merge = output
             .merge(source, same_window)
             .with_source_alias("source")
             .with_target_alias("target")
@@ -707,8 +711,8 @@ impl WindowJob {
                 columns
                     .iter()
                     .fold(insert, |i, c| i.set(unqualified(c), side("source", c)))
-            })?
-            .await?;
+            })?;
+        let (table, _) = lakehouse_core::metrics::timed_commit(merge.into_future()).await?;
         Ok(table)
     }
 }
