@@ -309,6 +309,25 @@ fn windows_survive_kill_9_anywhere() {
         assert!(crashes >= 3, "{window}: {crashes} crashes");
     }
 
+    // A unit dies after its quarantine commit; the next is planned with bigger units, yet must
+    // re-do exactly the range the quarantine has, or its late records would land there twice
+    // (the chaos harness found this with silver still committing).
+    let out = run(t
+        .lakectl()
+        .args(["run", "window", "active_users"])
+        .env("LAKECTL_CRASH_AT", "window:after_quarantine"));
+    assert!(
+        out.stderr.contains("window:after_quarantine"),
+        "{}",
+        out.stderr
+    );
+    let shipped = std::fs::read_to_string(&t.path).unwrap();
+    // Units of one silver commit before, of five now.
+    let bigger = shipped.replace("batch_rows = 1000", "batch_rows = 10000");
+    std::fs::write(&t.path, bigger).unwrap();
+    ok(run(t.lakectl().args(["run", "window", "active_users"])));
+    std::fs::write(&t.path, shipped).unwrap();
+
     // Continuous runs killed at random moments, mid-unit or between commits.
     kill_at_random(
         &t,

@@ -178,7 +178,8 @@ fn datafusion_fault(e: &datafusion::error::DataFusionError) -> Fault {
         D::ObjectStore(source) => object_store_fault(source),
         D::IoError(_) => Fault::External,
         D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_fault(inner),
-        _ => Fault::Internal,
+        // A Parquet read whose GET failed: the object store's error inside Parquet's.
+        _ => io_cause_fault(e).unwrap_or(Fault::Internal),
     }
 }
 
@@ -197,6 +198,20 @@ fn kafka_retryable(e: &rdkafka::error::KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_get_inside_a_parquet_read_is_retried() {
+        // What silver saw when S3 was cut while DataFusion read a data file (chaos harness).
+        let get = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request".into(),
+        };
+        let e = Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::External(Box::new(get)),
+        )));
+        assert_eq!(e.fault(), Fault::External);
+        assert!(e.is_retryable());
+    }
 
     #[test]
     fn user_errors_are_not_retried() {

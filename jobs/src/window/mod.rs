@@ -21,10 +21,9 @@
 //! rows travel inside the plan); the rest, and the commits, stay in this process.
 //!
 //! Every commit carries the `txn` `lakectl-window-<table>` = the last source version of the
-//! unit. A crash between the output and the state commit leaves the output ahead of the
-//! state: the next unit re-does exactly that source range from the old state, which gives
-//! the same rows, and writes the state only. Quarantine rows of a range already there are not
-//! written twice.
+//! unit. A crash between two commits leaves the quarantine or the output ahead of the state:
+//! the next unit re-does exactly that source range from the old state, which gives the same
+//! rows, and writes only what is missing (quarantine and output skip a range they have).
 
 mod assign;
 mod state;
@@ -244,8 +243,14 @@ impl WindowJob {
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
         let output_at = txn_version(&output, &app_id).await?.unwrap_or(-1);
-        // Output ahead of the state: the last unit stopped between its two commits.
-        let redo = output_at > state.version;
+        let quarantine_at = match self.lake.load_table(Layer::Quarantine, &self.table).await? {
+            Some(quarantine) => txn_version(&quarantine, &app_id).await?.unwrap_or(-1),
+            None => -1,
+        };
+        // Quarantine or output ahead of the state: the last unit stopped between its commits.
+        // Re-do exactly its range, or its quarantine rows would be written again with others.
+        let ahead = output_at.max(quarantine_at);
+        let redo = ahead > state.version;
         if !redo && state.version >= latest {
             return Ok(UnitReport {
                 version_read: Some(state.version),
@@ -254,8 +259,8 @@ impl WindowJob {
             });
         }
         let (to, max_rows) = if redo {
-            info!(window = %self.table, version = output_at, "output ahead of the state: re-doing its last unit");
-            (output_at, u64::MAX)
+            info!(window = %self.table, version = ahead, "quarantine or output ahead of the state: re-doing its last unit");
+            (ahead, u64::MAX)
         } else {
             (latest, self.settings.batch_rows as u64)
         };
@@ -293,7 +298,7 @@ impl WindowJob {
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
 
         self.write_quarantine(&arrivals, to).await?;
-        let written = if redo || rows_out == 0 {
+        let written = if output_at >= to || rows_out == 0 {
             None
         } else {
             let written = self.write_output(output, out, to).await?;
@@ -650,6 +655,7 @@ impl WindowJob {
             self.checkpoint_interval,
         )
         .await?;
+        crash_point("window:after_quarantine");
         Ok(())
     }
 

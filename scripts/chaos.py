@@ -1,0 +1,475 @@
+"""The chaos harness (run by scripts/chaos.sh, which documents it): the user-activity
+pipeline running continuously while a seeded scheduler breaks things, then drained and
+checked from outside against the topic and against one clean run over the same input.
+
+    python chaos.py --lakectl BIN --minutes M --seed S --report PATH
+
+Services: a private Nisshi (killed and restarted), the stack's moto behind a proxy in this
+process (cut off), the stack's PostgreSQL (restarted with pg_ctl -m immediate; a database of
+our own), all named by the environment scripts/services.sh writes."""
+import argparse
+import json
+import os
+import random
+import re
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import confluent_kafka
+import deltalake
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOBS = ["bronze-1", "bronze-2", "silver", "window", "load", "sink"]
+FAULTS = ["kill", "broker", "s3", "postgres"]
+WINDOWS = ["page_view_counts", "active_users", "user_sessions", "enriched_activity"]
+
+
+def log(message):
+    print(f"[chaos] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Proxy(threading.Thread):
+    """A TCP proxy to the S3 server that can be cut off: open connections are closed and new
+    ones refused until it is restored."""
+
+    def __init__(self, target):
+        super().__init__(daemon=True)
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.conns = []
+        self.lock = threading.Lock()
+
+    def run(self):
+        while True:
+            client, _ = self.listener.accept()
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            threading.Thread(target=self.pump, args=(client, upstream), daemon=True).start()
+
+    def pump(self, a, b):
+        try:
+            while self.open.is_set():
+                ready, _, _ = select.select([a, b], [], [], 0.2)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        self.open.clear()
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def restore(self):
+        self.open.set()
+
+
+class Broker:
+    """A private Nisshi with its data on disk: killed with SIGKILL, restarted on the same port."""
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "broker")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [os.environ["LAKECTL_NISSHI_BIN"], "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "sqlite://nisshi.db",
+             "--group-initial-rebalance-delay", "0s", "--silent"],
+            cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Job:
+    """One continuous lakectl process with its metrics endpoint, restarted when it exits."""
+
+    def __init__(self, name, argv, env, logs):
+        self.name, self.argv, self.env, self.logs = name, argv, env, logs
+        self.proc = None
+        self.port = None
+        self.exits = 0  # ends the harness did not cause
+        self.start()
+
+    def start(self):
+        self.port = free_port()
+        out = open(os.path.join(self.logs, f"{self.name}.log"), "a")
+        self.proc = subprocess.Popen(
+            self.argv + ["--continuous", "--metrics-addr", f"127.0.0.1:{self.port}"],
+            env=self.env, stdout=out, stderr=out)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def units(self):
+        """Units finished by the running process, or None while it does not answer."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=1).read()
+        except OSError:
+            return None
+        return sum(float(v) for v in re.findall(rb"^lakectl_units_total\{[^}]*\} (\S+)$", text, re.M))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def lakectl(args, env, check=True):
+    out = subprocess.run(args, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[1:])}: exit {out.returncode}\n{out.stderr[-3000:]}")
+    return out
+
+
+def pipeline_file(work, name, topic, sink_topic):
+    text = open(os.path.join(ROOT, "pipelines/user_activity.toml")).read()
+    text = re.sub(r'^name = "user_activity"', f'name = "{name}"', text, flags=re.M)
+    text = text.replace('topic = "user_activity"', f'topic = "{topic}"')
+    text = text.replace('topic = "enriched_activity"', f'topic = "{sink_topic}"')
+    text = text.replace('target = "activity.', f'target = "{name}.')
+    path = os.path.join(work, f"{name}.toml")
+    open(path, "w").write(text)
+    return path
+
+
+def topic_records(brokers, topic):
+    """Every record of `topic`: (partition, offset, key, value)."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": brokers, "group.id": f"chaos-check-{os.getpid()}",
+                                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    out = []
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10)
+        if high <= low:
+            continue
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, low)])
+        while True:
+            msg = consumer.poll(5)
+            if msg is None:
+                raise RuntimeError(f"{topic}/{p}: no record before offset {high}")
+            if msg.error():
+                continue
+            out.append((p, msg.offset(), msg.key(), msg.value()))
+            if msg.offset() >= high - 1:
+                break
+    consumer.close()
+    return out
+
+
+def delta(lake, layer, name):
+    opts = {k.lower(): os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                               "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
+    return deltalake.DeltaTable(f"{lake}{layer}/{name}", storage_options=opts)
+
+
+def table(lake, layer, name, columns=None):
+    return delta(lake, layer, name).to_pyarrow_table(columns=columns).to_pylist()
+
+
+# Columns that say when or in which commit a row was written: two runs over the same input
+# differ there and nowhere else.
+VOLATILE = {"_silver_ts", "_bronze_version", "run_id", "_quarantined_at"}
+
+
+def rows(records, drop=()):
+    """Rows as sorted JSON lines without the volatile columns (and `drop`)."""
+    return sorted(json.dumps({k: str(v) for k, v in r.items() if k not in VOLATILE | set(drop)},
+                             sort_keys=True) for r in records)
+
+
+def quarantined_or_not(lake, layer, name):
+    """Whether the table exists (a quarantine table is made by its first quarantined row)."""
+    try:
+        delta(lake, layer, name)
+        return True
+    except deltalake.exceptions.TableNotFoundError:
+        return False
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", url, "-Atc", sql], capture_output=True, text=True)
+    if out.returncode != 0:
+        if "does not exist" in out.stderr:  # load creates a table with its first rows
+            return []
+        raise RuntimeError(f"psql: {out.stderr}")
+    return out.stdout.split("\n")[:-1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lakectl", required=True)
+    ap.add_argument("--minutes", type=float, default=3)
+    ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="at least this many rounds; a round kills every job once and breaks "
+                         "the broker, S3 and Postgres once each, in a random order")
+    ap.add_argument("--rate", type=int, default=300, help="generated events per second")
+    ap.add_argument("--report", required=True)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    log(f"seed {args.seed}: at least {args.minutes} minutes and {args.rounds} rounds of faults")
+    work = tempfile.mkdtemp(prefix="lakectl-chaos-")
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs)
+
+    broker = Broker(work)
+    s3_port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    proxy = Proxy(s3_port)
+    proxy.start()
+    admin = os.environ["DATABASE_URL"]
+    database = f"chaos_{args.seed}_{os.getpid()}"
+    psql(admin, f"CREATE DATABASE {database}")
+    pg_url = admin.rsplit("/", 1)[0] + "/" + database
+    pgdata = os.environ.get("LAKECTL_PGDATA", os.path.join(ROOT, ".lakectl/pg"))
+    run_id = f"{args.seed}-{os.getpid()}"
+    topic, sink_topic = f"chaos_{run_id}", f"chaos_{run_id}_enriched"
+    env = dict(os.environ, LAKECTL_KAFKA_BROKERS=f"127.0.0.1:{broker.port}",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}", DATABASE_URL=pg_url,
+               LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}/",
+               # Outages here last seconds: retry from 200 ms up to 5 s apart, 12 times (about
+               # a minute), then exit and be restarted; poll every 200 ms when idle.
+               LAKECTL_RUNNER_MAX_RETRIES="12", LAKECTL_RUNNER_INITIAL_BACKOFF_MS="200",
+               LAKECTL_RUNNER_MAX_BACKOFF_MS="5000", LAKECTL_RUNNER_IDLE_POLL_MS="200")
+    pipeline = pipeline_file(work, "chaos", topic, sink_topic)
+    cmd = [args.lakectl, "-p", pipeline]
+    count = int(max(args.minutes, 1) * 60 * args.rate)
+    generator = subprocess.Popen(
+        # Two events a second of event time: hours of it, so sessions end and windows close.
+        cmd + ["generate", "--topic", topic, "--count", str(count), "--rate", str(args.rate),
+               "--event-rate", "2", "--seed", str(args.seed)],
+        env=env, stdout=open(os.path.join(logs, "generate.log"), "w"), stderr=subprocess.STDOUT)
+    stages = {"bronze-1": "bronze", "bronze-2": "bronze", "silver": "silver", "window": "window",
+              "load": "load", "sink": "sink"}
+    jobs = {name: Job(name, cmd + ["run", stage], env, logs) for name, stage in stages.items()}
+
+    faults = {kind: [] for kind in FAULTS}  # recovery seconds per fault
+    started = time.time()
+
+    def watch_exits():
+        for job in jobs.values():
+            if job.proc.poll() is not None:
+                job.exits += 1
+                log(f"{job.name} exited ({job.proc.returncode}); restarting it")
+                job.start()
+
+    def recovered_after(fault_end, baseline):
+        """Seconds until every job finished a unit after the fault (None past 90 s)."""
+        while time.time() - fault_end < 90:
+            watch_exits()
+            done = True
+            for name, job in jobs.items():
+                units = job.units()
+                pid, units_before = baseline[name]
+                # The same process: one more unit; a new one: its first.
+                floor = units_before if pid == job.proc.pid and units_before is not None else 0
+                if units is None or units <= floor:
+                    done = False
+            if done:
+                return time.time() - fault_end
+            time.sleep(0.2)
+        return None
+
+    order, rounds = [], 0
+    kills = {name: 0 for name in JOBS}
+    while time.time() - started < args.minutes * 60 or rounds < args.rounds or order:
+        if not order:
+            order = [("kill", name) for name in JOBS] + [(kind, None) for kind in FAULTS[1:]]
+            rng.shuffle(order)
+            rounds += 1
+        kind, name = order.pop()
+        time.sleep(rng.uniform(0.3, 1.5))
+        watch_exits()
+        if kind == "kill":
+            victim = jobs[name]
+            kills[name] += 1
+            victim.kill()
+            time.sleep(rng.uniform(0.2, 2))
+            victim.start()
+            what = f"kill -9 {victim.name}"
+        elif kind == "broker":
+            broker.kill()
+            time.sleep(rng.uniform(0.5, 3))
+            broker.start()
+            what = "broker killed and restarted"
+        elif kind == "s3":
+            proxy.cut()
+            pause = rng.uniform(1, 5)
+            time.sleep(pause)
+            proxy.restore()
+            what = f"S3 cut off for {pause:.1f} s"
+        else:
+            as_postgres = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+            subprocess.run(as_postgres + ["/usr/lib/postgresql/15/bin/pg_ctl",
+                            "-D", pgdata, "-l", os.path.join(pgdata, "log"), "-m", "immediate",
+                            "-w", "restart"], check=True, stdout=subprocess.DEVNULL)
+            what = "postgres restarted (immediate)"
+        fault_end = time.time()
+        baseline = {name: (job.proc.pid, job.units()) for name, job in jobs.items()}
+        took = recovered_after(fault_end, baseline)
+        faults[kind].append(took)
+        log(f"{time.time() - started:6.1f} s  {what}: " + (f"recovered in {took:.1f} s" if took is not None else "NOT recovered in 90 s"))
+
+    log("faults over; waiting for the generator")
+    generator.wait()
+    for job in jobs.values():
+        job.stop()
+    # Drain every stage once, in order, with the stack whole again.
+    for stage in ["bronze", "silver", "window", "load", "sink"]:
+        lakectl(cmd + ["run", stage] + (["--once"] if stage == "bronze" else []), env)
+
+    # A clean run over the same topic, into a lake and topic of its own.
+    clean_env = dict(env, LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}-clean/",
+                     AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"])
+    clean_pipeline = pipeline_file(work, "chaos_clean", topic, sink_topic + "_clean")
+    for stage in ["bronze", "silver", "window", "sink"]:
+        lakectl([args.lakectl, "-p", clean_pipeline, "run", stage] + (["--once"] if stage == "bronze" else []), clean_env)
+
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+        log(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+
+    brokers = f"127.0.0.1:{broker.port}"
+    produced = topic_records(brokers, topic)
+    lake, clean_lake = env["LAKECTL_LAKE_URI"], clean_env["LAKECTL_LAKE_URI"]
+    bronze = table(lake, "bronze", "user_activity", ["_partition", "_offset"])
+    positions = sorted((r["_partition"], r["_offset"]) for r in bronze)
+    want = sorted((p, o) for p, o, _, _ in produced)
+    check("bronze holds every record of the topic exactly once", positions == want,
+          f"{len(produced)} records in the topic, {len(positions)} bronze rows, "
+          f"{len(positions) - len(set(positions))} duplicated, {len(set(want) - set(positions))} missing")
+    generated_ok = generator.returncode == 0 and len(produced) >= count
+    check("the generator delivered every event", generated_ok,
+          f"exit {generator.returncode}, {len(produced)} records for {count} events (duplicates by design included)")
+
+    counts = {"topic": len(produced), "bronze": len(bronze)}
+    for layer, name in [("silver", "user_activity"), ("quarantine", "user_activity")] + \
+            [(layer, w) for layer in ("window", "quarantine") for w in WINDOWS]:
+        # A window's quarantine keeps the whole source row, silver's commit time included.
+        drop = {"raw_value"} if layer == "quarantine" and name in WINDOWS else set()
+        got, clean = (rows(table(lk, layer, name), drop) if quarantined_or_not(lk, layer, name) else []
+                      for lk in (lake, clean_lake))
+        counts[f"{layer}.{name}"] = len(got)
+        check(f"{layer}.{name} equals the clean run's", got == clean,
+              f"{len(got)} rows, clean run {len(clean)}, {len(set(got) ^ set(clean))} differ")
+
+    for w, keys in [("page_view_counts", "window_start, window_end, page"),
+                    ("active_users", "window_start, window_end"),
+                    ("user_sessions", "user_id, window_start")]:
+        cols = keys.split(", ")
+        pg = sorted(psql(pg_url, f"SELECT {', '.join(f'(extract(epoch FROM {c}) * 1000000)::bigint' if c.startswith('window_') else c for c in cols)} FROM chaos.{w}"))
+        lake_rows = table(lake, "window", w, cols)
+        mine = sorted("|".join(str(int(r[c].timestamp() * 1_000_000)) if c.startswith("window_") else str(r[c]) for c in cols)
+                      for r in lake_rows)
+        counts[f"postgres.chaos.{w}"] = len(pg)
+        check(f"postgres chaos.{w} holds the lake's rows", pg == mine, f"{len(pg)} rows, lake {len(mine)}")
+
+    enriched = topic_records(brokers, sink_topic)
+    clean_enriched = topic_records(brokers, sink_topic + "_clean")
+    ids = [json.loads(v)["event_id"] for _, _, _, v in enriched]
+    clean_ids = sorted(json.loads(v)["event_id"] for _, _, _, v in clean_enriched)
+    counts["enriched topic"] = len(ids)
+    check("the enriched topic holds each row once", sorted(ids) == clean_ids and len(set(ids)) == len(ids),
+          f"{len(ids)} records, {len(ids) - len(set(ids))} duplicated, clean run {len(clean_ids)}")
+
+    recoveries = [t for v in faults.values() for t in v]
+    slow = [t for t in recoveries if t is None or t >= 60]
+    check("every recovery took under 60 s", not slow, f"{len(slow)} of {len(recoveries)} did not")
+    verdict = all(c["ok"] for c in checks)
+    report = {
+        "seed": args.seed, "minutes": round((time.time() - started) / 60, 2), "rate": args.rate,
+        "faults": {k: {"count": len(v), "recovery_p50_s": round(statistics.median([t for t in v if t is not None] or [0]), 2),
+                       "recovery_max_s": max((round(t, 2) for t in v if t is not None), default=None),
+                       "not_recovered": sum(t is None for t in v)} for k, v in faults.items()},
+        "rounds": rounds, "kills": kills,
+        "job_exits": {name: job.exits for name, job in jobs.items()},
+        "records": counts, "checks": checks, "verdict": "pass" if verdict else "fail",
+    }
+    with open(args.report, "w") as f:
+        json.dump(report, f, indent=2)
+    md = [f"# Chaos run, seed {args.seed}: {report['verdict'].upper()}", "",
+          f"{report['minutes']} minutes, the user-activity pipeline (generate at {args.rate} events/s, two bronze "
+          "processes in one group, silver, windows, load, sink; idle polls every 200 ms, retries back off "
+          "from 200 ms to 5 s) under faults, then drained and checked. Recovery: from the end of a fault "
+          "until every job finished a unit again.", "",
+          "| fault | count | recovery p50 s | recovery max s | not recovered |", "|---|---:|---:|---:|---:|"]
+    for k, v in report["faults"].items():
+        md.append(f"| {k} | {v['count']} | {v['recovery_p50_s']} | {v['recovery_max_s']} | {v['not_recovered']} |")
+    md += ["", f"{rounds} rounds; kill -9 per job: " + ", ".join(f"{k} {v}" for k, v in kills.items()) + ".",
+           "Exits the harness did not cause (restarted): " + ", ".join(f"{k} {v}" for k, v in report["job_exits"].items()) + ".", "",
+           "| records | count |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
+    md += ["", "| check | result | detail |", "|---|---|---|"] + \
+          [f"| {c['check']} | {'ok' if c['ok'] else 'FAIL'} | {c['detail']} |" for c in checks]
+    with open(os.path.splitext(args.report)[0] + ".md", "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    broker.kill()
+    psql(admin, f"DROP DATABASE IF EXISTS {database}")
+    sys.stdout.flush()
+    os._exit(0 if verdict else 1)
+
+
+if __name__ == "__main__":
+    main()

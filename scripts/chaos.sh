@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The chaos harness: the user-activity pipeline running continuously (generate at a steady
+# rate; two bronze processes in one consumer group; silver; windows; load; the Kafka sink)
+# while a seeded scheduler injects faults one after another at random moments, in rounds: each
+# round kills every job process once with kill -9 (restarted after a random pause), kills and
+# restarts the broker, cuts the S3 server off for a few seconds (a proxy in front of it) and
+# restarts PostgreSQL with pg_ctl restart -m immediate, in a random order. After each fault it measures how long until every job finished
+# a unit again (each job serves --metrics-addr). When the time is up and the rounds are done,
+# it stops the faults, drains every stage with --once, and checks from
+# outside: every record of the topic exactly once in bronze; silver, quarantine and every window
+# table equal one clean run over the same topic; Postgres holds the lake's window rows; the
+# enriched topic holds each row once; every recovery under 60 s. Exit 0 only when all hold.
+#
+#   bash scripts/chaos.sh [--minutes M] [--rounds N] [--seed S] [--rate EVENTS_PER_S]
+#                         [--report PATH]          (default bench/results/chaos-<date>-<seed>.json)
+#
+# The test command runs --minutes 3 --rounds 5 (5 faults of each kind, 5 kills of each job);
+# the long run committed under bench/results/ is --minutes 30 --rounds 20.
+#
+# It uses the stack of scripts/services.sh (started if down; its Postgres is restarted, so run
+# nothing else against it meanwhile), a private broker and a database of its own.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
+BIN=${LAKECTL_BIN:-$CARGO_TARGET_DIR/debug/lakectl}
+[[ -x $BIN ]] || cargo build -p jobs --bin lakectl >&2
+args=("$@")
+seed=$(date +%s)
+for ((i = 0; i < ${#args[@]}; i++)); do
+  [[ ${args[i]} == --seed ]] && seed=${args[i + 1]}
+done
+[[ " ${args[*]} " == *" --seed "* ]] || args+=(--seed "$seed")
+[[ " ${args[*]} " == *" --report "* ]] || args+=(--report "$ROOT/bench/results/chaos-$(date -u +%Y-%m-%d)-$seed.json")
+echo "[chaos] seed $seed" >&2
+bash scripts/services.sh status >/dev/null 2>&1 || bash scripts/services.sh up >&2
+set -a
+# shellcheck source=/dev/null
+source .lakectl/services.env
+set +a
+PY=$(bash scripts/python-env.sh test)
+exec "$PY" scripts/chaos.py --lakectl "$BIN" "${args[@]}"
