@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# The chaos harness: the user-activity pipeline running continuously (generate at a steady
-# rate; two bronze processes in one consumer group; silver; windows; load; the Kafka sink)
+# The chaos harness: the user-activity pipeline (generate at a steady rate; two bronze
+# processes in one consumer group; silver; windows; load; the Kafka sink) and the books
+# pipeline (produce at 2 records/s; bronze, silver, gold, load) running continuously
 # while a seeded scheduler injects faults one after another at random moments, in rounds: each
-# round kills every job process once with kill -9 (restarted after a random pause), kills and
+# round kills --kills-per-round job processes (default all ten) with kill -9 (restarted after
+# a random pause), kills and
 # restarts the broker, cuts the S3 server off for a few seconds (a proxy in front of it) and
 # restarts PostgreSQL with pg_ctl restart -m immediate, in a random order. After each fault it measures how long until every job finished
 # a unit again (each job serves --metrics-addr). When the time is up and the rounds are done,
 # it stops the faults, drains every stage with --once, and checks from
-# outside: every record of the topic exactly once in bronze; silver, quarantine and every window
-# table equal one clean run over the same topic; Postgres holds the lake's window rows; the
-# enriched topic holds each row once; every recovery under 60 s. Exit 0 only when all hold.
+# outside: every record of each topic exactly once in bronze; silver, quarantine, every window
+# table and the books gold tables equal one clean run over the same topics; Postgres holds the
+# lake's rows; the enriched topic holds each row once; every recovery under 60 s. Exit 0 only
+# when all hold.
 #
-#   bash scripts/chaos.sh [--minutes M] [--rounds N] [--seed S] [--rate EVENTS_PER_S]
+#   bash scripts/chaos.sh [--minutes M] [--rounds N] [--kills-per-round K] [--seed S] [--rate EVENTS_PER_S]
 #                         [--report PATH]          (default bench/results/chaos-<date>-<seed>.json)
 #
-# The test command runs --minutes 3 --rounds 5 (5 faults of each kind, 5 kills of each job);
-# the long run committed under bench/results/ is --minutes 30 --rounds 20.
+# The test command runs --minutes 3 --rounds 5 --kills-per-round 2 (5 faults of each kind);
+# the long run meant for bench/results/ is --minutes 30 --rounds 20 (20 kills of every job).
 #
 # It uses the stack of scripts/services.sh (started if down; its Postgres is restarted, so run
 # nothing else against it meanwhile), a private broker and a database of its own.

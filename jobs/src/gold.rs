@@ -18,7 +18,7 @@ use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport
 use tokio_util::sync::CancellationToken;
 
 use crate::stage;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The app id of the `txn` action recording the version of `input` (`silver.books`).
 pub fn txn_app_id(table: &str, input: &str) -> String {
@@ -107,6 +107,17 @@ impl GoldJob {
             .collect();
         let inputs: BTreeMap<String, i64> =
             crate::catalog::register(&ctx, &self.engine, &self.lake, &wanted).await?;
+        // A declared input no stage has written yet (gold running before silver, continuous
+        // gold started with the rest): nothing to build until it exists.
+        if let Some((layer, name)) = (wanted.iter())
+            .find(|(layer, name)| !inputs.contains_key(&format!("{}.{name}", layer.folder())))
+        {
+            warn!(table = %self.table, input = %format!("{}.{name}", layer.folder()), "an input table does not exist yet: nothing to build");
+            return Ok(UnitReport {
+                caught_up: true,
+                ..Default::default()
+            });
+        }
         let df = lakehouse_core::sql::read_only(&ctx, &self.sql)
             .await
             .map_err(|e| match e {

@@ -69,6 +69,19 @@ fn books_from_csv_to_dbt_marts() {
         return;
     };
     t.create_topic(3);
+    // Gold before any silver (as when every stage starts at once, continuous): it waits for
+    // its inputs instead of failing, and writes nothing.
+    let early = ok(run(t.lakectl().args(["run", "gold"])));
+    assert!(
+        early.stderr.contains("an input table does not exist yet"),
+        "{}",
+        early.stderr
+    );
+    let gold = block_on(async { t.lake().load_table(Layer::Gold, "sales_by_genre").await });
+    assert!(
+        gold.unwrap().is_none(),
+        "gold was written without its inputs"
+    );
     for args in [
         &["produce"][..],
         &["run", "bronze", "--once"],
