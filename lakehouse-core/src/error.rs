@@ -178,6 +178,14 @@ fn datafusion_fault(e: &datafusion::error::DataFusionError) -> Fault {
         D::ObjectStore(source) => object_store_fault(source),
         D::IoError(_) => Fault::External,
         D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_fault(inner),
+        // DataFusion's Parquet reader turns a failed footer fetch into text
+        // (datafusion-datasource-parquet, reader.rs): only the text says it was storage.
+        D::ParquetError(p)
+            if matches!(p.as_ref(), parquet::errors::ParquetError::General(m)
+                if m.starts_with("Failed to fetch metadata for file")) =>
+        {
+            Fault::External
+        }
         // A Parquet read whose GET failed: the object store's error inside Parquet's.
         _ => io_cause_fault(e).unwrap_or(Fault::Internal),
     }
@@ -211,6 +219,23 @@ mod tests {
         )));
         assert_eq!(e.fault(), Fault::External);
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn a_failed_footer_fetch_datafusion_turned_into_text_is_retried() {
+        // Also seen by the chaos harness while S3 was cut.
+        let e = Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::General(
+                "Failed to fetch metadata for file lake/silver/t/part-0.parquet: Object Store \
+                 error: Generic S3 error: error sending request"
+                    .into(),
+            ),
+        )));
+        assert!(e.is_retryable());
+        let other = Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::General("Invalid Parquet file. Corrupt footer".into()),
+        )));
+        assert!(!other.is_retryable());
     }
 
     #[test]
