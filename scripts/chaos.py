@@ -31,6 +31,16 @@ FAULTS = ["kill", "broker", "s3", "postgres"]
 WINDOWS = ["page_view_counts", "active_users", "user_sessions", "enriched_activity"]
 
 
+# Every process the harness starts, so that a failure half way leaves none running.
+SPAWNED = []
+
+
+def spawn(*args, **kwargs):
+    proc = subprocess.Popen(*args, **kwargs)
+    SPAWNED.append(proc)
+    return proc
+
+
 def log(message):
     print(f"[chaos] {message}", file=sys.stderr, flush=True)
 
@@ -124,7 +134,7 @@ class Broker:
 
     def start(self):
         url = f"tcp://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [os.environ["LAKECTL_NISSHI_BIN"], "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "sqlite://nisshi.db",
              "--group-initial-rebalance-delay", "0s", "--silent"],
@@ -149,7 +159,7 @@ class Job:
     def start(self):
         self.port = free_port()
         out = open(os.path.join(self.logs, f"{self.name}.log"), "a")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             self.argv + ["--continuous", "--metrics-addr", f"127.0.0.1:{self.port}"],
             env=self.env, stdout=out, stderr=out)
 
@@ -309,7 +319,7 @@ def main():
     pipeline = pipeline_file(work, "chaos", topic, sink_topic)
     cmd = [args.lakectl, "-p", pipeline]
     count = int(max(args.minutes, 1) * 60 * args.rate)
-    generator = subprocess.Popen(
+    generator = spawn(
         # Two events a second of event time: hours of it, so sessions end and windows close.
         cmd + ["generate", "--topic", topic, "--count", str(count), "--rate", str(args.rate),
                "--event-rate", "2", "--seed", str(args.seed)],
@@ -317,7 +327,7 @@ def main():
     books_topic = f"chaos_{run_id}_books"
     books = [args.lakectl, "-p", books_file(work, "chaos_books", books_topic)]
     books_env = dict(env, LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}-books/")
-    producer = subprocess.Popen(books + ["produce"], env=books_env, stderr=subprocess.STDOUT,
+    producer = spawn(books + ["produce"], env=books_env, stderr=subprocess.STDOUT,
                                 stdout=open(os.path.join(logs, "produce.log"), "w"))
     jobs = {name: Job(name, command + ["run", stage], job_env, logs)
             for name, (command, job_env, stage) in {
@@ -527,4 +537,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        for proc in SPAWNED:
+            proc.kill()
+        raise

@@ -178,6 +178,8 @@ fn datafusion_fault(e: &datafusion::error::DataFusionError) -> Fault {
         D::ObjectStore(source) => object_store_fault(source),
         D::IoError(_) => Fault::External,
         D::Context(_, inner) | D::Diagnostic(_, inner) => datafusion_fault(inner),
+        // A hash join hands its build side's error to every probe partition, shared.
+        D::Shared(inner) => datafusion_fault(inner),
         // DataFusion's Parquet reader turns a failed footer fetch into text
         // (datafusion-datasource-parquet, reader.rs): only the text says it was storage.
         D::ParquetError(p)
@@ -224,14 +226,21 @@ mod tests {
     #[test]
     fn a_failed_footer_fetch_datafusion_turned_into_text_is_retried() {
         // Also seen by the chaos harness while S3 was cut.
-        let e = Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
-            parquet::errors::ParquetError::General(
-                "Failed to fetch metadata for file lake/silver/t/part-0.parquet: Object Store \
-                 error: Generic S3 error: error sending request"
-                    .into(),
-            ),
-        )));
+        let fetch_failed = || {
+            datafusion::error::DataFusionError::ParquetError(Box::new(
+                parquet::errors::ParquetError::General(
+                    "Failed to fetch metadata for file lake/silver/t/part-0.parquet: Object \
+                     Store error: Generic S3 error: error sending request"
+                        .into(),
+                ),
+            ))
+        };
+        let e = Error::DataFusion(fetch_failed());
         assert!(e.is_retryable());
+        // As a hash join reports it (silver's existing-key check).
+        let shared =
+            datafusion::error::DataFusionError::Shared(std::sync::Arc::new(fetch_failed()));
+        assert!(Error::DataFusion(shared).is_retryable());
         let other = Error::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(
             parquet::errors::ParquetError::General("Invalid Parquet file. Corrupt footer".into()),
         )));
