@@ -289,6 +289,9 @@ def main():
                          "breaks the broker, S3 and Postgres once each, in a random order")
     ap.add_argument("--kills-per-round", type=int, default=99,
                     help="distinct jobs killed per round (default: every job)")
+    ap.add_argument("--kill-groups", type=int, default=0,
+                    help="kill a round's jobs in this many faults, each killing a random group "
+                         "of them at once (default: one fault per job)")
     ap.add_argument("--rate", type=int, default=300, help="generated events per second")
     ap.add_argument("--report", required=True)
     args = ap.parse_args()
@@ -318,10 +321,10 @@ def main():
                LAKECTL_RUNNER_MAX_BACKOFF_MS="5000", LAKECTL_RUNNER_IDLE_POLL_MS="200")
     pipeline = pipeline_file(work, "chaos", topic, sink_topic)
     cmd = [args.lakectl, "-p", pipeline]
-    count = int(max(args.minutes, 1) * 60 * args.rate)
     generator = spawn(
         # Two events a second of event time: hours of it, so sessions end and windows close.
-        cmd + ["generate", "--topic", topic, "--count", str(count), "--rate", str(args.rate),
+        # It runs until the faults are over, so that every fault meets a flowing stream.
+        cmd + ["generate", "--topic", topic, "--forever", "--rate", str(args.rate),
                "--event-rate", "2", "--seed", str(args.seed)],
         env=env, stdout=open(os.path.join(logs, "generate.log"), "w"), stderr=subprocess.STDOUT)
     books_topic = f"chaos_{run_id}_books"
@@ -369,19 +372,24 @@ def main():
     while time.time() - started < args.minutes * 60 or rounds < args.rounds or order:
         if not order:
             victims = rng.sample(sorted(jobs), min(args.kills_per_round, len(jobs)))
-            order = [("kill", name) for name in victims] + [(kind, None) for kind in FAULTS[1:]]
+            groups = min(args.kill_groups or len(victims), len(victims))
+            order = [("kill", victims[g::groups]) for g in range(groups)] + \
+                    [(kind, None) for kind in FAULTS[1:]]
             rng.shuffle(order)
             rounds += 1
-        kind, name = order.pop()
+        kind, names = order.pop()
         time.sleep(rng.uniform(0.3, 1.5))
         watch_exits()
+        fault_start = time.time()
         if kind == "kill":
-            victim = jobs[name]
-            kills[name] += 1
-            victim.kill()
-            time.sleep(rng.uniform(0.2, 2))
-            victim.start()
-            what = f"kill -9 {victim.name}"
+            for name in names:
+                kills[name] += 1
+                jobs[name].kill()
+            # Each comes back after a pause of its own, as a supervisor would restart them.
+            for delay, name in sorted((rng.uniform(0.2, 2), name) for name in names):
+                time.sleep(max(0.0, delay - (time.time() - fault_start)))
+                jobs[name].start()
+            what = f"kill -9 {', '.join(names)}"
         elif kind == "broker":
             broker.kill()
             time.sleep(rng.uniform(0.5, 3))
@@ -405,7 +413,8 @@ def main():
         faults[kind].append(took)
         log(f"{time.time() - started:6.1f} s  {what}: " + (f"recovered in {took:.1f} s" if took is not None else "NOT recovered in 90 s"))
 
-    log("faults over; waiting for the generator and the producer")
+    log("faults over; stopping the generator, waiting for the producer")
+    generator.send_signal(signal.SIGTERM)
     generator.wait()
     producer.wait()
     for job in jobs.values():
@@ -443,9 +452,13 @@ def main():
     check("bronze holds every record of the topic exactly once", positions == want,
           f"{len(produced)} records in the topic, {len(positions)} bronze rows, "
           f"{len(positions) - len(set(positions))} duplicated, {len(set(want) - set(positions))} missing")
-    generated_ok = generator.returncode == 0 and len(produced) >= count
-    check("the generator delivered every event", generated_ok,
-          f"exit {generator.returncode}, {len(produced)} records for {count} events (duplicates by design included)")
+    with open(os.path.join(logs, "generate.log")) as f:
+        summary = re.search(r"sent (\d+), delivered (\d+), failed (\d+)", f.read())
+    sent, delivered, failed = map(int, summary.groups()) if summary else (None, None, None)
+    check("the generator stopped cleanly and the topic holds what it delivered",
+          generator.returncode == 0 and failed == 0 and delivered == sent == len(produced),
+          f"exit {generator.returncode}, sent {sent}, delivered {delivered}, failed {failed}, "
+          f"{len(produced)} records in the topic (duplicates by design included)")
 
     counts = {"topic": len(produced), "bronze": len(bronze)}
     for layer, name in [("silver", "user_activity"), ("quarantine", "user_activity")] + \
@@ -507,7 +520,7 @@ def main():
         "faults": {k: {"count": len(v), "recovery_p50_s": round(statistics.median([t for t in v if t is not None] or [0]), 2),
                        "recovery_max_s": max((round(t, 2) for t in v if t is not None), default=None),
                        "not_recovered": sum(t is None for t in v)} for k, v in faults.items()},
-        "rounds": rounds, "kills": kills,
+        "rounds": rounds, "kills": kills, "kill_groups": args.kill_groups or "one job per fault",
         "job_exits": {name: job.exits for name, job in jobs.items()},
         "records": counts, "checks": checks, "verdict": "pass" if verdict else "fail",
     }
@@ -522,7 +535,7 @@ def main():
           "| fault | count | recovery p50 s | recovery max s | not recovered |", "|---|---:|---:|---:|---:|"]
     for k, v in report["faults"].items():
         md.append(f"| {k} | {v['count']} | {v['recovery_p50_s']} | {v['recovery_max_s']} | {v['not_recovered']} |")
-    md += ["", f"{rounds} rounds; kill -9 per job: " + ", ".join(f"{k} {v}" for k, v in kills.items()) + ".",
+    md += ["", f"{rounds} rounds ({'each job killed alone' if not args.kill_groups else f'each round kills its jobs in {args.kill_groups} faults, a group at once'}); kill -9 per job: " + ", ".join(f"{k} {v}" for k, v in kills.items()) + ".",
            "Exits the harness did not cause (restarted): " + ", ".join(f"{k} {v}" for k, v in report["job_exits"].items()) + ".", "",
            "| records | count |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
     md += ["", "| check | result | detail |", "|---|---|---|"] + \

@@ -4,7 +4,8 @@
 # pipeline (produce at 2 records/s; bronze, silver, gold, load) running continuously
 # while a seeded scheduler injects faults one after another at random moments, in rounds: each
 # round kills --kills-per-round job processes (default all ten) with kill -9 (restarted after
-# a random pause), kills and
+# a random pause), one fault per job or, with --kill-groups G, in G faults that each kill a
+# random group of them at once; kills and
 # restarts the broker, cuts the S3 server off for a few seconds (a proxy in front of it) and
 # restarts PostgreSQL with pg_ctl restart -m immediate, in a random order. After each fault it measures how long until every job finished
 # a unit again (each job serves --metrics-addr). When the time is up and the rounds are done,
@@ -14,11 +15,14 @@
 # lake's rows; the enriched topic holds each row once; every recovery under 60 s. Exit 0 only
 # when all hold.
 #
-#   bash scripts/chaos.sh [--minutes M] [--rounds N] [--kills-per-round K] [--seed S] [--rate EVENTS_PER_S]
+#   bash scripts/chaos.sh [--minutes M] [--rounds N] [--kills-per-round K] [--kill-groups G]
+#                         [--seed S] [--rate EVENTS_PER_S]
 #                         [--report PATH]          (default bench/results/chaos-<date>-<seed>.json)
 #
 # The test command runs --minutes 3 --rounds 5 --kills-per-round 2 (5 faults of each kind);
-# the long run meant for bench/results/ is --minutes 30 --rounds 20 (20 kills of every job).
+# the long run in bench/results/ is --minutes 30 --rounds 20 --kill-groups 2 (20 kills of every
+# job, each round's ten kills in two faults of five jobs at once) with a release build
+# (LAKECTL_BIN=$CARGO_TARGET_DIR/release/lakectl).
 #
 # It uses the stack of scripts/services.sh (started if down; its Postgres is restarted, so run
 # nothing else against it meanwhile), a private broker and a database of its own.
