@@ -29,7 +29,7 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::BronzeTable;
-use lakehouse_core::storage::{table_properties, txn_version};
+use lakehouse_core::storage::table_properties;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -261,7 +261,7 @@ pub async fn written_offsets(
     let table = lake.load_table(Layer::Bronze, table).await?;
     for &p in partitions {
         let version = match &table {
-            Some(t) => txn_version(t, &txn_app_id(topic, p)).await?,
+            Some(t) => lake.txn_version(t, &txn_app_id(topic, p)).await?,
             None => None,
         };
         versions.insert(p, version);
@@ -514,7 +514,10 @@ impl BronzeJob {
         };
         if table.version().is_some() {
             for (p, want) in &expected {
-                let have = txn_version(&table, &txn_app_id(&topic, *p)).await?;
+                let have = self
+                    .lake
+                    .txn_version(&table, &txn_app_id(&topic, *p))
+                    .await?;
                 if have != *want {
                     warn!(
                         partition = p,

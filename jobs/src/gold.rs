@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
-use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -136,7 +136,10 @@ impl GoldJob {
         if gold.version().is_some() && !self.force {
             let mut unchanged = true;
             for (input, version) in &inputs {
-                let recorded = txn_version(&gold, &txn_app_id(&self.table, input)).await?;
+                let recorded = self
+                    .lake
+                    .txn_version(&gold, &txn_app_id(&self.table, input))
+                    .await?;
                 unchanged &= recorded == Some(*version);
             }
             if unchanged {

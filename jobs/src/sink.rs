@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use deltalake::protocol::SaveMode;
 use lakehouse_core::config::{KafkaConfig, SinkTopic};
 use lakehouse_core::kafka::{client_config, key_partition};
-use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -94,7 +94,9 @@ impl SinkJob {
             .lake
             .table_or_new(Layer::System, &format!("state/sink/{}", self.name))
             .await?;
-        let sent = txn_version(&state, &txn_app_id(&self.name))
+        let sent = self
+            .lake
+            .txn_version(&state, &txn_app_id(&self.name))
             .await?
             .unwrap_or(-1);
         if sent >= latest {

@@ -557,8 +557,11 @@ pub struct LoadTarget {
 fn default_lake_uri() -> String {
     "file://./lake".into()
 }
+/// Commits between Delta checkpoints when `lake.checkpoint_interval` is not set.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 10;
+
 fn default_checkpoint_interval() -> u64 {
-    10
+    DEFAULT_CHECKPOINT_INTERVAL
 }
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()

@@ -136,3 +136,88 @@ async fn s3_probe_names_a_missing_bucket() {
     assert_eq!(err.fault(), lakehouse_core::Fault::External);
     assert!(err.to_string().contains("s3://no-such-bucket/x/"), "{err}");
 }
+
+/// A reader that keeps its tables between polls (as continuous jobs do) sees every commit a
+/// writer makes, and its `txn` answers (from memory, from the commits since, or replayed
+/// from the checkpoint after a long gap) equal a fresh handle's replay at every version.
+#[tokio::test]
+async fn a_polling_reader_follows_the_log_and_its_txn_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().to_str().unwrap();
+    let (writer, reader) = (
+        Lake::open(uri, &Default::default()).unwrap(),
+        Lake::open(uri, &Default::default()).unwrap(),
+    );
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let batch = |id: i64| {
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![id]))]).unwrap()
+    };
+    // Commit i carries txn "a" = i on even commits, "b" = 100 + i every third, nothing else.
+    let txns = |i: i64| {
+        let mut t = Vec::new();
+        if i % 2 == 0 {
+            t.push(("a".to_string(), i));
+        }
+        if i % 3 == 0 {
+            t.push(("b".to_string(), 100 + i));
+        }
+        t
+    };
+    let apps = ["a", "b", "never"];
+    let mut held = None;
+    for i in 0..40_i64 {
+        let table = writer.table_or_new(Layer::Silver, "t").await.unwrap();
+        lakehouse_core::storage::write_with_txns(
+            table,
+            vec![batch(i)],
+            SaveMode::Append,
+            txns(i),
+            &[],
+            10,
+        )
+        .await
+        .unwrap();
+        // Poll now and then, so the reader catches up over gaps of 1 to 20 commits.
+        if !matches!(i, 0..=5 | 9 | 13 | 17 | 38 | 39) {
+            continue;
+        }
+        let seen = reader.table_or_new(Layer::Silver, "t").await.unwrap();
+        assert_eq!(
+            seen.version(),
+            Some(i as u64),
+            "the reader sees the latest commit"
+        );
+        let fresh = Lake::open(uri, &Default::default()).unwrap();
+        let replayed = fresh.table_or_new(Layer::Silver, "t").await.unwrap();
+        for app in apps {
+            let want = fresh.txn_version(&replayed, app).await.unwrap();
+            assert_eq!(
+                reader.txn_version(&seen, app).await.unwrap(),
+                want,
+                "{app} at {i}"
+            );
+            // Asked again: from memory, the same.
+            assert_eq!(
+                reader.txn_version(&seen, app).await.unwrap(),
+                want,
+                "{app} at {i}"
+            );
+        }
+        // A snapshot held from an earlier poll still gets its own version's answers.
+        if let Some((old, answers)) = &held {
+            for (app, want) in apps.iter().zip(answers) {
+                assert_eq!(&reader.txn_version(old, app).await.unwrap(), want);
+            }
+        }
+        if i == 3 {
+            let mut answers = Vec::new();
+            for app in apps {
+                answers.push(reader.txn_version(&seen, app).await.unwrap());
+            }
+            held = Some((seen, answers));
+        }
+    }
+    let (old, _) = held.unwrap();
+    assert_eq!(reader.txn_version(&old, "a").await.unwrap(), Some(2));
+    assert_eq!(reader.txn_version(&old, "b").await.unwrap(), Some(103));
+}

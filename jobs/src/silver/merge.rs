@@ -13,7 +13,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::OnExistingKey;
 use lakehouse_core::metrics::timed_commit;
-use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::{Layer, Result};
 
 use tracing::debug;
@@ -38,7 +38,9 @@ impl SilverJob {
         let already = if overwrite {
             None
         } else {
-            txn_version(&table, &txn_app_id(&self.table)).await?
+            self.lake
+                .txn_version(&table, &txn_app_id(&self.table))
+                .await?
         };
         let batch = bronze_rows.quarantine_batch(records, &self.run_id)?;
         let batch = match already {

@@ -57,7 +57,6 @@ use lakehouse_core::config::{OnExistingKey, RecordFormat, SilverTable};
 use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
-use lakehouse_core::storage::txn_version;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -432,7 +431,8 @@ impl SilverJob {
         let done = if self.refresh {
             -1
         } else {
-            txn_version(&silver, &txn_app_id(&self.table))
+            self.lake
+                .txn_version(&silver, &txn_app_id(&self.table))
                 .await?
                 .unwrap_or(-1)
         };

@@ -46,7 +46,7 @@ use deltalake::DeltaTable;
 use lakehouse_core::config::{WindowOutput, WindowTable, WINDOW_BOUNDS};
 use lakehouse_core::quality::{quote_ident, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::runner::crash_point;
-use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -242,9 +242,13 @@ impl WindowJob {
         let state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
-        let output_at = txn_version(&output, &app_id).await?.unwrap_or(-1);
+        let output_at = self.lake.txn_version(&output, &app_id).await?.unwrap_or(-1);
         let quarantine_at = match self.lake.load_table(Layer::Quarantine, &self.table).await? {
-            Some(quarantine) => txn_version(&quarantine, &app_id).await?.unwrap_or(-1),
+            Some(quarantine) => self
+                .lake
+                .txn_version(&quarantine, &app_id)
+                .await?
+                .unwrap_or(-1),
             None => -1,
         };
         // Quarantine or output ahead of the state: the last unit stopped between its commits.
@@ -642,7 +646,12 @@ impl WindowJob {
             .table_or_new(Layer::Quarantine, &self.table)
             .await?;
         let app_id = txn_app_id(&self.table);
-        if txn_version(&table, &app_id).await?.is_some_and(|v| v >= to) {
+        if self
+            .lake
+            .txn_version(&table, &app_id)
+            .await?
+            .is_some_and(|v| v >= to)
+        {
             return Ok(());
         }
         let batch = quarantine_batch(&arrivals.all, &arrivals.quarantined, &self.run_id)?;

@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
-use lakehouse_core::storage::{txn_version, write_with_txns};
+use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::table_files;
 use lakehouse_core::{Lake, Layer, Result};
 
@@ -42,12 +42,16 @@ impl State {
         let table = lake
             .table_or_new(Layer::System, &format!("state/window/{window}"))
             .await?;
-        let version = txn_version(&table, &txn_app_id(window))
+        let version = lake
+            .txn_version(&table, &txn_app_id(window))
             .await?
             .unwrap_or(-1);
         let txn = |part: String| {
             let table = &table;
-            async move { txn_version(table, &watermark_app_id(window, &part)).await }
+            async move {
+                lake.txn_version(table, &watermark_app_id(window, &part))
+                    .await
+            }
         };
         let mut watermarks = Watermarks {
             floor: txn("watermark".into()).await?,
