@@ -302,14 +302,8 @@ topic = "bench_cluster"
 source = "activity"
 key = ["event_id"]
 schema = { event_id = "string" }
-[gold.pages_by_device]
-sql = """
-SELECT a.device, b.page, count(*) AS events, count(DISTINCT a.user_id) AS users
-FROM silver.user_activity a
-JOIN (SELECT event_id, page FROM silver.user_activity) b ON a.event_id = b.event_id
-GROUP BY a.device, b.page
-"""
 TOML
+  cat scripts/bench/pages_by_device.toml >>"$CL"
   cl=(env LAKECTL_LAKE_URI="$WORK/cl-lake" "$LAKECTL" -p "$CL")
   # Million-event chunks with seeds of their own (distinct event ids), one Delta commit each.
   chunks=()

@@ -191,29 +191,32 @@ def lakectl(args, env, check=True):
     return out
 
 
-def pipeline_file(work, name, topic, sink_topic):
-    text = open(os.path.join(ROOT, "pipelines/user_activity.toml")).read()
-    text = re.sub(r'^name = "user_activity"', f'name = "{name}"', text, flags=re.M)
-    text = text.replace('topic = "user_activity"', f'topic = "{topic}"')
-    text = text.replace('topic = "enriched_activity"', f'topic = "{sink_topic}"')
-    text = text.replace('target = "activity.', f'target = "{name}.')
+def pipeline_copy(work, shipped, name, replacements):
+    """pipelines/`shipped` as pipeline `name` in `work`, with each (old, new) text replaced."""
+    text = open(os.path.join(ROOT, "pipelines", shipped)).read()
+    text = re.sub(r'^name = "[^"]*"', f'name = "{name}"', text, count=1, flags=re.M)
+    for old, new in replacements:
+        text = text.replace(old, new)
     path = os.path.join(work, f"{name}.toml")
     open(path, "w").write(text)
     return path
+
+
+def pipeline_file(work, name, topic, sink_topic):
+    return pipeline_copy(work, "user_activity.toml", name, [
+        ('topic = "user_activity"', f'topic = "{topic}"'),
+        ('topic = "enriched_activity"', f'topic = "{sink_topic}"'),
+        ('target = "activity.', f'target = "{name}.')])
 
 
 def books_file(work, name, topic):
     """The shipped books pipeline on `topic`, producing 2 records a second (174 in all)."""
-    text = open(os.path.join(ROOT, "pipelines/books.toml")).read()
-    text = re.sub(r'^name = "books"', f'name = "{name}"', text, flags=re.M)
-    text = text.replace('topic = "books"', f'topic = "{topic}"')
-    text = text.replace('"../data/', f'"{ROOT}/data/')
-    text = text.replace('sql_file = "books.silver.sql"', f'sql_file = "{ROOT}/pipelines/books.silver.sql"')
-    text = text.replace('target = "silver.books"', f'target = "{name}.books"')
-    text = text.replace("[producer]\n", "[producer]\nrate = 2\n")
-    path = os.path.join(work, f"{name}.toml")
-    open(path, "w").write(text)
-    return path
+    return pipeline_copy(work, "books.toml", name, [
+        ('topic = "books"', f'topic = "{topic}"'),
+        ('"../data/', f'"{ROOT}/data/'),
+        ('sql_file = "books.silver.sql"', f'sql_file = "{ROOT}/pipelines/books.silver.sql"'),
+        ('target = "silver.books"', f'target = "{name}.books"'),
+        ("[producer]\n", "[producer]\nrate = 2\n")])
 
 
 def topic_records(brokers, topic):

@@ -196,15 +196,8 @@ fn silver_and_windows_on_the_cluster_equal_the_oracle() {
     crate::window::assert_windows_match_the_oracle(&t, &stream);
 }
 
-const SHUFFLE_JOIN: &str = r#"
-[gold.pages_by_device]
-sql = """
-SELECT a.device, b.page, count(*) AS events, count(DISTINCT a.user_id) AS users
-FROM silver.user_activity a
-JOIN (SELECT event_id, page FROM silver.user_activity) b ON a.event_id = b.event_id
-GROUP BY a.device, b.page
-"""
-"#;
+/// The gold query the cluster bench times (`scripts/bench.sh`, section `cluster`).
+const SHUFFLE_JOIN: &str = include_str!("../../scripts/bench/pages_by_device.toml");
 
 /// The latest version of a gold table.
 fn gold_version(t: &TestPipeline, table: &str) -> Option<u64> {
