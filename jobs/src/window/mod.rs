@@ -93,6 +93,9 @@ pub struct WindowJob {
     /// The topic silver's rows came from, and its partition count once asked.
     topic: String,
     partitions: Option<i32>,
+    /// The source version this process last caught up with: while the source stays there,
+    /// a poll reads nothing else (this job is the only writer of its tables).
+    caught_up_at: Option<i64>,
     pipeline: String,
     run_id: String,
     quality: QualityLog,
@@ -167,6 +170,7 @@ impl WindowJob {
             kafka: pipeline.kafka.clone(),
             topic,
             partitions: None,
+            caught_up_at: None,
             pipeline: pipeline.name.clone(),
             run_id: String::new(),
             checkpoint_interval: pipeline.lake.checkpoint_interval,
@@ -239,6 +243,13 @@ impl WindowJob {
             .map(|f| f.name().as_str())
             .collect();
         let latest = source.version().expect("loaded tables have a version") as i64;
+        if self.caught_up_at == Some(latest) {
+            return Ok(UnitReport {
+                version_read: Some(latest),
+                caught_up: true,
+                ..Default::default()
+            });
+        }
         let state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
@@ -256,6 +267,7 @@ impl WindowJob {
         let ahead = output_at.max(quarantine_at);
         let redo = ahead > state.version;
         if !redo && state.version >= latest {
+            self.caught_up_at = Some(latest);
             return Ok(UnitReport {
                 version_read: Some(state.version),
                 caught_up: true,
