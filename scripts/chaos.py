@@ -191,6 +191,12 @@ def lakectl(args, env, check=True):
     return out
 
 
+def run_stages(command, env, stages):
+    """Each stage once, in order, as a batch run (bronze with --once: it reads a topic)."""
+    for stage in stages:
+        lakectl(command + ["run", stage] + (["--once"] if stage == "bronze" else []), env)
+
+
 def pipeline_copy(work, shipped, name, replacements):
     """pipelines/`shipped` as pipeline `name` in `work`, with each (old, new) text replaced."""
     text = open(os.path.join(ROOT, "pipelines", shipped)).read()
@@ -423,22 +429,18 @@ def main():
     for job in jobs.values():
         job.stop()
     # Drain every stage once, in order, with the stack whole again.
-    for command, stage_env, stages in [(cmd, env, ["bronze", "silver", "window", "load", "sink"]),
-                                       (books, books_env, ["bronze", "silver", "gold", "load"])]:
-        for stage in stages:
-            lakectl(command + ["run", stage] + (["--once"] if stage == "bronze" else []), stage_env)
+    run_stages(cmd, env, ["bronze", "silver", "window", "load", "sink"])
+    run_stages(books, books_env, ["bronze", "silver", "gold", "load"])
 
     # A clean run over the same topic, into a lake and topic of its own.
     clean_env = dict(env, LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}-clean/",
                      AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"])
     clean_pipeline = pipeline_file(work, "chaos_clean", topic, sink_topic + "_clean")
-    for stage in ["bronze", "silver", "window", "sink"]:
-        lakectl([args.lakectl, "-p", clean_pipeline, "run", stage] + (["--once"] if stage == "bronze" else []), clean_env)
+    run_stages([args.lakectl, "-p", clean_pipeline], clean_env, ["bronze", "silver", "window", "sink"])
 
     clean_books = [args.lakectl, "-p", books_file(work, "chaos_books_clean", books_topic)]
     clean_books_env = dict(clean_env, LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}-books-clean/")
-    for stage in ["bronze", "silver", "gold"]:
-        lakectl(clean_books + ["run", stage] + (["--once"] if stage == "bronze" else []), clean_books_env)
+    run_stages(clean_books, clean_books_env, ["bronze", "silver", "gold"])
 
     checks = []
 

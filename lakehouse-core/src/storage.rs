@@ -235,8 +235,8 @@ impl Lake {
     }
 
     /// Loads the table if it exists; otherwise returns an unloaded handle (`version()` is
-    /// `None`) that a write will create the table through.
-    /// A table this handle loaded before only reads the commits since (one LIST when none).
+    /// `None`) that a write will create the table through. A table this handle loaded before
+    /// only reads the commits since (one LIST when there are none).
     pub async fn table_or_new(&self, layer: Layer, table: &str) -> Result<DeltaTable> {
         let url = self.table_url(layer, table);
         let known = self.known().tables.get(&url).cloned();
@@ -368,19 +368,10 @@ async fn txns_in_commits(
     first: i64,
     last: i64,
 ) -> Result<HashMap<String, i64>> {
-    let log = table.log_store();
+    let name = table.table_url().to_string();
     let mut txns = HashMap::new();
     for version in first..=last {
-        let bytes = log
-            .read_commit_entry(version as u64)
-            .await?
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "{} version {version} is missing from its Delta log",
-                    table.table_url()
-                ))
-            })?;
-        for action in deltalake::logstore::get_actions(version as u64, &bytes)? {
+        for action in crate::table_files::commit_actions(table, &name, version).await? {
             if let deltalake::kernel::Action::Txn(txn) = action {
                 txns.insert(txn.app_id, txn.version);
             }

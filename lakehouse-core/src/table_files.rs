@@ -66,21 +66,11 @@ async fn scan(
     max_rows: u64,
     append_only: bool,
 ) -> Result<(Vec<DataFile>, i64)> {
-    let log = table.log_store();
     let mut files = Vec::new();
     let mut rows = 0;
     let mut last = after;
     for version in after + 1..=latest {
-        let bytes = log
-            .read_commit_entry(version as u64)
-            .await?
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{table_name} version {version} is no longer in its Delta log (log retention \
-                 removed it); a full refresh of what reads it is needed"
-                ))
-            })?;
-        for action in deltalake::logstore::get_actions(version as u64, &bytes)? {
+        for action in commit_actions(table, table_name, version).await? {
             let add = match action {
                 Action::Add(add) => add,
                 Action::Remove(remove) if append_only && remove.data_change => {
@@ -115,6 +105,25 @@ async fn scan(
         }
     }
     Ok((files, last))
+}
+
+/// The actions of commit `version` of `table` (`table_name` in errors), read from its log.
+pub async fn commit_actions(
+    table: &DeltaTable,
+    table_name: &str,
+    version: i64,
+) -> Result<Vec<Action>> {
+    let bytes = table
+        .log_store()
+        .read_commit_entry(version as u64)
+        .await?
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "{table_name} version {version} is no longer in its Delta log (log retention \
+                 removed it); a full refresh of what reads it is needed"
+            ))
+        })?;
+    Ok(deltalake::logstore::get_actions(version as u64, &bytes)?)
 }
 
 /// The files of the loaded snapshot a reader that saw version `seen` has not read: all of

@@ -238,10 +238,6 @@ impl WindowJob {
                 ..Default::default()
             });
         };
-        let source_schema = self.used_columns(&source.snapshot()?.snapshot().arrow_schema())?;
-        let columns: Vec<&str> = (source_schema.fields().iter())
-            .map(|f| f.name().as_str())
-            .collect();
         let latest = source.version().expect("loaded tables have a version") as i64;
         if self.caught_up_at == Some(latest) {
             return Ok(UnitReport {
@@ -250,6 +246,10 @@ impl WindowJob {
                 ..Default::default()
             });
         }
+        let source_schema = self.used_columns(&source.snapshot()?.snapshot().arrow_schema())?;
+        let columns: Vec<&str> = (source_schema.fields().iter())
+            .map(|f| f.name().as_str())
+            .collect();
         let state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
