@@ -163,6 +163,7 @@ impl GoldJob {
             txns,
             &self.partition_by,
             self.checkpoint_interval,
+            None,
         )
         .await?;
         Ok(UnitReport {

@@ -4,7 +4,8 @@
 //! Both are safe next to a running writer: optimize commits a rewrite that conflicts with no
 //! append, and the `txn` versions bronze positions itself from live on in the log.
 
-use lakehouse_core::{Error, Lake, Layer, Pipeline, Result};
+use lakehouse_core::{lookup, Error, Lake, Layer, Pipeline, Result};
+use parquet::basic::{Compression, ZstdLevel};
 
 /// Parses `bronze.books` into its layer and table.
 pub fn parse_table_ref(table: &str) -> Result<(Layer, String)> {
@@ -33,10 +34,21 @@ async fn existing(pipeline: &Pipeline, table: &str) -> Result<(Lake, deltalake::
     Ok((lake, delta))
 }
 
-/// Compacts small files into larger ones (delta-rs' default target, 100 MiB).
+/// Compacts small files into larger ones (delta-rs' default target, 100 MiB). A silver table's
+/// new files keep the bloom filters its lookups skip row groups by.
 pub async fn optimize(pipeline: &Pipeline, table: &str) -> Result<()> {
     let (_, delta) = existing(pipeline, table).await?;
-    let (delta, metrics) = delta.optimize().await?;
+    let mut optimize = delta.optimize();
+    let (layer, name) = parse_table_ref(table)?;
+    if let (Layer::Silver, Some(silver)) = (layer, pipeline.silver.get(&name)) {
+        // delta-rs' own compression for optimize, with the filters added.
+        let zstd = Compression::ZSTD(ZstdLevel::try_new(4).expect("a valid zstd level"));
+        optimize = optimize.with_writer_properties(lookup::bloom_writer_properties(
+            &silver.lookup_columns(),
+            zstd,
+        ));
+    }
+    let (delta, metrics) = optimize.await?;
     println!(
         "{table}: {} files compacted into {}, table version {}",
         metrics.num_files_removed,

@@ -156,6 +156,7 @@ impl SinkJob {
             vec![(txn_app_id(&self.name), to)],
             &[],
             self.checkpoint_interval,
+            None,
         )
         .await?;
         Ok(UnitReport {

@@ -844,3 +844,101 @@ action = "quarantine"
         out.stdout
     );
 }
+
+/// Silver learns which keys it holds and which values a `unique` expectation collides with by
+/// reading only the files that may hold them (`lakehouse_core::lookup`): across several units'
+/// files and the file OPTIMIZE wrote, every held key and value is still found.
+#[test]
+fn existing_keys_and_unique_values_are_found_in_every_file_even_after_optimize() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    t.append(&format!(
+        r#"
+[silver.u]
+source = "{}"
+key = ["id"]
+
+[silver.u.schema]
+id = "int"
+email = "string"
+
+[[silver.u.expect]]
+rule = "unique"
+column = "email"
+action = "quarantine"
+"#,
+        t.table
+    ));
+    t.create_topic(1);
+    let round = |records: &[(i64, String)]| {
+        let values: Vec<String> = records
+            .iter()
+            .map(|(id, email)| format!(r#"{{"id":{id},"email":"{email}"}}"#))
+            .collect();
+        let raw: Vec<RawRecord<'_>> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        t.produce_raw(&raw);
+        ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+        ok(silver(&t, &[]));
+    };
+    // Three units, one file each; the first two are then compacted into one.
+    round(&(1..=300).map(|i| (i, format!("e{i}"))).collect::<Vec<_>>());
+    round(
+        &(301..=400)
+            .map(|i| (i, format!("e{i}")))
+            .collect::<Vec<_>>(),
+    );
+    ok(run(t.lakectl().args(["optimize", "silver.u"])));
+    round(
+        &(401..=500)
+            .map(|i| (i, format!("e{i}")))
+            .collect::<Vec<_>>(),
+    );
+    // The last unit: offsets 500.. in this order.
+    let last: Vec<(i64, String)> = vec![
+        (5, "e5".into()),       // its own key, same value: replaces it, passes
+        (1000, "e150".into()),  // e150 is id 150's (compacted file): quarantined
+        (1001, "e450".into()),  // e450 is id 450's (the newest file): quarantined
+        (1002, "fresh".into()), // new key, new value
+        (250, "x250".into()),   // a held key with a new value: replaces it
+        (1003, "e250".into()),  // e250 leaves with id 250's new value: passes
+    ];
+    round(&last);
+
+    // The truth, by the definitions: ids 1..=500 with e<id>, then the last unit applied.
+    let mut want: Vec<(i64, String)> = (1..=500).map(|i| (i, format!("e{i}"))).collect();
+    want[249].1 = "x250".into();
+    want.extend([(1002, "fresh".to_string()), (1003, "e250".to_string())]);
+    let got: Vec<(i64, String)> = rows(
+        &t,
+        Layer::Silver,
+        "u",
+        "SELECT id, email FROM t ORDER BY id",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_deref().unwrap().parse().unwrap(),
+            r[1].clone().unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(got, want);
+    let quarantined = rows(
+        &t,
+        Layer::Quarantine,
+        "u",
+        "SELECT _offset, rule FROM t ORDER BY _offset",
+    );
+    let quarantined: Vec<(String, String)> = quarantined
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(
+        quarantined,
+        vec![
+            ("501".to_string(), "unique(email)".to_string()),
+            ("502".to_string(), "unique(email)".to_string())
+        ]
+    );
+}

@@ -400,6 +400,31 @@ pub struct SilverTable {
     pub partition_by: Vec<String>,
 }
 
+impl SilverTable {
+    /// The columns of the `unique` expectations.
+    pub fn unique_columns(&self) -> Vec<String> {
+        self.expect
+            .iter()
+            .filter_map(|e| match &e.rule {
+                crate::quality::Rule::Unique { column } => Some(column.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The columns a unit looks values up in ([`crate::lookup`]): the key, then the `unique`
+    /// expectations'. Silver's files carry bloom filters on them.
+    pub fn lookup_columns(&self) -> Vec<String> {
+        let mut columns = self.key.clone();
+        for c in self.unique_columns() {
+            if !columns.contains(&c) {
+                columns.push(c);
+            }
+        }
+        columns
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordFormat {

@@ -329,6 +329,7 @@ impl Lake {
             Vec::new(),
             &[],
             self.checkpoint_interval,
+            None,
         )
         .await?;
         Ok(())
@@ -382,7 +383,8 @@ async fn txns_in_commits(
 
 /// Writes `batches` with one `txn` action per entry of `txns` (app id, version) in the same
 /// commit, creating the table with lakectl's properties when it does not exist and
-/// partitioning a new table by `partition_by`. An overwrite may change the schema.
+/// partitioning a new table by `partition_by`, its Parquet files written with
+/// `writer_properties` (delta-rs' defaults when `None`). An overwrite may change the schema.
 pub async fn write_with_txns(
     table: DeltaTable,
     batches: Vec<RecordBatch>,
@@ -390,6 +392,7 @@ pub async fn write_with_txns(
     txns: Vec<(String, i64)>,
     partition_by: &[String],
     checkpoint_interval: u64,
+    writer_properties: Option<parquet::file::properties::WriterProperties>,
 ) -> Result<DeltaTable> {
     use deltalake::kernel::transaction::CommitProperties;
     use deltalake::kernel::Transaction;
@@ -405,6 +408,9 @@ pub async fn write_with_txns(
         .with_commit_properties(CommitProperties::default().with_application_transactions(txns));
     if !partition_by.is_empty() {
         write = write.with_partition_columns(partition_by.to_vec());
+    }
+    if let Some(properties) = writer_properties {
+        write = write.with_writer_properties(properties);
     }
     if mode == SaveMode::Overwrite {
         write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);

@@ -201,7 +201,7 @@ pub async fn read(
 
 /// `batch` with the `wanted` columns in that order and the table's types, partition columns
 /// made from `file`'s values. A batch that already is that is returned as it is.
-fn as_declared(
+pub(crate) fn as_declared(
     batch: &RecordBatch,
     file: &DataFile,
     schema: &arrow::datatypes::Schema,

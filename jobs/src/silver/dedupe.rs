@@ -1,19 +1,18 @@
 //! Step 4: one row per key within a unit, and the keys silver already holds.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
-use arrow::datatypes::{DataType, Field, TimestampMicrosecondType};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::TimestampMicrosecondType;
 use arrow::row::{Row, RowConverter, SortField};
 use deltalake::DeltaTable;
 use lakehouse_core::config::OnExistingKey;
-use lakehouse_core::quality::quote_ident;
-use lakehouse_core::Result;
+use lakehouse_core::{lookup, Result};
+use tracing::debug;
 
 use super::increment::lineage_arrays;
-use super::{with_column, SilverJob};
+use super::SilverJob;
 
 /// Step 4: one row per key: the latest record (`replace`: the newest Kafka timestamp, a missing
 /// one counting as oldest, then the highest partition and offset) or the first (`keep`: the
@@ -77,52 +76,55 @@ pub(super) fn one_per_key(
 }
 
 impl SilverJob {
-    /// The rows of `rows` whose key silver already holds (up to `limit` of them), by reading
-    /// the table's key columns only.
+    /// The rows of `rows` whose key silver already holds, reading only the parts of the table
+    /// that may hold one of these keys ([`lakehouse_core::lookup`]).
     pub(super) async fn existing_key_rows(
         &self,
         silver: &DeltaTable,
         rows: &RecordBatch,
-        limit: Option<usize>,
     ) -> Result<Vec<u32>> {
         if silver.version().is_none() || rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let ctx = self.engine.context().await?;
-        ctx.register_table("target", self.engine.provider(silver).await?)?;
-        let key_columns: Vec<usize> = self
-            .settings
-            .key
+        let key = &self.settings.key;
+        let key_columns: Vec<usize> = key
             .iter()
             .map(|k| rows.schema().index_of(k))
             .collect::<std::result::Result<_, _>>()?;
-        let keys = with_column(
-            &rows.project(&key_columns)?,
-            Field::new("__row", DataType::UInt32, false),
-            Arc::new(UInt32Array::from_iter_values(0..rows.num_rows() as u32)),
-        )?;
-        ctx.register_batch("incoming", keys)?;
-        let on: Vec<String> = self
-            .settings
-            .key
-            .iter()
-            .map(|k| format!("t.{0} = i.{0}", quote_ident(k)))
-            .collect();
-        let sql = format!(
-            // The small side first: the hash join builds its table from the left input.
-            "SELECT DISTINCT i.__row FROM incoming i JOIN target t ON {}{}",
-            on.join(" AND "),
-            limit.map_or(String::new(), |n| format!(" LIMIT {n}"))
+        let incoming = rows.project(&key_columns)?;
+        let found = lookup::rows_matching(silver, std::slice::from_ref(&incoming), key).await?;
+        debug!(
+            keys = incoming.num_rows(),
+            held = found.rows.num_rows(),
+            files = found.files,
+            files_opened = found.files_opened,
+            row_groups_read = found.row_groups_read,
+            "existing-key lookup"
         );
-        let found = self.engine.collect(ctx.sql(&sql).await?).await?;
-        Ok(found
+        let held = found.rows;
+        if held.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        // Both sides in the table's types, so equal keys encode alike.
+        let held_types: Vec<SortField> = held
+            .schema()
+            .fields()
             .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_primitive::<arrow::datatypes::UInt32Type>()
-                    .values()
-                    .to_vec()
-            })
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(held_types)?;
+        let held_rows = converter.convert_columns(held.columns())?;
+        let held_keys: HashSet<Row<'_>> = held_rows.iter().collect();
+        let incoming_typed: Vec<ArrayRef> = incoming
+            .columns()
+            .iter()
+            .zip(held.schema().fields())
+            .map(|(c, f)| Ok(cast(c, f.data_type())?))
+            .collect::<Result<_>>()?;
+        let incoming_keys = converter.convert_columns(&incoming_typed)?;
+        Ok((0..rows.num_rows())
+            .filter(|&r| held_keys.contains(&incoming_keys.row(r)))
+            .map(|r| r as u32)
             .collect())
     }
 }
@@ -132,7 +134,8 @@ mod tests {
     use super::*;
     use crate::silver::timestamp_type;
     use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{Int64Type, Schema};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
 
     /// A row: key, second key, partition, offset, Kafka timestamp.
     type TestRow<'a> = (&'a str, i64, i32, i64, Option<i64>);

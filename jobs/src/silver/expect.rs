@@ -8,7 +8,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use lakehouse_core::quality::{evaluation_sql, pass_column};
-use lakehouse_core::{Error, Result};
+use lakehouse_core::{lookup, Error, Result};
 
 use super::SilverJob;
 
@@ -27,13 +27,22 @@ impl SilverJob {
         }
         ctx.register_table(
             "rows",
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![rows]])?),
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![rows.clone()]])?),
         )?;
-        let needs_target = expectations
-            .iter()
-            .any(|e| matches!(e.rule, lakehouse_core::quality::Rule::Unique { .. }));
-        let target = if needs_target && silver.version().is_some() {
-            ctx.register_table("target", self.engine.provider(silver).await?)?;
+        let unique_columns = self.settings.unique_columns();
+        let target = if !unique_columns.is_empty() && silver.version().is_some() {
+            // Only the rows of silver holding one of this unit's values can be its duplicates.
+            let probes: Vec<RecordBatch> = unique_columns
+                .iter()
+                .map(|c| Ok(rows.project(&[schema.index_of(c)?])?))
+                .collect::<Result<_>>()?;
+            let held = lookup::rows_matching(silver, &probes, &self.settings.lookup_columns())
+                .await?
+                .rows;
+            ctx.register_table(
+                "target",
+                Arc::new(MemTable::try_new(held.schema(), vec![vec![held]])?),
+            )?;
             Some("target")
         } else {
             None

@@ -14,7 +14,9 @@ use deltalake::DeltaTable;
 use lakehouse_core::config::OnExistingKey;
 use lakehouse_core::metrics::timed_commit;
 use lakehouse_core::storage::write_with_txns;
-use lakehouse_core::{Layer, Result};
+use lakehouse_core::{lookup, Layer, Result};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 
 use tracing::debug;
 
@@ -81,8 +83,15 @@ impl SilverJob {
             vec![(txn_app_id(&self.table), bronze_version)],
             partition_by,
             self.checkpoint_interval,
+            Some(self.writer_properties()),
         )
         .await
+    }
+
+    /// Bloom filters on the columns silver looks values up in, so a lookup skips the row
+    /// groups that cannot hold them.
+    fn writer_properties(&self) -> WriterProperties {
+        lookup::bloom_writer_properties(&self.settings.lookup_columns(), Compression::SNAPPY)
     }
 
     fn commit_properties(&self, bronze_version: i64) -> CommitProperties {
@@ -100,10 +109,7 @@ impl SilverJob {
         if silver.version().is_none()
             || rows.num_rows() == 0
             || self.settings.on_existing_key == OnExistingKey::Keep
-            || self
-                .existing_key_rows(&silver, &rows, Some(1))
-                .await?
-                .is_empty()
+            || self.existing_key_rows(&silver, &rows).await?.is_empty()
         {
             // Nothing to match (`keep` left out the keys silver holds): an append is the same
             // MERGE, without reading the table.
@@ -142,6 +148,7 @@ impl SilverJob {
             .with_source_alias("source")
             .with_target_alias("target")
             .with_commit_properties(self.commit_properties(bronze_version))
+            .with_writer_properties(self.writer_properties())
             .when_matched_update(|update| {
                 columns.iter().fold(update.predicate(not_older), |u, c| {
                     u.update(

@@ -24,10 +24,16 @@
 //! quarantine keeps), [`parse`] (step 1), this module (steps 2–3 and the unit itself),
 //! [`dedupe`] (step 4), [`expect`] (step 5), [`merge`] (step 6).
 //!
-//! Where each part runs: with `[engine] url` naming a Ballista cluster, the SQL of steps 2, 4b
-//! (which keys silver already holds) and 5 runs there, the unit's rows travelling inside the
-//! plan and silver's data files read by the executors; parsing, the per-key dedupe and the
-//! commits stay in this process.
+//! Which keys silver already holds (step 4b, and the MERGE's choice between an append and a
+//! MERGE) and which of its rows a `unique` expectation compares with are lookups
+//! ([`lakehouse_core::lookup`]) that read only the files and row groups of silver that may hold
+//! the unit's values, so a unit's cost does not grow with the table when keys arrive roughly in
+//! order. Silver's files carry bloom filters on the key and `unique` columns for them.
+//!
+//! Where each part runs: with `[engine] url` naming a Ballista cluster, the SQL of steps 2 and
+//! 5 runs there, the unit's rows (and the silver rows a `unique` expectation needs) travelling
+//! inside the plan; parsing, the lookups, the per-key dedupe and the commits stay in this
+//! process.
 
 mod dedupe;
 mod expect;
@@ -331,7 +337,7 @@ impl SilverJob {
                             .filter(|o| !firsts.contains(o)),
                     );
                 }
-                let existing = self.existing_key_rows(silver, &deduped, None).await?;
+                let existing = self.existing_key_rows(silver, &deduped).await?;
                 let mut new = vec![true; deduped.num_rows()];
                 for &row in &existing {
                     new[row as usize] = false;

@@ -674,6 +674,7 @@ impl WindowJob {
             vec![(app_id, to)],
             &[],
             self.checkpoint_interval,
+            None,
         )
         .await?;
         crash_point("window:after_quarantine");
@@ -696,6 +697,7 @@ impl WindowJob {
                 txn,
                 &self.settings.partition_by,
                 self.checkpoint_interval,
+                None,
             )
             .await;
         }

@@ -112,6 +112,7 @@ impl State {
             txns,
             &[],
             checkpoint_interval,
+            None,
         )
         .await?;
         Ok(())

@@ -1,0 +1,490 @@
+//! Which rows of a table hold given values, reading only the parts of the table that may: the
+//! question silver asks each unit (which of its keys the table already holds; which values a
+//! `unique` expectation may collide with).
+//!
+//! Two levels of skipping, neither of which can skip a row that matches:
+//! 1. **Files**, by the Delta log's statistics (each file's min and max per column, no I/O):
+//!    a file whose range holds none of the values is not opened.
+//! 2. **Row groups**, by the Parquet bloom filters lakectl writes on the columns it looks up
+//!    ([`bloom_writer_properties`]): a row group whose filter rules out every value is not
+//!    read. A filter only ever says "no" for a value it has never seen; a row group without one
+//!    (written before, or by another writer) is read.
+//!
+//! Then the looked-up columns of what is left are read and compared exactly.
+//!
+//! What it costs: when values arrive roughly in order (sequence numbers, ids that begin with a
+//! time such as ULIDs or UUIDv7, keys with a date) a unit's values fall in the ranges of the
+//! newest files, and a lookup does not grow with the table. Values spread at random over their
+//! domain (UUIDv4) fall in every file's range: then each row group's bloom filter is read (about
+//! 2 bytes a row at [`BLOOM_FPP`], against 20–40 for a typical key itself), and a row group is
+//! read when a value passes its filter, which for `n` values that are not there happens with
+//! probability about `n × BLOOM_FPP`: small lookups skip nearly everything, a lookup of a
+//! hundred thousand random new keys reads most row groups.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use bytes::Bytes;
+use deltalake::DeltaTable;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
+use parquet::basic::{Compression, Type as PhysicalType};
+use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+use crate::table_files::{as_declared, DataFile};
+
+/// The false-positive rate of the bloom filters lakectl writes: ~20 bits a distinct value.
+pub const BLOOM_FPP: f64 = 0.0001;
+
+/// Files looked at once: they are independent, and object-store latency dominates.
+const PARALLEL_READS: usize = 4;
+
+/// Parquet writer settings with a bloom filter on each of `columns` (sized for the values
+/// written, then folded to fit), compressed with `compression`.
+pub fn bloom_writer_properties(columns: &[String], compression: Compression) -> WriterProperties {
+    columns
+        .iter()
+        .fold(
+            WriterProperties::builder().set_compression(compression),
+            |props, c| {
+                let column = ColumnPath::from(c.as_str());
+                props
+                    .set_column_bloom_filter_enabled(column.clone(), true)
+                    .set_column_bloom_filter_fpp(column, BLOOM_FPP)
+            },
+        )
+        .build()
+}
+
+/// What a lookup found, and what it read to find it.
+#[derive(Debug)]
+pub struct Found {
+    /// The matching rows, the `read` columns only.
+    pub rows: RecordBatch,
+    /// Files of the table, and those opened (their statistics left room for a value).
+    pub files: usize,
+    pub files_opened: usize,
+    /// Row groups of the opened files, and those read (their bloom filters let a value pass).
+    pub row_groups: usize,
+    pub row_groups_read: usize,
+}
+
+/// The rows of `table` (its `read` columns, typed as the table declares them; they must include
+/// every probe column) that match a row of one of `probes`: each probe is a batch of some of the
+/// table's columns, and a table row matches a probe row when every one of the probe's columns
+/// is equal (NULL equals nothing, as in SQL). Every matching row is returned once, in no
+/// particular order.
+pub async fn rows_matching(
+    table: &DeltaTable,
+    probes: &[RecordBatch],
+    read: &[String],
+) -> Result<Found> {
+    let declared = table.snapshot()?.snapshot().arrow_schema();
+    let out_schema = Arc::new(Schema::new(
+        read.iter()
+            .map(|c| Ok(declared.field_with_name(c)?.clone().with_nullable(true)))
+            .collect::<Result<Vec<_>>>()?,
+    ));
+    let probes: Arc<[ValueSet]> = probes
+        .iter()
+        .filter(|p| p.num_rows() > 0)
+        .map(|p| ValueSet::new(p, &declared))
+        .collect::<Result<_>>()?;
+    let snapshot = table.snapshot()?;
+    let files = snapshot.log_data().num_files();
+    if probes.is_empty() {
+        return Ok(Found {
+            rows: RecordBatch::new_empty(out_schema),
+            files,
+            files_opened: 0,
+            row_groups: 0,
+            row_groups_read: 0,
+        });
+    }
+    let candidates: Vec<(DataFile, u64)> = snapshot
+        .log_data()
+        .iter()
+        .filter(|f| {
+            let stats = f
+                .stats()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+            probes.iter().any(|p| p.may_be_in(stats.as_ref()))
+        })
+        .map(|f| {
+            let file = DataFile {
+                version: snapshot.version() as i64,
+                path: f.object_store_path(),
+                rows: f.num_records().unwrap_or(0) as u64,
+                partition_values: f.partition_values_map().into_iter().collect(),
+            };
+            (file, f.size() as u64)
+        })
+        .collect();
+    let store = table.log_store().object_store(None);
+    let reads: Vec<_> = candidates
+        .into_iter()
+        .map(|(file, size)| {
+            matching_in_file(
+                store.clone(),
+                file,
+                size,
+                probes.clone(),
+                declared.clone(),
+                read.to_vec(),
+            )
+        })
+        .collect();
+    let files_opened = reads.len();
+    let per_file: Vec<InFile> = futures::stream::iter(reads)
+        .buffered(PARALLEL_READS)
+        .try_collect()
+        .await?;
+    let rows: Vec<&RecordBatch> = per_file.iter().flat_map(|f| &f.rows).collect();
+    Ok(Found {
+        rows: arrow::compute::concat_batches(&out_schema, rows)?,
+        files,
+        files_opened,
+        row_groups: per_file.iter().map(|f| f.row_groups).sum(),
+        row_groups_read: per_file.iter().map(|f| f.row_groups_read).sum(),
+    })
+}
+
+/// What one file held, and how much of it was read.
+struct InFile {
+    rows: Vec<RecordBatch>,
+    row_groups: usize,
+    row_groups_read: usize,
+}
+
+/// The rows of one data file that match a probe: the row groups its bloom filters leave, read
+/// and compared.
+async fn matching_in_file(
+    store: Arc<dyn object_store::ObjectStore>,
+    file: DataFile,
+    size: u64,
+    probes: Arc<[ValueSet]>,
+    declared: SchemaRef,
+    read: Vec<String>,
+) -> Result<InFile> {
+    let reader = FileReader {
+        store,
+        path: file.path.clone(),
+        size,
+    };
+    let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| parquet_error(&file.path, e))?;
+    let parquet_schema = builder.parquet_schema().clone();
+    let mut row_groups = Vec::new();
+    let in_file = builder.metadata().num_row_groups();
+    for row_group in 0..in_file {
+        let mut filters: Vec<Option<(PhysicalType, Sbbf)>> = Vec::new();
+        for probe in probes.iter() {
+            for column in &probe.columns {
+                let index = (0..parquet_schema.num_columns())
+                    .find(|&i| parquet_schema.column(i).path().string() == *column);
+                let filter = match index {
+                    Some(i) => builder
+                        .get_row_group_column_bloom_filter(row_group, i)
+                        .await
+                        .map_err(|e| parquet_error(&file.path, e))?
+                        .map(|f| (parquet_schema.column(i).physical_type(), f)),
+                    None => None,
+                };
+                filters.push(filter);
+            }
+        }
+        let mut filters = filters.into_iter();
+        let may_hold = probes.iter().fold(false, |any, probe| {
+            let probe_filters: Vec<_> = filters.by_ref().take(probe.columns.len()).collect();
+            any || probe.passes_filters(&probe_filters)
+        });
+        if may_hold {
+            row_groups.push(row_group);
+        }
+    }
+    let row_groups_read = row_groups.len();
+    if row_groups.is_empty() {
+        return Ok(InFile {
+            rows: Vec::new(),
+            row_groups: in_file,
+            row_groups_read,
+        });
+    }
+    let mask = ProjectionMask::columns(&parquet_schema, read.iter().map(String::as_str));
+    let batches: Vec<RecordBatch> = builder
+        .with_row_groups(row_groups)
+        .with_projection(mask)
+        .build()
+        .map_err(|e| parquet_error(&file.path, e))?
+        .try_collect()
+        .await
+        .map_err(|e| parquet_error(&file.path, e))?;
+    let rows = batches
+        .iter()
+        .map(|b| {
+            let typed = as_declared(b, &file, &declared, &read)?;
+            let mut keep = vec![false; typed.num_rows()];
+            for probe in probes.iter() {
+                probe.mark_matches(&typed, &mut keep)?;
+            }
+            Ok(filter_record_batch(&typed, &BooleanArray::from(keep))?)
+        })
+        .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+        .collect::<Result<_>>()?;
+    Ok(InFile {
+        rows,
+        row_groups: in_file,
+        row_groups_read,
+    })
+}
+
+/// Range reads of one data file of known size: the footer, the bloom filters and the chosen
+/// column chunks, each fetched alone.
+struct FileReader {
+    store: Arc<dyn object_store::ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for FileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                // Footers are small: one read usually gets the whole of it.
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// A Parquet failure while reading `path`, as the fault rules know it: a failed GET inside it
+/// is the object store's (retried), anything else a damaged file.
+fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
+    if let parquet::errors::ParquetError::External(inner) = &e {
+        if let Some(object_store::Error::NotFound { .. }) = inner.downcast_ref() {
+            return Error::Input(format!(
+                "data file {path} is gone (vacuumed while a unit read it); a full refresh of \
+                 what reads it is needed"
+            ));
+        }
+    }
+    Error::DataFusion(
+        datafusion::error::DataFusionError::ParquetError(Box::new(e))
+            .context(format!("data file {path}")),
+    )
+}
+
+/// One probe's values, prepared for the three questions asked of them.
+struct ValueSet {
+    columns: Vec<String>,
+    /// Per column: the distinct non-NULL values, in the Arrow row format (which sorts as the
+    /// values do), sorted; and the values as the file's bloom filter hashes them.
+    sorted: Vec<Vec<OwnedRow>>,
+    converters: Vec<RowConverter>,
+    hashable: Vec<ArrayRef>,
+    /// Whole probe rows (all columns), for the exact comparison.
+    rows: HashSet<OwnedRow>,
+    row_converter: RowConverter,
+}
+
+impl ValueSet {
+    fn new(probe: &RecordBatch, declared: &Schema) -> Result<ValueSet> {
+        let columns: Vec<String> = probe
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        // The table's types: the comparison must see values as the files are read.
+        let typed: Vec<ArrayRef> = columns
+            .iter()
+            .zip(probe.columns())
+            .map(|(c, a)| Ok(cast(a, declared.field_with_name(c)?.data_type())?))
+            .collect::<Result<_>>()?;
+        let mut sorted = Vec::new();
+        let mut converters = Vec::new();
+        for array in &typed {
+            let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
+            let encoded = converter.convert_columns(std::slice::from_ref(array))?;
+            let mut values: Vec<OwnedRow> = (0..array.len())
+                .filter(|&i| array.is_valid(i))
+                .map(|i| encoded.row(i).owned())
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            sorted.push(values);
+            converters.push(converter);
+        }
+        let row_converter = RowConverter::new(
+            typed
+                .iter()
+                .map(|a| SortField::new(a.data_type().clone()))
+                .collect(),
+        )?;
+        let encoded = row_converter.convert_columns(&typed)?;
+        let all_valid = |i: usize| typed.iter().all(|a| a.is_valid(i));
+        let rows = (0..probe.num_rows())
+            .filter(|&i| all_valid(i))
+            .map(|i| encoded.row(i).owned())
+            .collect();
+        Ok(ValueSet {
+            columns,
+            sorted,
+            converters,
+            hashable: typed,
+            rows,
+            row_converter,
+        })
+    }
+
+    /// Level 1: whether a file with these Delta statistics may hold a probe row. Missing
+    /// statistics, or a type they cannot be compared in, mean it may.
+    fn may_be_in(&self, stats: Option<&serde_json::Value>) -> bool {
+        let Some(stats) = stats else { return true };
+        self.columns.iter().enumerate().all(|(i, column)| {
+            let bound = |which: &str| stats.get(which).and_then(|v| v.get(column));
+            let (Some(min), Some(max)) = (bound("minValues"), bound("maxValues")) else {
+                return true;
+            };
+            let data_type = self.hashable[i].data_type();
+            let (Some(min), Some(max)) = (stat_value(min, data_type), stat_value(max, data_type))
+            else {
+                return true;
+            };
+            let Ok(bounds) = self.converters[i].convert_columns(&[arrow::compute::concat(&[
+                min.as_ref(),
+                max.as_ref(),
+            ])
+            .expect("same type")]) else {
+                return true;
+            };
+            let values = &self.sorted[i];
+            let first_not_below = values.partition_point(|v| v.row() < bounds.row(0));
+            values
+                .get(first_not_below)
+                .is_some_and(|v| v.row() <= bounds.row(1))
+        })
+    }
+
+    /// Level 2: whether a row group whose bloom filters (one per probe column, `None` where it
+    /// has none) are these may hold a probe row: every column must have a value that passes.
+    fn passes_filters(&self, filters: &[Option<(PhysicalType, Sbbf)>]) -> bool {
+        filters
+            .iter()
+            .zip(&self.hashable)
+            .all(|(filter, values)| match filter {
+                None => true,
+                Some((physical, filter)) => any_passes(filter, *physical, values),
+            })
+    }
+
+    /// Sets `keep[i]` for each row of `batch` (which has every probe column) that equals a
+    /// probe row.
+    fn mark_matches(&self, batch: &RecordBatch, keep: &mut [bool]) -> Result<()> {
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|c| {
+                batch
+                    .column_by_name(c)
+                    .cloned()
+                    .ok_or_else(|| Error::Internal(format!("lookup read no column {c}")))
+            })
+            .collect::<Result<_>>()?;
+        let rows: Rows = self.row_converter.convert_columns(&columns)?;
+        for (i, kept) in keep.iter_mut().enumerate() {
+            if !*kept && columns.iter().all(|c| c.is_valid(i)) {
+                *kept = self.rows.contains(&rows.row(i).owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Delta statistic (JSON) as a one-value array of `data_type`, for the types whose statistics
+/// are exact bounds: strings (Parquet truncates a long max upward, a long min downward) and
+/// integers. Timestamps are left out: Delta rounds them to milliseconds, which can put a
+/// max below the true one.
+fn stat_value(value: &serde_json::Value, data_type: &DataType) -> Option<ArrayRef> {
+    let as_array: ArrayRef = match (data_type, value) {
+        (
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+            serde_json::Value::String(s),
+        ) => Arc::new(StringArray::from(vec![s.as_str()])),
+        (t, serde_json::Value::Number(n)) if t.is_integer() => {
+            Arc::new(Int64Array::from(vec![n.as_i64()?]))
+        }
+        _ => return None,
+    };
+    cast(&as_array, data_type).ok().filter(|a| a.is_valid(0))
+}
+
+/// Whether some value of `values` passes `filter`, hashed as a writer of a column of
+/// `physical` type hashes it. A type this does not hash counts as passing.
+fn any_passes(filter: &Sbbf, physical: PhysicalType, values: &ArrayRef) -> bool {
+    use arrow::array::AsArray;
+    let valid = |i: &usize| values.is_valid(*i);
+    match (physical, values.data_type()) {
+        (PhysicalType::BYTE_ARRAY, DataType::Utf8) => {
+            let strings = values.as_string::<i32>();
+            (0..values.len())
+                .filter(valid)
+                .any(|i| filter.check(strings.value(i)))
+        }
+        (PhysicalType::INT64, t) if t.is_signed_integer() => match cast(values, &DataType::Int64) {
+            Ok(ints) => {
+                let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
+                (0..values.len())
+                    .filter(valid)
+                    .any(|i| filter.check(&ints.value(i)))
+            }
+            Err(_) => true,
+        },
+        (PhysicalType::INT32, t) if t.is_signed_integer() => match cast(values, &DataType::Int32) {
+            Ok(ints) => {
+                let ints = ints.as_primitive::<arrow::datatypes::Int32Type>();
+                (0..values.len())
+                    .filter(valid)
+                    .any(|i| filter.check(&ints.value(i)))
+            }
+            Err(_) => true,
+        },
+        _ => true,
+    }
+}
