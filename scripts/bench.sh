@@ -399,7 +399,7 @@ fi
 # that should bound memory are written into the pipeline (the defaults unless overridden), so
 # the report states the ones measured.
 FLUSH_ROWS=${BENCH_FLUSH_ROWS:-100000}
-BATCH_ROWS=${BENCH_BATCH_ROWS:-250000}
+BATCH_ROWS=${BENCH_BATCH_ROWS:-100000}
 SCALE_ROWS=()   # "records|stage|wall|rss_kb|reached": reached, the share of the run after
 # which the high-water mark was within 5 % of the peak (sampled from /proc every 0.2 s): a peak
 # reached early and never exceeded is memory bounded by the flush limits, not by the input.

@@ -456,10 +456,17 @@ impl BronzeJob {
             .set("topic.metadata.refresh.interval.ms", "5000")
             // A member killed with -9 holds its partitions until this expires.
             .set("session.timeout.ms", "10000")
-            // Throughput: big fetches, no idle backoff between them; bounded prefetch memory.
+            // Throughput: big fetches, no idle backoff between them.
             .set("fetch.wait.max.ms", "100")
             .set("fetch.queue.backoff.ms", "10")
-            .set("queued.max.messages.kbytes", "32768");
+            // Prefetch memory in step with the flush limit: a quarter of a batch's bytes
+            // waiting keeps the fetches ahead of the builders (1–16 MiB).
+            .set(
+                "queued.max.messages.kbytes",
+                (settings.flush_bytes / 4 / 1024)
+                    .clamp(1024, 16384)
+                    .to_string(),
+            );
         if lakehouse_core::metrics::serving() {
             // Consumer lag for the metrics endpoint comes from librdkafka's statistics.
             config.set("statistics.interval.ms", "1000");

@@ -495,12 +495,8 @@ pub struct WindowTable {
     #[serde(default)]
     pub partition_by: Vec<String>,
     /// Source rows per unit of work: with the open windows' rows, what bounds memory.
-    #[serde(default = "default_window_batch_rows")]
+    #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
-}
-
-fn default_window_batch_rows() -> usize {
-    100_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -616,13 +612,16 @@ fn default_flush_rows() -> usize {
     100_000
 }
 fn default_flush_bytes() -> usize {
-    64 << 20
+    32 << 20
 }
 fn default_flush_interval_ms() -> u64 {
     5_000
 }
+/// Source rows per unit of silver, window and sink jobs: one bronze commit at its default
+/// `flush_rows`. A unit holds a few copies of its rows at once (read, typed, cleaned, checked),
+/// so this bounds a job's memory.
 fn default_batch_rows() -> usize {
-    250_000
+    100_000
 }
 fn default_load_mode() -> LoadMode {
     LoadMode::Upsert

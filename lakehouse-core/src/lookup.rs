@@ -21,13 +21,12 @@
 //! probability about `n × BLOOM_FPP`: small lookups skip nearly everything, a lookup of a
 //! hundred thousand random new keys reads most row groups.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
-use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use arrow::row::{Row, RowConverter, Rows, SortField};
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use futures::future::BoxFuture;
@@ -310,17 +309,65 @@ fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
     )
 }
 
+/// Distinct non-NULL values of one or more columns in the Arrow row format (which sorts as the
+/// values do), in order: one buffer and an index, so membership is a binary search with no
+/// allocation per value.
+struct Sorted {
+    converter: RowConverter,
+    rows: Rows,
+    order: Vec<u32>,
+}
+
+impl Sorted {
+    fn new(columns: &[ArrayRef]) -> Result<Sorted> {
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|a| SortField::new(a.data_type().clone()))
+                .collect(),
+        )?;
+        let rows = converter.convert_columns(columns)?;
+        let valid = |i: usize| columns.iter().all(|c| c.is_valid(i));
+        let mut order: Vec<u32> = (0..rows.num_rows())
+            .filter(|&i| valid(i))
+            .map(|i| i as u32)
+            .collect();
+        order.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+        order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
+        Ok(Sorted {
+            converter,
+            rows,
+            order,
+        })
+    }
+
+    fn contains(&self, row: Row<'_>) -> bool {
+        self.order
+            .binary_search_by(|&i| self.rows.row(i as usize).cmp(&row))
+            .is_ok()
+    }
+
+    /// Whether a value lies in `min ..= max` (rows of this set's converter).
+    fn any_between(&self, min: Row<'_>, max: Row<'_>) -> bool {
+        let first_not_below = self
+            .order
+            .partition_point(|&i| self.rows.row(i as usize) < min);
+        self.order
+            .get(first_not_below)
+            .is_some_and(|&i| self.rows.row(i as usize) <= max)
+    }
+}
+
 /// One probe's values, prepared for the three questions asked of them.
 struct ValueSet {
     columns: Vec<String>,
-    /// Per column: the distinct non-NULL values, in the Arrow row format (which sorts as the
-    /// values do), sorted; and the values as the file's bloom filter hashes them.
-    sorted: Vec<Vec<OwnedRow>>,
-    converters: Vec<RowConverter>,
-    hashable: Vec<ArrayRef>,
-    /// Whole probe rows (all columns), for the exact comparison.
-    rows: HashSet<OwnedRow>,
-    row_converter: RowConverter,
+    /// Per column: its values as the table types them (which is how bloom filters hash them),
+    /// and their sorted distinct values (for the file statistics).
+    typed: Vec<ArrayRef>,
+    per_column: Vec<Sorted>,
+    /// Whole probe rows (all columns), for the exact comparison; `None` when that is the one
+    /// column's set.
+    whole: Option<Sorted>,
 }
 
 impl ValueSet {
@@ -337,40 +384,25 @@ impl ValueSet {
             .zip(probe.columns())
             .map(|(c, a)| Ok(cast(a, declared.field_with_name(c)?.data_type())?))
             .collect::<Result<_>>()?;
-        let mut sorted = Vec::new();
-        let mut converters = Vec::new();
-        for array in &typed {
-            let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
-            let encoded = converter.convert_columns(std::slice::from_ref(array))?;
-            let mut values: Vec<OwnedRow> = (0..array.len())
-                .filter(|&i| array.is_valid(i))
-                .map(|i| encoded.row(i).owned())
-                .collect();
-            values.sort_unstable();
-            values.dedup();
-            sorted.push(values);
-            converters.push(converter);
-        }
-        let row_converter = RowConverter::new(
-            typed
-                .iter()
-                .map(|a| SortField::new(a.data_type().clone()))
-                .collect(),
-        )?;
-        let encoded = row_converter.convert_columns(&typed)?;
-        let all_valid = |i: usize| typed.iter().all(|a| a.is_valid(i));
-        let rows = (0..probe.num_rows())
-            .filter(|&i| all_valid(i))
-            .map(|i| encoded.row(i).owned())
-            .collect();
+        let per_column = typed
+            .iter()
+            .map(|a| Sorted::new(std::slice::from_ref(a)))
+            .collect::<Result<_>>()?;
+        let whole = if typed.len() > 1 {
+            Some(Sorted::new(&typed)?)
+        } else {
+            None
+        };
         Ok(ValueSet {
             columns,
-            sorted,
-            converters,
-            hashable: typed,
-            rows,
-            row_converter,
+            typed,
+            per_column,
+            whole,
         })
+    }
+
+    fn whole(&self) -> &Sorted {
+        self.whole.as_ref().unwrap_or(&self.per_column[0])
     }
 
     /// Level 1: whether a file with these Delta statistics may hold a probe row. Missing
@@ -382,23 +414,19 @@ impl ValueSet {
             let (Some(min), Some(max)) = (bound("minValues"), bound("maxValues")) else {
                 return true;
             };
-            let data_type = self.hashable[i].data_type();
+            let data_type = self.typed[i].data_type();
             let (Some(min), Some(max)) = (stat_value(min, data_type), stat_value(max, data_type))
             else {
                 return true;
             };
-            let Ok(bounds) = self.converters[i].convert_columns(&[arrow::compute::concat(&[
-                min.as_ref(),
-                max.as_ref(),
-            ])
-            .expect("same type")]) else {
+            let values = &self.per_column[i];
+            let Ok(bounds) = arrow::compute::concat(&[min.as_ref(), max.as_ref()])
+                .map_err(Error::from)
+                .and_then(|b| Ok(values.converter.convert_columns(&[b])?))
+            else {
                 return true;
             };
-            let values = &self.sorted[i];
-            let first_not_below = values.partition_point(|v| v.row() < bounds.row(0));
-            values
-                .get(first_not_below)
-                .is_some_and(|v| v.row() <= bounds.row(1))
+            values.any_between(bounds.row(0), bounds.row(1))
         })
     }
 
@@ -407,7 +435,7 @@ impl ValueSet {
     fn passes_filters(&self, filters: &[Option<(PhysicalType, Sbbf)>]) -> bool {
         filters
             .iter()
-            .zip(&self.hashable)
+            .zip(&self.typed)
             .all(|(filter, values)| match filter {
                 None => true,
                 Some((physical, filter)) => any_passes(filter, *physical, values),
@@ -427,10 +455,11 @@ impl ValueSet {
                     .ok_or_else(|| Error::Internal(format!("lookup read no column {c}")))
             })
             .collect::<Result<_>>()?;
-        let rows: Rows = self.row_converter.convert_columns(&columns)?;
+        let whole = self.whole();
+        let rows = whole.converter.convert_columns(&columns)?;
         for (i, kept) in keep.iter_mut().enumerate() {
             if !*kept && columns.iter().all(|c| c.is_valid(i)) {
-                *kept = self.rows.contains(&rows.row(i).owned());
+                *kept = whole.contains(rows.row(i));
             }
         }
         Ok(())

@@ -34,8 +34,9 @@ pub struct DataFile {
 }
 
 /// The files that commits `after + 1 ..= latest` added with new data (an OPTIMIZE's rewrites
-/// are skipped: their rows were seen before), stopping after the commit that brings the row
-/// count to `max_rows`. Returns the files and the last version looked at.
+/// are skipped: their rows were seen before), stopping before a commit that would bring the
+/// row count above `max_rows` (the first commit is always taken, whatever its size). Returns
+/// the files and the last version taken.
 pub async fn added_since(
     table: &DeltaTable,
     table_name: &str,
@@ -70,6 +71,8 @@ async fn scan(
     let mut rows = 0;
     let mut last = after;
     for version in after + 1..=latest {
+        let mut commit_files = Vec::new();
+        let mut commit_rows = 0;
         for action in commit_actions(table, table_name, version).await? {
             let add = match action {
                 Action::Add(add) => add,
@@ -90,8 +93,8 @@ async fn scan(
                 .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
                 .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
                 .unwrap_or(0);
-            rows += file_rows;
-            files.push(DataFile {
+            commit_rows += file_rows;
+            commit_files.push(DataFile {
                 version,
                 path: Path::from_url_path(&add.path)
                     .map_err(|e| Error::Internal(format!("bad path in the Delta log: {e}")))?,
@@ -99,6 +102,11 @@ async fn scan(
                 partition_values: add.partition_values.into_iter().collect(),
             });
         }
+        if rows > 0 && rows + commit_rows > max_rows {
+            break;
+        }
+        rows += commit_rows;
+        files.extend(commit_files);
         last = version;
         if rows >= max_rows {
             break;
