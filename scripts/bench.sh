@@ -403,6 +403,29 @@ BATCH_ROWS=${BENCH_BATCH_ROWS:-100000}
 SCALE_ROWS=()   # "records|stage|wall|rss_kb|reached": reached, the share of the run after
 # which the high-water mark was within 5 % of the peak (sampled from /proc every 0.2 s): a peak
 # reached early and never exceeded is memory bounded by the flush limits, not by the input.
+# timed_stage RECORDS LABEL STAGE PIPELINE LAKE: one `run STAGE --once`, measured into SCALE_ROWS.
+timed_stage() {
+  local n=$1 label=$2 stage=$3 pipeline=$4 lake=$5
+  /usr/bin/time -f '%e %M' -o "$WORK/time" env LAKECTL_LAKE_URI="$lake" \
+    "$LAKECTL" -p "$pipeline" run "$stage" --once >"$WORK/out" 2>"$WORK/err" &
+  local timer=$! started
+  started=$(date +%s%N)
+  : >"$WORK/hwm"   # "ms-since-start VmHWM-kB" lines
+  while kill -0 "$timer" 2>/dev/null; do
+    # env execs lakectl: the timer's one child is the job.
+    child=$(pgrep -P "$timer" | head -1) || true
+    [[ -n $child ]] && awk -v t=$((($(date +%s%N) - started) / 1000000)) \
+      '/^VmHWM/ {print t, $2}' "/proc/$child/status" >>"$WORK/hwm" 2>/dev/null || true
+    sleep 0.2
+  done
+  wait "$timer" || { tail -20 "$WORK/err" >&2; exit 1; }
+  read -r wall rss <"$WORK/time"
+  reached=$(awk -v peak="$rss" -v wall="$wall" \
+    '$2 >= 0.95 * peak {printf "%.2f", $1 / 1000 / wall; found = 1; exit} END {if (!found) print "null"}' \
+    "$WORK/hwm")
+  SCALE_ROWS+=("$n|$label|$wall|$rss|$reached")
+  log "scaling: $label, $n records: ${wall}s, peak RSS $((rss / 1024)) MiB (95 % of it after ${reached} of the run)"
+}
 for n in $SCALES; do
   log "scaling: $n records"
   scale_pipeline=$(variant "scale_$n")
@@ -410,27 +433,21 @@ for n in $SCALES; do
     -e "s/^\[silver.books\]/&\nbatch_rows = $BATCH_ROWS/" "$scale_pipeline"
   "$LAKECTL" -p "$scale_pipeline" produce --file "$(csv_of "$n")" >/dev/null 2>&1
   for stage in bronze silver; do
-    /usr/bin/time -f '%e %M' -o "$WORK/time" env LAKECTL_LAKE_URI="$WORK/scale-$n" \
-      "$LAKECTL" -p "$scale_pipeline" run "$stage" --once >"$WORK/out" 2>"$WORK/err" &
-    timer=$!
-    started=$(date +%s%N)
-    : >"$WORK/hwm"   # "ms-since-start VmHWM-kB" lines
-    while kill -0 "$timer" 2>/dev/null; do
-      # env execs lakectl: the timer's one child is the job.
-      child=$(pgrep -P "$timer" | head -1) || true
-      [[ -n $child ]] && awk -v t=$((($(date +%s%N) - started) / 1000000)) \
-        '/^VmHWM/ {print t, $2}' "/proc/$child/status" >>"$WORK/hwm" 2>/dev/null || true
-      sleep 0.2
-    done
-    wait "$timer" || { tail -20 "$WORK/err" >&2; exit 1; }
-    read -r wall rss <"$WORK/time"
-    reached=$(awk -v peak="$rss" -v wall="$wall" \
-      '$2 >= 0.95 * peak {printf "%.2f", $1 / 1000 / wall; found = 1; exit} END {if (!found) print "null"}' \
-      "$WORK/hwm")
-    SCALE_ROWS+=("$n|$stage|$wall|$rss|$reached")
-    log "scaling: $stage, $n records: ${wall}s, peak RSS $((rss / 1024)) MiB (95 % of it after ${reached} of the run)"
+    timed_stage "$n" "$stage" "$stage" "$scale_pipeline" "$WORK/scale-$n"
   done
 done
+# Growth: GROWTH new records onto the largest run's tables, in units of the same size. Silver's
+# time per million then is judged against the GROWTH-record run onto an empty table.
+GROWTH=${BENCH_GROWTH:-1000000}
+if [[ -n $SCALES ]]; then
+  read -r held < <(printf '%s\n' $SCALES | sort -n | tail -1)
+  log "scaling: $GROWTH new records onto $held"
+  "$PY" scripts/bench/gen_books.py "$GROWTH" "$WORK/growth.csv" "$BIGGEST"
+  "$LAKECTL" -p "$WORK/scale_$held.toml" produce --file "$WORK/growth.csv" >/dev/null 2>&1
+  for stage in bronze silver; do
+    timed_stage "$GROWTH" "$stage onto $held" "$stage" "$WORK/scale_$held.toml" "$WORK/scale-$held"
+  done
+fi
 
 # Freshness: continuous bronze, silver and load while produce sends at a fixed rate; the lag of
 # a row is _loaded_at (its load transaction's start) minus _kafka_ts (when it was produced).
@@ -566,6 +583,9 @@ mkdir -p "$RESULTS"
       $2 == s && $1 == a {ra = $4; ta = $3 / $1} $2 == s && $1 == b {rb = $4; tb = $3 / $1}
       END {printf "%s from %d to %d records: peak RSS %+.0f %%, time per record %+.0f %%.\n", s, a, b, 100 * (rb / ra - 1), 100 * (tb / ta - 1)}'
   done
+  printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' -v g="$GROWTH" -v h="$largest" '
+    $2 == "silver" && $1 == g {empty = $3} $2 == "silver onto " h {onto = $3}
+    END {if (empty && onto) printf "silver, %d new records: %.2f s per million onto an empty table, %.2f s onto one holding %d rows (%+.0f %%).\n", g, empty * 1e6 / g, onto * 1e6 / g, h, 100 * (onto / empty - 1)}'
   echo
   fi
   if section window_freshness; then

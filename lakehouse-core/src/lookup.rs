@@ -15,11 +15,11 @@
 //! What it costs: when values arrive roughly in order (sequence numbers, ids that begin with a
 //! time such as ULIDs or UUIDv7, keys with a date) a unit's values fall in the ranges of the
 //! newest files, and a lookup does not grow with the table. Values spread at random over their
-//! domain (UUIDv4) fall in every file's range: then each row group's bloom filter is read (about
-//! 2 bytes a row at [`BLOOM_FPP`], against 20–40 for a typical key itself), and a row group is
-//! read when a value passes its filter, which for `n` values that are not there happens with
-//! probability about `n × BLOOM_FPP`: small lookups skip nearly everything, a lookup of a
-//! hundred thousand random new keys reads most row groups.
+//! domain (UUIDv4), or the keys of a topic whose partitions are read at different paces, fall
+//! in many files' ranges: then those files' bloom filters are read (about 5 bytes a row at
+//! [`BLOOM_FPP`], against 20–80 for a typical key itself), and a row group is read when one of
+//! `n` values that are not there passes its filter, which happens with probability about
+//! `n × BLOOM_FPP`.
 
 use std::sync::Arc;
 
@@ -46,8 +46,9 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{Error, Result};
 use crate::table_files::{as_declared, DataFile};
 
-/// The false-positive rate of the bloom filters lakectl writes: ~20 bits a distinct value.
-pub const BLOOM_FPP: f64 = 0.0001;
+/// The false-positive rate of the bloom filters lakectl writes (~40 bits a distinct value): low
+/// enough that a unit of 100,000 new keys passes about one row group's filter in ten.
+pub const BLOOM_FPP: f64 = 0.000_001;
 
 /// Files looked at once: they are independent, and object-store latency dominates.
 const PARALLEL_READS: usize = 4;
