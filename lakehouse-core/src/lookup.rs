@@ -497,24 +497,29 @@ fn any_passes(filter: &Sbbf, physical: PhysicalType, values: &ArrayRef) -> bool 
                 .filter(valid)
                 .any(|i| filter.check(strings.value(i)))
         }
-        (PhysicalType::INT64, t) if t.is_signed_integer() => match cast(values, &DataType::Int64) {
-            Ok(ints) => {
-                let ints = ints.as_primitive::<arrow::datatypes::Int64Type>();
-                (0..values.len())
-                    .filter(valid)
-                    .any(|i| filter.check(&ints.value(i)))
-            }
-            Err(_) => true,
-        },
-        (PhysicalType::INT32, t) if t.is_signed_integer() => match cast(values, &DataType::Int32) {
-            Ok(ints) => {
-                let ints = ints.as_primitive::<arrow::datatypes::Int32Type>();
-                (0..values.len())
-                    .filter(valid)
-                    .any(|i| filter.check(&ints.value(i)))
-            }
-            Err(_) => true,
-        },
+        (PhysicalType::INT64, t) if t.is_signed_integer() => {
+            any_int_passes::<arrow::datatypes::Int64Type>(filter, values)
+        }
+        (PhysicalType::INT32, t) if t.is_signed_integer() => {
+            any_int_passes::<arrow::datatypes::Int32Type>(filter, values)
+        }
         _ => true,
     }
+}
+
+/// [`any_passes`] for an integer column stored as `T`; a value that does not fit `T` passes
+/// (it cannot be in such a column, but a filter is never the reason a value is missed).
+fn any_int_passes<T>(filter: &Sbbf, values: &ArrayRef) -> bool
+where
+    T: arrow::datatypes::ArrowPrimitiveType,
+    T::Native: parquet::data_type::AsBytes,
+{
+    use arrow::array::AsArray;
+    let Ok(ints) = cast(values, &T::DATA_TYPE) else {
+        return true;
+    };
+    let ints = ints.as_primitive::<T>();
+    (0..values.len())
+        .filter(|&i| values.is_valid(i))
+        .any(|i| !ints.is_valid(i) || filter.check(&ints.value(i)))
 }
