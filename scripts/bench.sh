@@ -13,10 +13,12 @@
 # (against confluent-kafka + pyarrow), silver (the shipped books cleaning, against Polars), load
 # (against psql \copy and pandas to_sql). Each is run BENCH_REPEAT times (default 3) on fresh
 # state and the median of each figure reported. Then: produce --rate accuracy; the scaling check
-# (bronze and silver at 100k, 1M and 5M records: peak RSS should stay flat, time linear); and
-# end-to-end freshness (produce at BENCH_FRESH_RATE records/s for BENCH_FRESH_SECONDS with
-# bronze, silver and load running continuously; p50/p95/p99 from produce to the row in
-# Postgres). Every ratio is computed from figures measured in this run.
+# (bronze and silver at 100k, 1M and 5M records, then 1M more onto the largest: peak RSS should
+# stay flat, time linear); and the freshness curve (produce at each of BENCH_FRESH_RATES
+# records/s for BENCH_FRESH_SECONDS with bronze, silver and load running continuously;
+# p50/p95/p99 from produce to the row in Postgres per rate, the highest rate held with p99 <= 2
+# s, drawn as bench/results/<date>-freshness.png). Every ratio is computed from figures measured
+# in this run.
 #
 # generate: `lakectl generate user-activity` into the broker against the same profile written the
 # usual way (Python + Faker + confluent-kafka), and its --rate accuracy.
@@ -41,6 +43,8 @@
 #
 # BENCH_SECTIONS (default "books generate avro windows cluster window_freshness scaling
 # freshness") picks what runs; "books" is the produce -> bronze -> silver -> load chain.
+# BENCH_STAMP names the results files (default: today's date), so a run of some sections does
+# not overwrite a fuller run of the same day.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -56,7 +60,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakectl-target}
 LAKECTL="$CARGO_TARGET_DIR/release/lakectl"
 WORK=$(mktemp -d /tmp/lakectl-bench.XXXXXX)
 RESULTS="$ROOT/bench/results"
-STAMP=$(date -u +%Y-%m-%d)
+STAMP=${BENCH_STAMP:-$(date -u +%Y-%m-%d)}   # the results files' name
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -70,7 +74,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [[ -n ${PG_ADMIN:-} ]]; then
     psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $BENCH_DB" 2>/dev/null || true
-    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS ${BENCH_DB}_fresh" 2>/dev/null || true
+    for rate in ${FRESH_RATES:-}; do
+      psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS ${BENCH_DB}_fresh_$rate" 2>/dev/null || true
+    done
   fi
   rm -rf "$WORK"
 }
@@ -449,46 +455,66 @@ if [[ -n $SCALES ]]; then
   done
 fi
 
-# Freshness: continuous bronze, silver and load while produce sends at a fixed rate; the lag of
-# a row is _loaded_at (its load transaction's start) minus _kafka_ts (when it was produced).
-FRESH_RATE=${BENCH_FRESH_RATE:-5000}
+# Freshness: continuous bronze, silver and load while produce sends at a fixed rate, at each of
+# FRESH_RATES in turn (a topic, lake and database of its own each). The lag of a row is
+# _loaded_at (its load transaction's start) minus _kafka_ts (when it was produced). A rate whose
+# rows are not all in Postgres FRESH_DRAIN seconds after produce ends was not kept up with, and
+# higher rates are not tried.
+FRESH_RATES=${BENCH_FRESH_RATES:-5000 20000 50000 100000}
 FRESH_SECONDS=${BENCH_FRESH_SECONDS:-60}
-FRESH_N=$((FRESH_RATE * FRESH_SECONDS))
+FRESH_DRAIN=${BENCH_FRESH_DRAIN:-60}
+FRESH_ROWS=()   # "rate|sent|produce_s|loaded|p50|p95|p99"
 if section freshness; then
-log "freshness: $FRESH_RATE records/s for ${FRESH_SECONDS}s"
-psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_fresh"
-FRESH_URL=${PG_ADMIN%/*}/${BENCH_DB}_fresh
-FRESH_PIPELINE=$(variant fresh)
-sed -i 's/^\[bronze.books\]/&\nflush_interval_ms = 500/' "$FRESH_PIPELINE"
-fresh_env=(env LAKECTL_LAKE_URI="$WORK/fresh-lake" DATABASE_URL="$FRESH_URL" LAKECTL_RUNNER_IDLE_POLL_MS=200)
-# One record first, so the topic exists when bronze subscribes.
-"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --limit 1 >/dev/null 2>&1
-JOB_PIDS=()
-for stage in "bronze" "silver" "load books"; do
-  # shellcheck disable=SC2086
-  "${fresh_env[@]}" "$LAKECTL" -p "$FRESH_PIPELINE" run $stage --continuous \
-    >"$WORK/fresh-${stage%% *}.log" 2>&1 &
-  JOB_PIDS+=($!)
+for rate in $FRESH_RATES; do
+  n=$((rate * FRESH_SECONDS))
+  log "freshness: $rate records/s for ${FRESH_SECONDS}s"
+  db=${BENCH_DB}_fresh_$rate
+  psql "$PG_ADMIN" -qc "CREATE DATABASE $db"
+  url=${PG_ADMIN%/*}/$db
+  pipeline=$(variant "fresh_$rate")
+  sed -i 's/^\[bronze.books\]/&\nflush_interval_ms = 500/' "$pipeline"
+  fresh_env=(env LAKECTL_LAKE_URI="$WORK/fresh-$rate" DATABASE_URL="$url" LAKECTL_RUNNER_IDLE_POLL_MS=200)
+  # One record first, so the topic exists when bronze subscribes.
+  "$LAKECTL" -p "$pipeline" produce --file "$CSV" --limit 1 >/dev/null 2>&1
+  JOB_PIDS=()
+  for stage in "bronze" "silver" "load books"; do
+    # shellcheck disable=SC2086
+    "${fresh_env[@]}" "$LAKECTL" -p "$pipeline" run $stage --continuous \
+      >"$WORK/fresh-$rate-${stage%% *}.log" 2>&1 &
+    JOB_PIDS+=($!)
+  done
+  PIDS+=("${JOB_PIDS[@]}")
+  sleep 3
+  started=$(date +%s%N)
+  # --forever makes each pass's keys new, so every record is a row of its own.
+  "$LAKECTL" -p "$pipeline" produce --file "$CSV" --forever --rate "$rate" --limit "$n" \
+    >/dev/null 2>&1
+  produce_s=$(calc %.1f "($(date +%s%N) - $started) / 1e9")
+  # The first record's key comes again as the run's first: n rows when all are in.
+  loaded=0
+  for _ in $(seq "$FRESH_DRAIN"); do
+    loaded=$(psql "$url" -tAc "SELECT count(*) FROM silver.books" 2>/dev/null || echo 0)
+    ((loaded >= n)) && break
+    sleep 1
+  done
+  kill -TERM "${JOB_PIDS[@]}" 2>/dev/null || true
+  wait "${JOB_PIDS[@]}" 2>/dev/null || true
+  line=$(psql "$url" -tA -F' ' -c "
+    SELECT count(*),
+           round(percentile_cont(0.50) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+           round(percentile_cont(0.95) WITHIN GROUP (ORDER BY lag)::numeric, 2),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 2)
+    FROM (SELECT extract(epoch FROM _loaded_at - _kafka_ts) AS lag FROM silver.books) l")
+  read -r rows p50 p95 p99 <<<"$line"
+  FRESH_ROWS+=("$rate|$n|$produce_s|$rows|${p50:-null}|${p95:-null}|${p99:-null}")
+  log "freshness: $rate records/s (produce took ${produce_s}s): $rows of $n rows, p50 ${p50}s, p95 ${p95}s, p99 ${p99}s"
+  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $db"
+  ((rows >= n)) || { log "freshness: $rate records/s not kept up with; higher rates not tried"; break; }
 done
-PIDS+=("${JOB_PIDS[@]}")
-sleep 3
-"$LAKECTL" -p "$FRESH_PIPELINE" produce --file "$CSV" --forever --rate "$FRESH_RATE" --limit "$FRESH_N" \
-  >/dev/null 2>&1
-for _ in $(seq 120); do
-  loaded=$(psql "$FRESH_URL" -tAc "SELECT count(*) FROM silver.books" 2>/dev/null || echo 0)
-  ((loaded > FRESH_N)) && break
-  sleep 1
-done
-kill -TERM "${JOB_PIDS[@]}" 2>/dev/null || true
-wait "${JOB_PIDS[@]}" 2>/dev/null || true
-FRESH_LINE=$(psql "$FRESH_URL" -tA -F' ' -c "
-  SELECT count(*),
-         round(percentile_cont(0.50) WITHIN GROUP (ORDER BY lag)::numeric, 2),
-         round(percentile_cont(0.95) WITHIN GROUP (ORDER BY lag)::numeric, 2),
-         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 2)
-  FROM (SELECT extract(epoch FROM _loaded_at - _kafka_ts) AS lag FROM silver.books) l")
-read -r fresh_rows p50 p95 p99 <<<"$FRESH_LINE"
-log "freshness: $fresh_rows rows, p50 ${p50}s, p95 ${p95}s, p99 ${p99}s"
+if ((${#FRESH_ROWS[@]} > 0)); then
+  printf '%s\n' "${FRESH_ROWS[@]}" >"$WORK/freshness"
+  "$PY" scripts/bench/plot_freshness.py "$WORK/freshness" "$RESULTS/$STAMP-freshness.png"
+fi
 fi
 
 # Report: the ratio is lakectl's records/s over the Python peer's, per stage.
@@ -592,13 +618,28 @@ mkdir -p "$RESULTS"
     echo "Window freshness: generate at $WF_RATE events/s (event time = now) for ${WF_SECONDS} s with bronze, silver, the windows and the load of page_view_counts running continuously (bronze flushes every 500 ms, the others poll every 200 ms): $WF_SENTENCE."
     echo
   fi
-  if section freshness; then echo "Freshness: produce at $FRESH_RATE records/s for ${FRESH_SECONDS} s with bronze, silver and load running continuously; $fresh_rows rows reached Postgres; produce to row loaded p50 ${p50} s, p95 ${p95} s, p99 ${p99} s."; fi
+  if section freshness; then
+    echo "Freshness: produce at each rate for ${FRESH_SECONDS} s with bronze (flushing every 500 ms), silver and load running continuously (polling every 200 ms); lag = the row's load transaction minus its Kafka timestamp, over every row in Postgres:"
+    echo
+    echo "| target records/s | produced records/s | rows in Postgres | p50 s | p95 s | p99 s |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    for row in "${FRESH_ROWS[@]}"; do
+      IFS='|' read -r rate sent produce_s rows p50 p95 p99 <<<"$row"
+      echo "| $rate | $(calc %.0f "$sent / $produce_s") | $rows of $sent | $p50 | $p95 | $p99 |"
+    done
+    echo
+    held=$(printf '%s\n' "${FRESH_ROWS[@]}" | awk -F'|' '$4 == $2 && $7 <= 2 {h = $1} END {print h ? h : "none"}')
+    echo "Highest rate held with every row loaded and p99 <= 2 s: $held records/s. ![freshness curve]($STAMP-freshness.png)"
+    echo
+  fi
 } | tee "$RESULTS/$STAMP.md"
 {
   echo "{\"cores\": $(nproc), \"records\": $N, \"repeat\": $REPEAT, \"stages\": ["
   ((${#ROWS[@]} == 0)) || printf '%s\n' "${ROWS[@]}" | awk -F'|' '{printf "%s{\"stage\":\"%s\",\"engine\":\"%s\",\"wall_s\":%s,\"cpu_s\":%s,\"peak_rss_kb\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
   echo "], \"scaling\": ["
   ((${#SCALE_ROWS[@]} == 0)) || printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' '{printf "%s{\"records\":%s,\"stage\":\"%s\",\"wall_s\":%s,\"peak_rss_kb\":%s,\"peak_95_reached_at\":%s}", (NR>1?",\n":""), $1, $2, $3, $4, $5}'
-  echo "], \"window_freshness\": ${WF_JSON:-null}, \"freshness\": {\"rate\": $FRESH_RATE, \"seconds\": $FRESH_SECONDS, \"rows\": ${fresh_rows:-0}, \"p50_s\": ${p50:-null}, \"p95_s\": ${p95:-null}, \"p99_s\": ${p99:-null}}}"
+  echo "], \"window_freshness\": ${WF_JSON:-null}, \"freshness\": ["
+  ((${#FRESH_ROWS[@]} == 0)) || printf '%s\n' "${FRESH_ROWS[@]}" | awk -F'|' -v s="$FRESH_SECONDS" '{printf "%s{\"rate\":%s,\"seconds\":%s,\"sent\":%s,\"produce_s\":%s,\"rows\":%s,\"p50_s\":%s,\"p95_s\":%s,\"p99_s\":%s}", (NR>1?",\n":""), $1, s, $2, $3, $4, $5, $6, $7}'
+  echo "]}"
 } >"$RESULTS/$STAMP.json"
 log "results in bench/results/$STAMP.md and .json"
