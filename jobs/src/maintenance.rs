@@ -22,7 +22,11 @@ pub fn parse_table_ref(table: &str) -> Result<(Layer, String)> {
     Ok((layer, name.to_string()))
 }
 
-async fn existing(pipeline: &Pipeline, table: &str) -> Result<(Lake, deltalake::DeltaTable)> {
+/// The table `<layer>.<table>` names, which must exist, with its layer and name.
+async fn existing(
+    pipeline: &Pipeline,
+    table: &str,
+) -> Result<(Layer, String, deltalake::DeltaTable)> {
     let (layer, name) = parse_table_ref(table)?;
     let lake = Lake::from_config(&pipeline.lake)?;
     let delta = lake.load_table(layer, &name).await?.ok_or_else(|| {
@@ -31,15 +35,14 @@ async fn existing(pipeline: &Pipeline, table: &str) -> Result<(Lake, deltalake::
             lake.table_url(layer, &name)
         ))
     })?;
-    Ok((lake, delta))
+    Ok((layer, name, delta))
 }
 
 /// Compacts small files into larger ones (delta-rs' default target, 100 MiB). A silver table's
 /// new files keep the bloom filters its lookups skip row groups by.
 pub async fn optimize(pipeline: &Pipeline, table: &str) -> Result<()> {
-    let (_, delta) = existing(pipeline, table).await?;
+    let (layer, name, delta) = existing(pipeline, table).await?;
     let mut optimize = delta.optimize();
-    let (layer, name) = parse_table_ref(table)?;
     if let (Layer::Silver, Some(silver)) = (layer, pipeline.silver.get(&name)) {
         // delta-rs' own compression for optimize, with the filters added.
         let zstd = Compression::ZSTD(ZstdLevel::try_new(4).expect("a valid zstd level"));
@@ -65,7 +68,7 @@ pub async fn vacuum(
     retention_hours: u64,
     dry_run: bool,
 ) -> Result<()> {
-    let (_, delta) = existing(pipeline, table).await?;
+    let (_, _, delta) = existing(pipeline, table).await?;
     let (_, metrics) = delta
         .vacuum()
         .with_retention_period(chrono::Duration::hours(retention_hours as i64))

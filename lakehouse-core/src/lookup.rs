@@ -21,6 +21,7 @@
 //! `n` values that are not there passes its filter, which happens with probability about
 //! `n × BLOOM_FPP`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
@@ -93,7 +94,8 @@ pub async fn rows_matching(
     probes: &[RecordBatch],
     read: &[String],
 ) -> Result<Found> {
-    let declared = table.snapshot()?.snapshot().arrow_schema();
+    let snapshot = table.snapshot()?;
+    let declared = snapshot.snapshot().arrow_schema();
     let out_schema = Arc::new(Schema::new(
         read.iter()
             .map(|c| Ok(declared.field_with_name(c)?.clone().with_nullable(true)))
@@ -104,7 +106,6 @@ pub async fn rows_matching(
         .filter(|p| p.num_rows() > 0)
         .map(|p| ValueSet::new(p, &declared))
         .collect::<Result<_>>()?;
-    let snapshot = table.snapshot()?;
     let files = snapshot.log_data().num_files();
     if probes.is_empty() {
         return Ok(Found {
@@ -163,6 +164,29 @@ pub async fn rows_matching(
     })
 }
 
+/// Which rows of `probe` (some of the table's columns) `table` holds, every column equal, as
+/// indices into `probe`; and what the lookup read.
+pub async fn probe_rows_held(table: &DeltaTable, probe: &RecordBatch) -> Result<(Vec<u32>, Found)> {
+    let columns: Vec<String> = probe
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let found = rows_matching(table, std::slice::from_ref(probe), &columns).await?;
+    if found.rows.num_rows() == 0 {
+        return Ok((Vec::new(), found));
+    }
+    let held = Sorted::new(found.rows.columns())?;
+    let typed = as_table_types(probe, &found.rows.schema())?;
+    let rows = held.converter.convert_columns(&typed)?;
+    let indices = (0..probe.num_rows())
+        .filter(|&r| typed.iter().all(|c| c.is_valid(r)) && held.contains(rows.row(r)))
+        .map(|r| r as u32)
+        .collect();
+    Ok((indices, found))
+}
+
 /// What one file held, and how much of it was read.
 struct InFile {
     rows: Vec<RecordBatch>,
@@ -189,31 +213,29 @@ async fn matching_in_file(
         .await
         .map_err(|e| parquet_error(&file.path, e))?;
     let parquet_schema = builder.parquet_schema().clone();
+    // The probe columns the file holds (a partition column it does not), each looked at once.
+    let mut columns: Vec<(&str, usize)> = Vec::new();
+    for column in probes.iter().flat_map(|p| &p.columns) {
+        let index = (0..parquet_schema.num_columns())
+            .find(|&i| parquet_schema.column(i).path().string() == *column);
+        if let (Some(i), false) = (index, columns.iter().any(|(c, _)| c == column)) {
+            columns.push((column, i));
+        }
+    }
     let mut row_groups = Vec::new();
     let in_file = builder.metadata().num_row_groups();
     for row_group in 0..in_file {
-        let mut filters: Vec<Option<(PhysicalType, Sbbf)>> = Vec::new();
-        for probe in probes.iter() {
-            for column in &probe.columns {
-                let index = (0..parquet_schema.num_columns())
-                    .find(|&i| parquet_schema.column(i).path().string() == *column);
-                let filter = match index {
-                    Some(i) => builder
-                        .get_row_group_column_bloom_filter(row_group, i)
-                        .await
-                        .map_err(|e| parquet_error(&file.path, e))?
-                        .map(|f| (parquet_schema.column(i).physical_type(), f)),
-                    None => None,
-                };
-                filters.push(filter);
+        let mut filters: HashMap<&str, (PhysicalType, Sbbf)> = HashMap::new();
+        for &(column, i) in &columns {
+            let filter = builder
+                .get_row_group_column_bloom_filter(row_group, i)
+                .await
+                .map_err(|e| parquet_error(&file.path, e))?;
+            if let Some(filter) = filter {
+                filters.insert(column, (parquet_schema.column(i).physical_type(), filter));
             }
         }
-        let mut filters = filters.into_iter();
-        let may_hold = probes.iter().fold(false, |any, probe| {
-            let probe_filters: Vec<_> = filters.by_ref().take(probe.columns.len()).collect();
-            any || probe.passes_filters(&probe_filters)
-        });
-        if may_hold {
+        if probes.iter().any(|p| p.passes_filters(&filters)) {
             row_groups.push(row_group);
         }
     }
@@ -379,12 +401,7 @@ impl ValueSet {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        // The table's types: the comparison must see values as the files are read.
-        let typed: Vec<ArrayRef> = columns
-            .iter()
-            .zip(probe.columns())
-            .map(|(c, a)| Ok(cast(a, declared.field_with_name(c)?.data_type())?))
-            .collect::<Result<_>>()?;
+        let typed = as_table_types(probe, declared)?;
         let per_column = typed
             .iter()
             .map(|a| Sorted::new(std::slice::from_ref(a)))
@@ -431,13 +448,13 @@ impl ValueSet {
         })
     }
 
-    /// Level 2: whether a row group whose bloom filters (one per probe column, `None` where it
-    /// has none) are these may hold a probe row: every column must have a value that passes.
-    fn passes_filters(&self, filters: &[Option<(PhysicalType, Sbbf)>]) -> bool {
-        filters
+    /// Level 2: whether a row group with these bloom filters (by column; a column without
+    /// one passes) may hold a probe row: every column must have a value that passes.
+    fn passes_filters(&self, filters: &HashMap<&str, (PhysicalType, Sbbf)>) -> bool {
+        self.columns
             .iter()
             .zip(&self.typed)
-            .all(|(filter, values)| match filter {
+            .all(|(column, values)| match filters.get(column.as_str()) {
                 None => true,
                 Some((physical, filter)) => any_passes(filter, *physical, values),
             })
@@ -465,6 +482,18 @@ impl ValueSet {
         }
         Ok(())
     }
+}
+
+/// The columns of `batch` cast to the types `declared` gives them: the comparisons must see
+/// values as the files are read.
+fn as_table_types(batch: &RecordBatch, declared: &Schema) -> Result<Vec<ArrayRef>> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, a)| Ok(cast(a, declared.field_with_name(f.name())?.data_type())?))
+        .collect()
 }
 
 /// A Delta statistic (JSON) as a one-value array of `data_type`, for the types whose statistics

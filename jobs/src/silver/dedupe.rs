@@ -1,9 +1,9 @@
 //! Step 4: one row per key within a unit, and the keys silver already holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::row::{Row, RowConverter, SortField};
 use deltalake::DeltaTable;
@@ -86,46 +86,20 @@ impl SilverJob {
         if silver.version().is_none() || rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let key = &self.settings.key;
-        let key_columns: Vec<usize> = key
-            .iter()
+        let key_columns: Vec<usize> = (self.settings.key.iter())
             .map(|k| rows.schema().index_of(k))
             .collect::<std::result::Result<_, _>>()?;
         let incoming = rows.project(&key_columns)?;
-        let found = lookup::rows_matching(silver, std::slice::from_ref(&incoming), key).await?;
+        let (held, found) = lookup::probe_rows_held(silver, &incoming).await?;
         debug!(
             keys = incoming.num_rows(),
-            held = found.rows.num_rows(),
+            held = held.len(),
             files = found.files,
             files_opened = found.files_opened,
             row_groups_read = found.row_groups_read,
             "existing-key lookup"
         );
-        let held = found.rows;
-        if held.num_rows() == 0 {
-            return Ok(Vec::new());
-        }
-        // Both sides in the table's types, so equal keys encode alike.
-        let held_types: Vec<SortField> = held
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(held_types)?;
-        let held_rows = converter.convert_columns(held.columns())?;
-        let held_keys: HashSet<Row<'_>> = held_rows.iter().collect();
-        let incoming_typed: Vec<ArrayRef> = incoming
-            .columns()
-            .iter()
-            .zip(held.schema().fields())
-            .map(|(c, f)| Ok(cast(c, f.data_type())?))
-            .collect::<Result<_>>()?;
-        let incoming_keys = converter.convert_columns(&incoming_typed)?;
-        Ok((0..rows.num_rows())
-            .filter(|&r| held_keys.contains(&incoming_keys.row(r)))
-            .map(|r| r as u32)
-            .collect())
+        Ok(held)
     }
 }
 
