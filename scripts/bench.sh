@@ -14,7 +14,7 @@
 # (against psql \copy and pandas to_sql). Each is run BENCH_REPEAT times (default 3) on fresh
 # state and the median of each figure reported. Then: produce --rate accuracy; the scaling check
 # (bronze and silver at 100k, 1M and 5M records, then 1M more onto the largest: peak RSS should
-# stay flat, time linear); and the freshness curve (produce at each of BENCH_FRESH_RATES
+# stay flat, time linear; RSS over time at the largest drawn as bench/results/<date>-rss.png); and the freshness curve (produce at each of BENCH_FRESH_RATES
 # records/s for BENCH_FRESH_SECONDS with bronze, silver and load running continuously;
 # p50/p95/p99 from produce to the row in Postgres per rate, the highest rate held with p99 <= 2
 # s, drawn as bench/results/<date>-freshness.png). Every ratio is computed from figures measured
@@ -416,19 +416,21 @@ timed_stage() {
     "$LAKECTL" -p "$pipeline" run "$stage" --once >"$WORK/out" 2>"$WORK/err" &
   local timer=$! started
   started=$(date +%s%N)
-  : >"$WORK/hwm"   # "ms-since-start VmHWM-kB" lines
+  local series="$WORK/rss-$n-${label// /_}"   # "ms-since-start VmRSS-kB VmHWM-kB" lines
+  : >"$series"
   while kill -0 "$timer" 2>/dev/null; do
     # env execs lakectl: the timer's one child is the job.
     child=$(pgrep -P "$timer" | head -1) || true
     [[ -n $child ]] && awk -v t=$((($(date +%s%N) - started) / 1000000)) \
-      '/^VmHWM/ {print t, $2}' "/proc/$child/status" >>"$WORK/hwm" 2>/dev/null || true
+      '/^VmRSS/ {rss = $2} /^VmHWM/ {hwm = $2} END {if (rss) print t, rss, hwm}' \
+      "/proc/$child/status" >>"$series" 2>/dev/null || true
     sleep 0.2
   done
   wait "$timer" || { tail -20 "$WORK/err" >&2; exit 1; }
   read -r wall rss <"$WORK/time"
   reached=$(awk -v peak="$rss" -v wall="$wall" \
-    '$2 >= 0.95 * peak {printf "%.2f", $1 / 1000 / wall; found = 1; exit} END {if (!found) print "null"}' \
-    "$WORK/hwm")
+    '$3 >= 0.95 * peak {printf "%.2f", $1 / 1000 / wall; found = 1; exit} END {if (!found) print "null"}' \
+    "$series")
   SCALE_ROWS+=("$n|$label|$wall|$rss|$reached")
   log "scaling: $label, $n records: ${wall}s, peak RSS $((rss / 1024)) MiB (95 % of it after ${reached} of the run)"
 }
@@ -453,6 +455,8 @@ if [[ -n $SCALES ]]; then
   for stage in bronze silver; do
     timed_stage "$GROWTH" "$stage onto $held" "$stage" "$WORK/scale_$held.toml" "$WORK/scale-$held"
   done
+  "$PY" scripts/bench/plot_rss.py "$RESULTS/$STAMP-rss.png" "$held" \
+    "bronze=$WORK/rss-$held-bronze" "silver=$WORK/rss-$held-silver"
 fi
 
 # Freshness: continuous bronze, silver and load while produce sends at a fixed rate, at each of
@@ -612,6 +616,8 @@ mkdir -p "$RESULTS"
   printf '%s\n' "${SCALE_ROWS[@]}" | awk -F'|' -v g="$GROWTH" -v h="$largest" '
     $2 == "silver" && $1 == g {empty = $3} $2 == "silver onto " h {onto = $3}
     END {if (empty && onto) printf "silver, %d new records: %.2f s per million onto an empty table, %.2f s onto one holding %d rows (%+.0f %%).\n", g, empty * 1e6 / g, onto * 1e6 / g, h, 100 * (onto / empty - 1)}'
+  echo
+  echo "RSS over time while bronze and silver took in $largest records (sampled every 0.2 s): ![RSS over time]($STAMP-rss.png)"
   echo
   fi
   if section window_freshness; then

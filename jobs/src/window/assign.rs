@@ -28,23 +28,67 @@ impl Fixed {
     }
 }
 
-/// Rows expanded into their windows: row `rows[i]` in the window starting at `starts[i]`.
+/// Rows grouped window after window: the rows of window `i` are
+/// `rows[windows[i - 1].until..windows[i].until]` (a row is in each of its windows).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Expanded {
+pub struct Grouped {
     pub rows: Vec<u32>,
-    pub starts: Vec<i64>,
+    pub windows: Vec<Bounds>,
 }
 
-/// Each row of `times` in each of its windows whose end `wanted` accepts.
-pub fn expand(times: &[i64], windows: Fixed, wanted: impl Fn(i64) -> bool) -> Expanded {
-    let mut out = Expanded::default();
-    for (row, &t) in times.iter().enumerate() {
-        for start in windows.starts(t) {
-            if wanted(start + windows.size) {
-                out.rows.push(row as u32);
-                out.starts.push(start);
+/// One window (or session) of a [`Grouped`]: `[start, end)`, its rows ending at `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub until: usize,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Grouped {
+    /// Adds the next window, of `rows`.
+    pub fn push(&mut self, rows: impl IntoIterator<Item = u32>, start: i64, end: i64) {
+        self.rows.extend(rows);
+        self.windows.push(Bounds {
+            until: self.rows.len(),
+            start,
+            end,
+        });
+    }
+
+    /// Consecutive runs of whole windows of about `max_rows` rows each, and at most
+    /// `max_windows` windows (one window larger than `max_rows` is a run of its own).
+    pub fn runs(&self, max_rows: usize, max_windows: usize) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        let mut from = 0; // first window of the open run
+        let mut rows_before = 0; // rows before it
+        for (i, w) in self.windows.iter().enumerate() {
+            if w.until - rows_before >= max_rows || i + 1 - from >= max_windows {
+                runs.push(from..i + 1);
+                from = i + 1;
+                rows_before = w.until;
             }
         }
+        if from < self.windows.len() {
+            runs.push(from..self.windows.len());
+        }
+        runs
+    }
+}
+
+/// Each row of `times` in each of its windows whose end `wanted` accepts, window after
+/// window by start (rows in input order within one).
+pub fn expand(times: &[i64], windows: Fixed, wanted: impl Fn(i64) -> bool) -> Grouped {
+    let per_row = (windows.size + windows.slide - 1) / windows.slide;
+    let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(times.len() * per_row as usize);
+    for (row, &t) in times.iter().enumerate() {
+        let starts = windows.starts(t).filter(|s| wanted(s + windows.size));
+        pairs.extend(starts.map(|start| (start, row as u32)));
+    }
+    pairs.sort_unstable();
+    let mut out = Grouped::default();
+    for same_start in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let start = same_start[0].0;
+        out.push(same_start.iter().map(|p| p.1), start, start + windows.size);
     }
     out
 }
@@ -204,11 +248,36 @@ mod tests {
             slide: MIN,
         };
         let got = expand(&[0, 2 * MIN], five_by_one, |end| end <= 5 * MIN);
-        assert_eq!(got.rows, [0, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(got.rows, [0, 0, 0, 1, 0, 1, 0, 1]);
+        let bounds: Vec<(usize, i64, i64)> = got
+            .windows
+            .iter()
+            .map(|w| (w.until, w.start, w.end))
+            .collect();
         assert_eq!(
-            got.starts,
-            [0, -MIN, -2 * MIN, -3 * MIN, -4 * MIN, 0, -MIN, -2 * MIN]
+            bounds,
+            [
+                (1, -4 * MIN, MIN),
+                (2, -3 * MIN, 2 * MIN),
+                (4, -2 * MIN, 3 * MIN),
+                (6, -MIN, 4 * MIN),
+                (8, 0, 5 * MIN)
+            ]
         );
+    }
+
+    #[test]
+    fn runs_hold_whole_windows_and_respect_both_limits() {
+        let mut grouped = Grouped::default();
+        for (rows, start) in [(3, 0), (1, 1), (5, 2), (1, 3), (1, 4)] {
+            let from = grouped.rows.len() as u32;
+            grouped.push(from..from + rows, start, start + 1);
+        }
+        // About 4 rows a run: a window of 5 rows is a run of its own.
+        assert_eq!(grouped.runs(4, 10), [0..2, 2..3, 3..5]);
+        // At most 2 windows a run.
+        assert_eq!(grouped.runs(100, 2), [0..2, 2..4, 4..5]);
+        assert_eq!(Grouped::default().runs(4, 10), Vec::<Range<usize>>::new());
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key;
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
 //!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
-//!    mode those that got new rows;
+//!    mode those that got new rows. Only the columns the SQL reads are copied into the
+//!    windows, and sessions are aggregated in slices of whole sessions (bounded memory);
 //! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
 //!    group keys), then the state without the final windows' rows (`state.rs`).
 //!
@@ -64,6 +65,14 @@ const NEW: &str = "__new";
 /// The name the aggregates' SQL reads the window rows under.
 const ROWS: &str = "window_rows";
 const LATE_RULE: &str = "late";
+/// Step 5 runs its SQL over slices of whole windows, each copied out when its turn comes,
+/// of about this many rows: a row is copied into each of its windows (five times for a
+/// 5-minute window sliding by 1 minute), and copying all at once held ~100 MB a unit.
+const ROWS_PER_SLICE: usize = 512 * 1024;
+/// ... and at most this many windows or sessions: DataFusion keeps a `count(DISTINCT)` of
+/// strings in a set of its own per group, ~12 KiB when empty, and 40,000 sessions final in
+/// one unit held ~430 MB.
+const WINDOWS_PER_SLICE: usize = 2048;
 
 fn micros(span: lakehouse_core::config::Span) -> i64 {
     span.0.as_micros() as i64
@@ -185,19 +194,9 @@ impl WindowJob {
         if self.settings.rows.is_some() {
             return Ok(Arc::new(schema.clone()));
         }
-        let sql: Vec<String> = (self.settings.aggregates.values())
+        let sql: Vec<&String> = (self.settings.aggregates.values())
             .chain(&self.settings.filter)
-            .map(|s| s.to_lowercase())
             .collect();
-        let named = |name: &str| {
-            let name = name.to_lowercase();
-            sql.iter().any(|s| {
-                s.match_indices(&name).any(|(at, _)| {
-                    let word = |c: char| c.is_alphanumeric() || c == '_';
-                    !s[..at].ends_with(word) && !s[at + name.len()..].starts_with(word)
-                })
-            })
-        };
         let wanted: Vec<usize> = (0..schema.fields().len())
             .filter(|&i| {
                 let name = schema.field(i).name();
@@ -205,10 +204,29 @@ impl WindowJob {
                     || name == "_kafka_ts"
                     || *name == self.settings.time
                     || self.keys.contains(name)
-                    || named(name)
+                    || named_in(&sql, name)
             })
             .collect();
         Ok(Arc::new(schema.project(&wanted)?))
+    }
+
+    /// The columns of `rows` that step 5 reads: all for `rows` output; else the group keys,
+    /// the new-row flag and the columns the aggregates name. A row is copied into each of
+    /// its windows (five times for a 5-minute window sliding by 1 minute): the lineage and
+    /// the event time the SQL does not read would be copied too.
+    fn aggregate_inputs(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+        if self.settings.rows.is_some() {
+            return Ok(rows.clone());
+        }
+        let sql: Vec<&String> = self.settings.aggregates.values().collect();
+        let schema = rows.schema();
+        let wanted: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| {
+                let name = schema.field(i).name();
+                name == NEW || self.keys.contains(name) || named_in(&sql, name)
+            })
+            .collect();
+        Ok(rows.project(&wanted)?)
     }
 
     /// The partition count of the topic behind the source: the watermark waits for each.
@@ -250,7 +268,7 @@ impl WindowJob {
         let columns: Vec<&str> = (source_schema.fields().iter())
             .map(|f| f.name().as_str())
             .collect();
-        let state = State::load(&self.lake, &self.table, self.delay).await?;
+        let mut state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
         let output_at = self.lake.txn_version(&output, &app_id).await?.unwrap_or(-1);
@@ -297,7 +315,9 @@ impl WindowJob {
         let watermark_before = state.watermarks.floor;
         let watermark = watermarks.global(self.partitions().await?);
         watermarks.floor = watermark;
-        let mut buffer = state.rows.clone();
+        // The state's rows move into the buffer, and the buffer is gone before step 5: a
+        // backfill's open windows can hold a third of the rows read so far.
+        let mut buffer = std::mem::take(&mut state.rows);
         buffer.push(arrivals.on_time.clone());
         let buffer = concat_batches(&source_schema, &buffer).map_err(|e| {
             self.setting_error(
@@ -309,6 +329,7 @@ impl WindowJob {
             .map(|i| Some(i >= buffer.num_rows() - arrivals.on_time.num_rows()))
             .collect();
         let (emitting, kept) = self.assign(&buffer, &new_flags, watermark_before, watermark)?;
+        drop(buffer);
         let state_rows = kept.num_rows();
         let out = self.aggregate(emitting).await?;
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
@@ -332,7 +353,7 @@ impl WindowJob {
             .await?;
         crash_point("window:after_state");
         lakehouse_core::metrics::window_state(&self.name(), watermark, state_rows);
-        debug!(window = %self.table, to, rows_out, watermark = ?watermark.map(time_text), "window unit");
+        debug!(window = %self.table, to, rows_in, rows_out, state_rows, watermark = ?watermark.map(time_text), "window unit");
         self.report.absorb(&report);
         let scope = QualityScope {
             run_id: &self.run_id,
@@ -479,7 +500,7 @@ impl WindowJob {
         new: &BooleanArray,
         watermark_before: Option<i64>,
         watermark: Option<i64>,
-    ) -> Result<(RecordBatch, RecordBatch)> {
+    ) -> Result<(Emitting, RecordBatch)> {
         let final_by = |end: i64| watermark.is_some_and(|w| end <= w);
         let times: Vec<i64> = self
             .event_times(buffer)?
@@ -496,13 +517,12 @@ impl WindowJob {
                 let kept: Vec<u32> = (0..times.len() as u32)
                     .filter(|&i| !final_by(windows.last_end(times[i as usize])))
                     .collect();
-                let rows = UInt32Array::from(expanded.rows);
-                let emitting = with_flag(buffer, new)?;
-                let emitting = take_record_batch(&emitting, &rows)?;
-                let starts: Vec<i64> = expanded.starts;
-                let ends: Vec<i64> = starts.iter().map(|s| s + windows.size).collect();
+                let emitting = Emitting {
+                    rows: self.aggregate_inputs(&with_flag(buffer, new)?)?,
+                    grouped: expanded,
+                };
                 Ok((
-                    with_bounds(&emitting, starts, ends)?,
+                    emitting,
                     take_record_batch(buffer, &UInt32Array::from(kept))?,
                 ))
             }
@@ -536,23 +556,23 @@ impl WindowJob {
                 let new_key: Vec<bool> = (0..sorted.num_rows())
                     .map(|i| i == 0 || converted.row(i) != converted.row(i - 1))
                     .collect();
-                let (mut emit, mut keep) = (Vec::new(), Vec::new());
-                let (mut starts, mut ends) = (Vec::new(), Vec::new());
+                let (mut grouped, mut keep) = (assign::Grouped::default(), Vec::new());
                 for session in rule.sessions(&new_key, &sorted_times) {
                     let end = rule.end(&session);
-                    let rows = session.rows.clone();
+                    let rows = session.rows.clone().map(|r| r as u32);
                     if final_by(end) {
-                        starts.extend(rows.clone().map(|_| session.first));
-                        ends.extend(rows.clone().map(|_| end));
-                        emit.extend(rows.map(|r| r as u32));
+                        grouped.push(rows, session.first, end);
                     } else {
-                        keep.extend(rows.map(|r| r as u32));
+                        keep.extend(rows);
                     }
                 }
-                let emitting = take_record_batch(&sorted, &UInt32Array::from(emit))?;
                 let kept = take_record_batch(&sorted, &UInt32Array::from(keep))?;
+                let emitting = Emitting {
+                    rows: self.aggregate_inputs(&sorted)?,
+                    grouped,
+                };
                 Ok((
-                    with_bounds(&emitting, starts, ends)?,
+                    emitting,
                     kept.project(&(0..buffer.num_columns()).collect::<Vec<_>>())?,
                 ))
             }
@@ -572,7 +592,16 @@ impl WindowJob {
     }
 
     /// Step 5: one row per emitted window and group: bounds, keys, then the aggregates.
-    async fn aggregate(&self, rows: RecordBatch) -> Result<Vec<RecordBatch>> {
+    async fn aggregate(&self, emitting: Emitting) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for windows in emitting.grouped.runs(ROWS_PER_SLICE, WINDOWS_PER_SLICE) {
+            out.extend(self.aggregate_slice(emitting.slice(windows)?).await?);
+        }
+        Ok(out)
+    }
+
+    /// Step 5 over one slice of the emitting rows (whole windows or sessions).
+    async fn aggregate_slice(&self, rows: RecordBatch) -> Result<Vec<RecordBatch>> {
         if rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -785,6 +814,45 @@ fn in_arrival_order(rows: RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
+/// Whether `name` appears as a word in one of `sql` (case-insensitive).
+fn named_in(sql: &[&String], name: &str) -> bool {
+    let name = name.to_lowercase();
+    sql.iter().any(|s| {
+        let s = s.to_lowercase();
+        s.match_indices(&name).any(|(at, _)| {
+            let word = |c: char| c.is_alphanumeric() || c == '_';
+            !s[..at].ends_with(word) && !s[at + name.len()..].starts_with(word)
+        })
+    })
+}
+
+/// Step 4's answer: the rows of the windows step 5 aggregates, copied into their windows one
+/// slice at a time.
+struct Emitting {
+    /// The buffer's rows with the new-row flag, reduced to the columns step 5 reads.
+    rows: RecordBatch,
+    grouped: assign::Grouped,
+}
+
+impl Emitting {
+    /// The rows of `windows`, each with its window's bounds.
+    fn slice(&self, windows: std::ops::Range<usize>) -> Result<RecordBatch> {
+        let first_row = match windows.start {
+            0 => 0,
+            i => self.grouped.windows[i - 1].until,
+        };
+        let mut from = first_row;
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        for w in &self.grouped.windows[windows.clone()] {
+            starts.extend(std::iter::repeat_n(w.start, w.until - from));
+            ends.extend(std::iter::repeat_n(w.end, w.until - from));
+            from = w.until;
+        }
+        let rows = UInt32Array::from(self.grouped.rows[first_row..from].to_vec());
+        with_bounds(&take_record_batch(&self.rows, &rows)?, starts, ends)
+    }
+}
+
 fn with_flag(batch: &RecordBatch, new: &BooleanArray) -> Result<RecordBatch> {
     with_column(
         batch,
@@ -884,4 +952,48 @@ pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> R
         )
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slices of whole windows, put together, are every row in every window once, with its
+    /// window's bounds: running the SQL slice by slice sees what one run over all would.
+    #[test]
+    fn slices_together_are_each_row_in_each_of_its_windows() {
+        const MIN: i64 = 60_000_000;
+        let times: Vec<i64> = (0..50).map(|i| i * 17 * MIN / 10).collect();
+        let rows = RecordBatch::try_from_iter([(
+            "t",
+            Arc::new(Int64Array::from(times.clone())) as ArrayRef,
+        )])
+        .unwrap();
+        let five_by_one = Fixed {
+            size: 5 * MIN,
+            slide: MIN,
+        };
+        let grouped = assign::expand(&times, five_by_one, |_| true);
+        let emitting = Emitting { rows, grouped };
+        let runs = emitting.grouped.runs(7, 3);
+        assert!(runs.len() > 10, "the test wants many slices");
+        let mut seen = Vec::new();
+        for run in runs {
+            let slice = emitting.slice(run).unwrap();
+            let t = slice
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let start = slice.column(1).as_primitive::<TimestampMicrosecondType>();
+            let end = slice.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..slice.num_rows() {
+                seen.push((t.value(i), start.value(i), end.value(i)));
+            }
+        }
+        let mut expected: Vec<(i64, i64, i64)> = times
+            .iter()
+            .flat_map(|&t| five_by_one.starts(t).map(move |s| (t, s, s + 5 * MIN)))
+            .collect();
+        expected.sort_by_key(|&(t, s, _)| (s, t));
+        assert_eq!(seen, expected);
+    }
 }
