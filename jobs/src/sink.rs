@@ -26,6 +26,7 @@ use deltalake::protocol::SaveMode;
 use lakehouse_core::config::{KafkaConfig, SinkTopic};
 use lakehouse_core::kafka::{client_config, key_partition};
 use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -112,7 +113,10 @@ impl SinkJob {
             &self.settings.source,
             sent,
             latest,
-            self.settings.batch_rows as u64,
+            UnitLimit {
+                rows: self.settings.batch_rows as u64,
+                bytes: self.settings.batch_bytes,
+            },
         )
         .await?;
         let mut rows: Vec<(i64, RecordBatch)> = Vec::new();

@@ -942,3 +942,33 @@ action = "quarantine"
         ]
     );
 }
+
+#[test]
+fn batch_bytes_bounds_a_unit_whatever_its_row_count() {
+    let Some(t) = TestPipeline::new("") else {
+        return;
+    };
+    // One byte a unit: every unit takes just its first bronze commit.
+    t.append(&format!(
+        "[silver.w]\nsource = \"{}\"\nkey = [\"id\"]\nbatch_bytes = 1\n\n[silver.w.schema]\nid = \"int\"\n",
+        t.table
+    ));
+    t.create_topic(1);
+    for round in 0..3 {
+        let values: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"id":{}}}"#, round * 100 + i))
+            .collect();
+        let raw: Vec<RawRecord<'_>> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        t.produce_raw(&raw);
+        ok(run(t.lakectl().args(["run", "bronze", "--once"])));
+    }
+    let out = ok(silver(&t, &[]));
+    // Three bronze commits, three silver commits (versions 0, 1, 2), every row once.
+    assert!(
+        out.stdout.contains("300 bronze rows read, 300 rows merged")
+            && out.stdout.contains("table version 2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(count(&t, Layer::Silver, "w"), 300);
+}

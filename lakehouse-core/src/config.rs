@@ -389,6 +389,9 @@ pub struct SilverTable {
     /// Bronze rows per unit of work: bounds memory; each unit is one silver commit.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// ... and bytes of bronze files per unit, for rows of any size.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
     /// What a record whose key silver already holds does: `replace` the row (the latest
     /// record wins, for entities) or `keep` the row and drop the record as a duplicate (for
     /// immutable events: silver then only ever appends).
@@ -497,6 +500,9 @@ pub struct WindowTable {
     /// Source rows per unit of work: with the open windows' rows, what bounds memory.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// ... and bytes of source files per unit.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -544,6 +550,9 @@ pub struct SinkTopic {
     /// Source rows per unit of work.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// ... and bytes of source files per unit.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
 }
 
 fn default_sink_partitions() -> i32 {
@@ -624,6 +633,12 @@ fn default_flush_interval_ms() -> u64 {
 /// so this bounds a job's memory.
 fn default_batch_rows() -> usize {
     100_000
+}
+/// Bytes of source Parquet files per unit of silver, window and sink jobs: about 300,000
+/// user-activity events, so `batch_rows` binds first for rows of a few hundred bytes; this
+/// binds for wider ones.
+fn default_batch_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_load_mode() -> LoadMode {
     LoadMode::Upsert
@@ -938,11 +953,16 @@ impl Pipeline {
                     format!("{field} is a lineage column silver adds itself; rename the field in the cleaning SQL instead"),
                 ));
             }
-            if table.batch_rows == 0 {
-                return Err(invalid(
-                    format!("silver.{name}.batch_rows"),
-                    "must be greater than zero".into(),
-                ));
+            for (setting, zero) in [
+                ("batch_rows", table.batch_rows == 0),
+                ("batch_bytes", table.batch_bytes == 0),
+            ] {
+                if zero {
+                    return Err(invalid(
+                        format!("silver.{name}.{setting}"),
+                        "must be greater than zero".into(),
+                    ));
+                }
             }
             match (&table.sql, &table.sql_file) {
                 (Some(_), Some(_)) => {
@@ -1139,6 +1159,9 @@ impl Pipeline {
         if table.batch_rows == 0 {
             return Err((key("batch_rows"), "must be greater than zero".into()));
         }
+        if table.batch_bytes == 0 {
+            return Err((key("batch_bytes"), "must be greater than zero".into()));
+        }
         Ok(())
     }
 
@@ -1175,6 +1198,9 @@ impl Pipeline {
             }
             Some(true) if sink.batch_rows == 0 => {
                 Err((key("batch_rows"), "must be greater than zero".into()))
+            }
+            Some(true) if sink.batch_bytes == 0 => {
+                Err((key("batch_bytes"), "must be greater than zero".into()))
             }
             Some(true) => Ok(()),
         }

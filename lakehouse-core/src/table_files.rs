@@ -33,18 +33,34 @@ pub struct DataFile {
     pub partition_values: Vec<(String, Option<String>)>,
 }
 
+/// How much one unit of work reads: it stops before a commit that would take it past either
+/// limit (its first commit is always taken, whatever its size). Rows alone do not bound
+/// memory when rows vary in size: 100,000 rows of 10 KB are a gigabyte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitLimit {
+    pub rows: u64,
+    /// Bytes of the Parquet files read (compressed: rows take a few times this in memory).
+    pub bytes: u64,
+}
+
+impl UnitLimit {
+    pub const NONE: UnitLimit = UnitLimit {
+        rows: u64::MAX,
+        bytes: u64::MAX,
+    };
+}
+
 /// The files that commits `after + 1 ..= latest` added with new data (an OPTIMIZE's rewrites
-/// are skipped: their rows were seen before), stopping before a commit that would bring the
-/// row count above `max_rows` (the first commit is always taken, whatever its size). Returns
-/// the files and the last version taken.
+/// are skipped: their rows were seen before), up to `limit`. Returns the files and the last
+/// version taken.
 pub async fn added_since(
     table: &DeltaTable,
     table_name: &str,
     after: i64,
     latest: i64,
-    max_rows: u64,
+    limit: UnitLimit,
 ) -> Result<(Vec<DataFile>, i64)> {
-    scan(table, table_name, after, latest, max_rows, false).await
+    scan(table, table_name, after, latest, limit, false).await
 }
 
 /// [`added_since`] for readers that need every row exactly once: a commit that removed rows
@@ -54,9 +70,9 @@ pub async fn appended_since(
     table_name: &str,
     after: i64,
     latest: i64,
-    max_rows: u64,
+    limit: UnitLimit,
 ) -> Result<(Vec<DataFile>, i64)> {
-    scan(table, table_name, after, latest, max_rows, true).await
+    scan(table, table_name, after, latest, limit, true).await
 }
 
 async fn scan(
@@ -64,15 +80,15 @@ async fn scan(
     table_name: &str,
     after: i64,
     latest: i64,
-    max_rows: u64,
+    limit: UnitLimit,
     append_only: bool,
 ) -> Result<(Vec<DataFile>, i64)> {
     let mut files = Vec::new();
-    let mut rows = 0;
+    let (mut rows, mut bytes) = (0, 0);
     let mut last = after;
     for version in after + 1..=latest {
         let mut commit_files = Vec::new();
-        let mut commit_rows = 0;
+        let (mut commit_rows, mut commit_bytes) = (0, 0);
         for action in commit_actions(table, table_name, version).await? {
             let add = match action {
                 Action::Add(add) => add,
@@ -94,6 +110,7 @@ async fn scan(
                 .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
                 .unwrap_or(0);
             commit_rows += file_rows;
+            commit_bytes += add.size.max(0) as u64;
             commit_files.push(DataFile {
                 version,
                 path: Path::from_url_path(&add.path)
@@ -102,13 +119,15 @@ async fn scan(
                 partition_values: add.partition_values.into_iter().collect(),
             });
         }
-        if rows > 0 && rows + commit_rows > max_rows {
+        let taken_any = last > after;
+        if taken_any && (rows + commit_rows > limit.rows || bytes + commit_bytes > limit.bytes) {
             break;
         }
         rows += commit_rows;
+        bytes += commit_bytes;
         files.extend(commit_files);
         last = version;
-        if rows >= max_rows {
+        if rows >= limit.rows || bytes >= limit.bytes {
             break;
         }
     }
@@ -157,7 +176,7 @@ pub async fn live_since(
     let Some(seen) = seen else {
         return Ok(live);
     };
-    let (added, _) = added_since(table, name, seen, version, u64::MAX).await?;
+    let (added, _) = added_since(table, name, seen, version, UnitLimit::NONE).await?;
     let live: HashSet<Path> = live.into_iter().map(|f| f.path).collect();
     Ok(added
         .into_iter()

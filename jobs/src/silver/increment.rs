@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use chrono::Utc;
 use deltalake::DeltaTable;
-use lakehouse_core::table_files::{self, DataFile};
+use lakehouse_core::table_files::{self, DataFile, UnitLimit};
 use lakehouse_core::Result;
 
 use super::{timestamp_type, with_column};
@@ -42,17 +42,16 @@ pub(super) struct Increment {
     pub(super) files: Vec<DataFile>,
 }
 
-/// The next bronze commits after `after`, up to `batch_rows` rows (at least one commit).
+/// The next bronze commits after `after`, up to `limit` (at least one commit).
 pub(super) async fn plan_increment(
     bronze: &DeltaTable,
     source: &str,
     after: i64,
     latest: i64,
-    batch_rows: usize,
+    limit: UnitLimit,
 ) -> Result<Increment> {
     let name = format!("bronze.{source}");
-    let (files, to) =
-        table_files::added_since(bronze, &name, after, latest, batch_rows as u64).await?;
+    let (files, to) = table_files::added_since(bronze, &name, after, latest, limit).await?;
     Ok(Increment { after, to, files })
 }
 

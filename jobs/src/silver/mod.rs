@@ -63,6 +63,7 @@ use lakehouse_core::config::{OnExistingKey, RecordFormat, SilverTable};
 use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
+use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -454,7 +455,10 @@ impl SilverJob {
             &self.settings.source,
             done,
             latest,
-            self.settings.batch_rows,
+            UnitLimit {
+                rows: self.settings.batch_rows as u64,
+                bytes: self.settings.batch_bytes,
+            },
         )
         .await?;
         let bronze_rows = BronzeRows {

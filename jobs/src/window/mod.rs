@@ -48,6 +48,7 @@ use lakehouse_core::config::{WindowOutput, WindowTable, WINDOW_BOUNDS};
 use lakehouse_core::quality::{quote_ident, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::runner::crash_point;
 use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -292,14 +293,18 @@ impl WindowJob {
                 ..Default::default()
             });
         }
-        let (to, max_rows) = if redo {
+        let (to, limit) = if redo {
             info!(window = %self.table, version = ahead, "quarantine or output ahead of the state: re-doing its last unit");
-            (ahead, u64::MAX)
+            (ahead, UnitLimit::NONE)
         } else {
-            (latest, self.settings.batch_rows as u64)
+            let limit = UnitLimit {
+                rows: self.settings.batch_rows as u64,
+                bytes: self.settings.batch_bytes,
+            };
+            (latest, limit)
         };
         let (files, to) =
-            table_files::appended_since(&source, &name, state.version, to, max_rows).await?;
+            table_files::appended_since(&source, &name, state.version, to, limit).await?;
         let mut batches = Vec::new();
         for (_, file_batches) in table_files::read(&source, &files, Some(&columns)).await? {
             batches.extend(file_batches);
