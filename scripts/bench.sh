@@ -14,8 +14,9 @@
 # (against psql \copy and pandas to_sql). Each is run BENCH_REPEAT times (default 3) on fresh
 # state and the median of each figure reported. Then: produce --rate accuracy; the scaling check
 # (bronze and silver at 100k, 1M and 5M records, then 1M more onto the largest: peak RSS should
-# stay flat, time linear; RSS over time at the largest drawn as bench/results/<date>-rss.png); and the freshness curve (produce at each of BENCH_FRESH_RATES
-# records/s for BENCH_FRESH_SECONDS with bronze, silver and load running continuously;
+# stay flat, time linear; RSS over time at the largest drawn as bench/results/<date>-rss.png);
+# and the freshness curve (produce at each of BENCH_FRESH_RATES records/s for
+# BENCH_FRESH_SECONDS with bronze, silver and load running continuously;
 # p50/p95/p99 from produce to the row in Postgres per rate, the highest rate held with p99 <= 2
 # s, drawn as bench/results/<date>-freshness.png). Every ratio is computed from figures measured
 # in this run.

@@ -640,6 +640,16 @@ fn default_batch_rows() -> usize {
 fn default_batch_bytes() -> u64 {
     32 * 1024 * 1024
 }
+/// Which of a unit's limits (`batch_rows`, `batch_bytes`) is zero, if one is.
+fn zero_unit_limit(batch_rows: usize, batch_bytes: u64) -> Option<&'static str> {
+    if batch_rows == 0 {
+        Some("batch_rows")
+    } else if batch_bytes == 0 {
+        Some("batch_bytes")
+    } else {
+        None
+    }
+}
 fn default_load_mode() -> LoadMode {
     LoadMode::Upsert
 }
@@ -953,16 +963,11 @@ impl Pipeline {
                     format!("{field} is a lineage column silver adds itself; rename the field in the cleaning SQL instead"),
                 ));
             }
-            for (setting, zero) in [
-                ("batch_rows", table.batch_rows == 0),
-                ("batch_bytes", table.batch_bytes == 0),
-            ] {
-                if zero {
-                    return Err(invalid(
-                        format!("silver.{name}.{setting}"),
-                        "must be greater than zero".into(),
-                    ));
-                }
+            if let Some(setting) = zero_unit_limit(table.batch_rows, table.batch_bytes) {
+                return Err(invalid(
+                    format!("silver.{name}.{setting}"),
+                    "must be greater than zero".into(),
+                ));
             }
             match (&table.sql, &table.sql_file) {
                 (Some(_), Some(_)) => {
@@ -1156,11 +1161,8 @@ impl Pipeline {
                 format!("{c:?} is not an output column ({})", columns.join(", ")),
             ));
         }
-        if table.batch_rows == 0 {
-            return Err((key("batch_rows"), "must be greater than zero".into()));
-        }
-        if table.batch_bytes == 0 {
-            return Err((key("batch_bytes"), "must be greater than zero".into()));
+        if let Some(setting) = zero_unit_limit(table.batch_rows, table.batch_bytes) {
+            return Err((key(setting), "must be greater than zero".into()));
         }
         Ok(())
     }
@@ -1196,13 +1198,10 @@ impl Pipeline {
             Some(true) if sink.partitions < 1 => {
                 Err((key("partitions"), "must be at least 1".into()))
             }
-            Some(true) if sink.batch_rows == 0 => {
-                Err((key("batch_rows"), "must be greater than zero".into()))
-            }
-            Some(true) if sink.batch_bytes == 0 => {
-                Err((key("batch_bytes"), "must be greater than zero".into()))
-            }
-            Some(true) => Ok(()),
+            Some(true) => match zero_unit_limit(sink.batch_rows, sink.batch_bytes) {
+                Some(setting) => Err((key(setting), "must be greater than zero".into())),
+                None => Ok(()),
+            },
         }
     }
 
@@ -1467,6 +1466,16 @@ topic = "books"
                 "window.w.aggregates",
                 "two output columns",
             ),
+            (
+                "tumble = \"1m\"\nbatch_rows = 0\n",
+                "window.w.batch_rows",
+                "greater than zero",
+            ),
+            (
+                "tumble = \"1m\"\nbatch_bytes = 0\n",
+                "window.w.batch_bytes",
+                "greater than zero",
+            ),
         ] {
             let err = load_with(&window(body), &[], &[]).unwrap_err();
             assert!(
@@ -1514,6 +1523,13 @@ topic = "books"
         let err = load_with(&lineage, &[], &[]).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Invalid { key, .. } if key == "silver.s.schema._offset"),
+            "{err}"
+        );
+
+        let no_bytes = schema.replace("key = [\"id\"]", "key = [\"id\"]\nbatch_bytes = 0");
+        let err = load_with(&no_bytes, &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message, .. } if key == "silver.s.batch_bytes" && message.contains("greater than zero")),
             "{err}"
         );
 

@@ -13,8 +13,8 @@
 //!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key;
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
 //!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
-//!    mode those that got new rows. Only the columns the SQL reads are copied into the
-//!    windows, and sessions are aggregated in slices of whole sessions (bounded memory);
+//!    mode those that got new rows. The SQL runs over slices of whole windows (or sessions),
+//!    each copied out in its turn with only the columns the SQL reads (bounded memory);
 //! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
 //!    group keys), then the state without the final windows' rows (`state.rs`).
 //!
@@ -195,8 +195,9 @@ impl WindowJob {
         if self.settings.rows.is_some() {
             return Ok(Arc::new(schema.clone()));
         }
-        let sql: Vec<&String> = (self.settings.aggregates.values())
+        let sql: Vec<String> = (self.settings.aggregates.values())
             .chain(&self.settings.filter)
+            .map(|s| s.to_lowercase())
             .collect();
         let wanted: Vec<usize> = (0..schema.fields().len())
             .filter(|&i| {
@@ -219,7 +220,9 @@ impl WindowJob {
         if self.settings.rows.is_some() {
             return Ok(rows.clone());
         }
-        let sql: Vec<&String> = self.settings.aggregates.values().collect();
+        let sql: Vec<String> = (self.settings.aggregates.values())
+            .map(|s| s.to_lowercase())
+            .collect();
         let schema = rows.schema();
         let wanted: Vec<usize> = (0..schema.fields().len())
             .filter(|&i| {
@@ -819,11 +822,10 @@ fn in_arrival_order(rows: RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// Whether `name` appears as a word in one of `sql` (case-insensitive).
-fn named_in(sql: &[&String], name: &str) -> bool {
+/// Whether `name` appears as a word in one of `sql` (lowercased), in any case.
+fn named_in(sql: &[String], name: &str) -> bool {
     let name = name.to_lowercase();
     sql.iter().any(|s| {
-        let s = s.to_lowercase();
         s.match_indices(&name).any(|(at, _)| {
             let word = |c: char| c.is_alphanumeric() || c == '_';
             !s[..at].ends_with(word) && !s[at + name.len()..].starts_with(word)
