@@ -31,7 +31,8 @@
 #
 # window_freshness: the user-activity pipeline continuous (generate at BENCH_WINDOW_RATE events/s
 # with event time = now, bronze, silver, windows, load) for BENCH_WINDOW_SECONDS; how soon a
-# final window row is in Postgres after the watermark passes its end.
+# final window row is in Postgres after the watermark passes its end. Bronze commits every
+# BENCH_WINDOW_FLUSH_MS (500), the others look for new commits every BENCH_WINDOW_POLL_MS (200).
 #
 # avro: silver over N generated customer events (nested), Avro through the schema registry,
 # against the same decode in Python (confluent-kafka's AvroDeserializer + pyarrow, written as
@@ -45,7 +46,8 @@
 # BENCH_SECTIONS (default "books generate avro windows cluster window_freshness scaling
 # freshness") picks what runs; "books" is the produce -> bronze -> silver -> load chain.
 # BENCH_STAMP names the results files (default: today's date), so a run of some sections does
-# not overwrite a fuller run of the same day.
+# not overwrite a fuller run of the same day. BENCH_KEEP=1 keeps the work directory (the lakes
+# and every stage's log) for a look afterwards.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -79,7 +81,7 @@ cleanup() {
       psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS ${BENCH_DB}_fresh_$rate" 2>/dev/null || true
     done
   fi
-  rm -rf "$WORK"
+  if [[ -n ${BENCH_KEEP:-} ]]; then log "kept $WORK (BENCH_KEEP)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -370,6 +372,9 @@ fi
 WF_RATE=${BENCH_WINDOW_RATE:-2000}
 # 4 minutes make 2 windows final (the watermark is 2 minutes behind); 10 make 8.
 WF_SECONDS=${BENCH_WINDOW_SECONDS:-600}
+# How often bronze commits and the other stages look for new commits: each hop waits for them.
+WF_FLUSH_MS=${BENCH_WINDOW_FLUSH_MS:-500}
+WF_POLL_MS=${BENCH_WINDOW_POLL_MS:-200}
 if section window_freshness; then
   log "window freshness: $WF_RATE events/s for ${WF_SECONDS}s"
   psql "$PG_ADMIN" -qc "CREATE DATABASE ${BENCH_DB}_windows"
@@ -377,8 +382,8 @@ if section window_freshness; then
   WF=$WORK/window-freshness.toml
   sed -e 's/^name = "user_activity"/name = "bench_window_freshness"/' \
     -e 's/^topic = "user_activity"/topic = "wf_activity"/' \
-    -e 's/^\[bronze.user_activity\]/&\nflush_interval_ms = 500/' pipelines/user_activity.toml >"$WF"
-  wf=(env LAKECTL_LAKE_URI="$WORK/wf-lake" DATABASE_URL="$WF_URL" LAKECTL_RUNNER_IDLE_POLL_MS=200
+    -e "s/^\[bronze.user_activity\]/&\nflush_interval_ms = $WF_FLUSH_MS/" pipelines/user_activity.toml >"$WF"
+  wf=(env LAKECTL_LAKE_URI="$WORK/wf-lake" DATABASE_URL="$WF_URL" LAKECTL_RUNNER_IDLE_POLL_MS=$WF_POLL_MS
     "$LAKECTL" -p "$WF")
   # The topic first (another seed: its one event is not the stream's first).
   "${wf[@]}" generate --count 1 --seed 99 >/dev/null 2>&1
@@ -622,7 +627,7 @@ mkdir -p "$RESULTS"
   echo
   fi
   if section window_freshness; then
-    echo "Window freshness: generate at $WF_RATE events/s (event time = now) for ${WF_SECONDS} s with bronze, silver, the windows and the load of page_view_counts running continuously (bronze flushes every 500 ms, the others poll every 200 ms): $WF_SENTENCE."
+    echo "Window freshness: generate at $WF_RATE events/s (event time = now) for ${WF_SECONDS} s with bronze, silver, the windows and the load of page_view_counts running continuously (bronze flushes every $WF_FLUSH_MS ms, the others poll every $WF_POLL_MS ms): $WF_SENTENCE."
     echo
   fi
   if section freshness; then

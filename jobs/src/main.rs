@@ -389,7 +389,12 @@ fn main() -> ExitCode {
         }
     }));
 
+    // A unit's CPU work (a session window's sort) runs on a runtime thread without yielding:
+    // with at least four threads the OS shares the cores between the jobs of a continuous
+    // `run window`, and a short unit does not wait behind a long one for a thread.
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get().max(4));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .thread_name(RUNTIME_THREADS)
         .enable_all()
         .build()

@@ -27,9 +27,10 @@ pub fn table_names<'p>(
 }
 
 /// Runs one job per table until a signal stops them: `--once` runs them in turn and stops at
-/// the first failure; continuous runs them side by side (each runs until stopped). `report`
-/// prints what a finished run did, failed runs included.
-pub async fn run_each<J: Job>(
+/// the first failure; continuous runs them side by side, each on a task of its own (until
+/// stopped), so that one's long unit does not hold back another's. `report` prints what a
+/// finished run did, failed runs included.
+pub async fn run_each<J: Job + 'static>(
     pipeline: &Pipeline,
     names: &[String],
     mode: Mode,
@@ -44,14 +45,20 @@ pub async fn run_each<J: Job>(
             .with_run_log(run_log.clone())
     };
     if mode == Mode::Continuous {
-        let mut jobs = names.iter().map(|n| make(n)).collect::<Result<Vec<J>>>()?;
-        let runs = jobs.iter_mut().map(|job| {
+        let jobs = names.iter().map(|n| make(n)).collect::<Result<Vec<J>>>()?;
+        let runs = jobs.into_iter().map(|mut job| {
             let runner = runner();
-            async move { runner.run(job).await }
+            tokio::spawn(async move {
+                let result = runner.run(&mut job).await;
+                (job, result)
+            })
         });
-        let results = futures::future::join_all(runs).await;
-        for (job, result) in jobs.iter().zip(&results) {
-            report(job, result);
+        let mut results = Vec::new();
+        for finished in futures::future::join_all(runs).await {
+            let (job, result) = finished
+                .map_err(|e| Error::Internal(format!("a job's task ended abnormally: {e}")))?;
+            report(&job, &result);
+            results.push(result);
         }
         return results
             .into_iter()

@@ -288,7 +288,8 @@ fn windows_survive_kill_9_anywhere() {
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     ok(run(t.lakectl().args(["run", "silver"])));
 
-    // Each run dies at its crash point after one unit; the next redoes or goes on.
+    // Each run dies at its crash point: after a unit's output commit, or when it writes the
+    // state's copy; the next replays the units after the copy, then goes on.
     for (point, window) in [
         ("window:after_output", "page_view_counts"),
         ("window:after_state", "user_sessions"),

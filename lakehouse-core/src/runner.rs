@@ -42,6 +42,12 @@ pub trait Job: Send {
     /// Processes one unit of work. A job watches `cancel` during long waits and, when it
     /// fires, finishes (or abandons) the unit cleanly and returns.
     async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport>;
+
+    /// Called when a run ends without failing (caught up in `--once`, or stopped): a job
+    /// that keeps work in memory from unit to unit (a window's state) writes it out.
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +204,12 @@ impl Runner {
         info!(job = %record.job, run_id = %record.run_id, mode = ?self.mode, "run started");
         let progress = Progress::new(&record.job);
         crate::metrics::job_started();
-        let result = self.drive(job, &mut record, &progress).await;
+        let mut result = self.drive(job, &mut record, &progress).await;
+        if result.is_ok() {
+            if let Err(e) = job.finish().await {
+                result = Err(e);
+            }
+        }
         progress.finish();
         record.ended_at = Utc::now();
         match &result {

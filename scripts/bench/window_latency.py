@@ -7,6 +7,10 @@ each of its events' arrival, the latency from an event's arrival to its final ro
 
     python window_latency.py SILVER_TABLE_URI DATABASE_URL SCHEMA.TABLE WATERMARK_SECONDS
 
+Where the time after the watermark goes: the record that passed it reached bronze, silver,
+the window table (each at the modification time of the file its commit added) and Postgres;
+the medians of the four hops are printed with the rest.
+
 Prints a JSON line (windows measured and the p50/p95/p99 of both latencies, in seconds),
 then the same as a sentence for the report."""
 import json
@@ -16,6 +20,9 @@ import sys
 import numpy as np
 import polars as pl
 import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 uri, url, table, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 silver = (pl.read_delta(uri).select(["_partition", "_offset", "_kafka_ts", "event_time", "event_type"])
@@ -24,17 +31,40 @@ silver = (pl.read_delta(uri).select(["_partition", "_offset", "_kafka_ts", "even
 progress = {}
 for (p,), rows in silver.group_by(["_partition"]):
     shown = rows["event_time"].dt.epoch("us").cum_max().to_numpy()
-    progress[p] = (shown, rows["_kafka_ts"].dt.epoch("us").to_numpy())
+    progress[p] = (shown, rows["_kafka_ts"].dt.epoch("us").to_numpy(), rows["_offset"].to_numpy())
 
 
 def watermark_passed(end_us):
+    """When the watermark passed `end_us`, and the record (partition, offset) that took it."""
     moments = []
-    for shown, arrived in progress.values():
+    for p, (shown, arrived, offsets) in progress.items():
         i = np.searchsorted(shown, end_us + delay * 1e6)
         if i == len(shown):
             return None  # not final in this run
-        moments.append(arrived[i])
+        moments.append((arrived[i], (p, int(offsets[i]))))
     return max(moments)
+
+
+def committed_at(table_uri, columns):
+    """Each row's key (the `columns`) -> when the commit that added it was made (its file's
+    modification time, microseconds), over the table's live files."""
+    adds = pa.table(DeltaTable(table_uri).get_add_actions(flatten=True)).to_pylist()
+    at = {}
+    for add in adds:
+        mtime = add["modification_time"] * 1000  # milliseconds
+        keys = pq.read_table(os.path.join(table_uri, add["path"]), columns=columns).to_pylist()
+        for k in keys:
+            key = tuple(k[c] for c in columns)
+            at[key] = min(mtime, at.get(key, mtime))
+    return at
+
+
+lake = os.path.dirname(os.path.dirname(uri))
+bronze_at = committed_at(os.path.join(lake, "bronze", os.path.basename(uri)), ["_partition", "_offset"])
+silver_at = committed_at(uri, ["_partition", "_offset"])
+window_uri = os.path.join(lake, "window", table.split(".")[-1])
+window_at = {(int(s.timestamp() * 1e6), int(e.timestamp() * 1e6)): t
+             for (s, e), t in committed_at(window_uri, ["window_start", "window_end"]).items()}
 
 
 with psycopg2.connect(url) as conn, conn.cursor() as cur:
@@ -46,10 +76,17 @@ with psycopg2.connect(url) as conn, conn.cursor() as cur:
         # One row per page: a window is final when its first row is.
         loaded[(int(start), int(end))] = min(at, loaded.get((int(start), int(end)), at))
 after_watermark = []
+hops = {"kafka_to_bronze": [], "bronze_to_silver": [], "silver_to_window": [], "window_to_postgres": []}
 for (start, end), at in loaded.items():
     passed = watermark_passed(end)
-    if passed is not None:
-        after_watermark.append((at - passed) / 1e6)
+    if passed is None:
+        continue
+    moment, record = passed
+    after_watermark.append((at - moment) / 1e6)
+    times = [moment, bronze_at.get(record), silver_at.get(record), window_at.get((start, end)), at]
+    if None not in times:
+        for hop, (a, b) in zip(hops, zip(times, times[1:])):
+            hops[hop].append((b - a) / 1e6)
 views = silver.filter(pl.col("event_type") == "page_view")
 starts = (views["event_time"].dt.epoch("us").to_numpy() // 60_000_000) * 60_000_000
 arrived = views["_kafka_ts"].dt.epoch("us").to_numpy()
@@ -66,12 +103,14 @@ result = {
     "after_watermark": {f"p{q}": pct(after_watermark, q) for q in (50, 95, 99)},
     "events": len(from_arrival),
     "from_arrival": {f"p{q}": pct(from_arrival, q) for q in (50, 95, 99)},
+    "hops_p50": {hop: pct(values, 50) for hop, values in hops.items()},
 }
 print(json.dumps(result))
 a, e = result["after_watermark"], result["from_arrival"]
 print(f"{result['windows']} final 1-minute windows reached Postgres p50 {a['p50']} s, "
       f"p95 {a['p95']} s, p99 {a['p99']} s after the watermark passed their end; from an "
       f"event's arrival to its window's final row p50 {e['p50']} s, p99 {e['p99']} s "
-      f"({result['events']} page views)")
+      f"({result['events']} page views); the record that passed the watermark took, at the "
+      f"median, " + ", ".join(f"{v} s {k.replace('_', ' ')}" for k, v in result["hops_p50"].items()))
 sys.stdout.flush()
 os._exit(0)  # deltalake may abort interpreter teardown (known upstream bug)

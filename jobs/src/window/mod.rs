@@ -16,15 +16,19 @@
 //!    mode those that got new rows. The SQL runs over slices of whole windows (or sessions),
 //!    each copied out in its turn with only the columns the SQL reads (bounded memory);
 //! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
-//!    group keys), then the state without the final windows' rows (`state.rs`).
+//!    group keys); the state without the final windows' rows stays in memory for the next
+//!    unit, and goes to the lake when its copy is due and when the run ends (`state.rs`).
 //!
 //! With `[engine] url` naming a Ballista cluster, the SQL of steps 2 and 5 runs there (the
 //! rows travel inside the plan); the rest, and the commits, stay in this process.
 //!
 //! Every commit carries the `txn` `lakectl-window-<table>` = the last source version of the
-//! unit. A crash between two commits leaves the quarantine or the output ahead of the state:
-//! the next unit re-does exactly that source range from the old state, which gives the same
-//! rows, and writes only what is missing (quarantine and output skip a range they have).
+//! unit. A process that dies leaves the quarantine and the output ahead of the state's copy
+//! (by the units since it, or by half a unit when it died between two commits). The next
+//! run replays those units from the copy, which gives the same rows, windows and late rows
+//! whatever the units' bounds (a row is late by its partition's watermark, which does not
+//! depend on them), and writes only what is missing: a replayed unit ends at the quarantine's
+//! or the output's version when it reaches one, and each of them skips a range it has.
 
 mod assign;
 mod state;
@@ -33,8 +37,8 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
@@ -103,6 +107,9 @@ pub struct WindowJob {
     /// The topic silver's rows came from, and its partition count once asked.
     topic: String,
     partitions: Option<i32>,
+    /// The state after the last unit (`state.rs`); `None` before the first, and after a
+    /// unit that failed.
+    state: Option<State>,
     /// The source version this process last caught up with: while the source stays there,
     /// a poll reads nothing else (this job is the only writer of its tables).
     caught_up_at: Option<i64>,
@@ -180,6 +187,7 @@ impl WindowJob {
             kafka: pipeline.kafka.clone(),
             topic,
             partitions: None,
+            state: None,
             caught_up_at: None,
             pipeline: pipeline.name.clone(),
             run_id: String::new(),
@@ -247,7 +255,19 @@ impl WindowJob {
         Error::Input(format!("window.{}.{key}: {message}", self.table))
     }
 
+    /// One unit on the state kept from the last, or on the lake's copy when there is none:
+    /// a unit that fails may leave its state half-way, so the next starts from the copy.
     async fn process(&mut self) -> Result<UnitReport> {
+        let mut state = match self.state.take() {
+            Some(state) => state,
+            None => State::load(&self.lake, &self.table, self.delay).await?,
+        };
+        let unit = self.unit(&mut state).await?;
+        self.state = Some(state);
+        Ok(unit)
+    }
+
+    async fn unit(&mut self, state: &mut State) -> Result<UnitReport> {
         let name = format!("silver.{}", self.settings.source);
         let Some(source) = self
             .lake
@@ -272,7 +292,6 @@ impl WindowJob {
         let columns: Vec<&str> = (source_schema.fields().iter())
             .map(|f| f.name().as_str())
             .collect();
-        let mut state = State::load(&self.lake, &self.table, self.delay).await?;
         let output = self.lake.table_or_new(Layer::Window, &self.table).await?;
         let app_id = txn_app_id(&self.table);
         let output_at = self.lake.txn_version(&output, &app_id).await?.unwrap_or(-1);
@@ -284,11 +303,15 @@ impl WindowJob {
                 .unwrap_or(-1),
             None => -1,
         };
-        // Quarantine or output ahead of the state: the last unit stopped between its commits.
-        // Re-do exactly its range, or its quarantine rows would be written again with others.
-        let ahead = output_at.max(quarantine_at);
-        let redo = ahead > state.version;
-        if !redo && state.version >= latest {
+        // Units the quarantine or the output hold and the state does not: the process
+        // stopped before the state's copy was due, or between a unit's commits. They are
+        // replayed from the state up to each of those versions in turn, so that a replayed
+        // unit ends where one of the first run did: each commit skips whole units it holds.
+        let replay_to = [quarantine_at, output_at]
+            .into_iter()
+            .filter(|&v| v > state.version)
+            .min();
+        if replay_to.is_none() && state.version >= latest {
             self.caught_up_at = Some(latest);
             return Ok(UnitReport {
                 version_read: Some(state.version),
@@ -296,18 +319,21 @@ impl WindowJob {
                 ..Default::default()
             });
         }
-        let (to, limit) = if redo {
-            info!(window = %self.table, version = ahead, "quarantine or output ahead of the state: re-doing its last unit");
-            (ahead, UnitLimit::NONE)
-        } else {
-            let limit = UnitLimit {
-                rows: self.settings.batch_rows as u64,
-                bytes: self.settings.batch_bytes,
-            };
-            (latest, limit)
+        if let Some(version) = replay_to {
+            info!(window = %self.table, from = state.version, to = version, "replaying units the quarantine or output hold");
+        }
+        let limit = UnitLimit {
+            rows: self.settings.batch_rows as u64,
+            bytes: self.settings.batch_bytes,
         };
-        let (files, to) =
-            table_files::appended_since(&source, &name, state.version, to, limit).await?;
+        let (files, to) = table_files::appended_since(
+            &source,
+            &name,
+            state.version,
+            replay_to.unwrap_or(latest),
+            limit,
+        )
+        .await?;
         let mut batches = Vec::new();
         for (_, file_batches) in table_files::read(&source, &files, Some(&columns)).await? {
             batches.extend(file_batches);
@@ -350,18 +376,21 @@ impl WindowJob {
             crash_point("window:after_output");
             Some(written)
         };
-        state
-            .save(
-                source_schema,
-                vec![kept],
-                to,
-                &watermarks,
-                self.checkpoint_interval,
-            )
-            .await?;
-        crash_point("window:after_state");
+        state.advance(kept, to, watermarks, rows_in);
+        if state.due(self.settings.batch_rows as u64) {
+            state.save(self.checkpoint_interval).await?;
+        }
         lakehouse_core::metrics::window_state(&self.name(), watermark, state_rows);
         debug!(window = %self.table, to, rows_in, rows_out, state_rows, watermark = ?watermark.map(time_text), "window unit");
+        if to <= output_at.max(quarantine_at) {
+            // A replayed unit: its rows were counted when it first ran.
+            return Ok(UnitReport {
+                rows_in,
+                version_read: Some(to),
+                caught_up: to == latest,
+                ..Default::default()
+            });
+        }
         self.report.absorb(&report);
         let scope = QualityScope {
             run_id: &self.run_id,
@@ -535,35 +564,30 @@ impl WindowJob {
                 ))
             }
             Windows::Sessions { rule, key } => {
-                let mut sort: Vec<SortColumn> = key
+                // By key, then event time. The state is kept in that order and new rows come
+                // after it: a stable sort of that is a merge, not a sort of every row again.
+                let key_columns: Vec<ArrayRef> = key
                     .iter()
-                    .map(|k| {
-                        Ok(SortColumn {
-                            values: self.column(buffer, "session.key", k)?.clone(),
-                            options: None,
-                        })
-                    })
+                    .map(|k| Ok(self.column(buffer, "session.key", k)?.clone()))
                     .collect::<Result<_>>()?;
-                sort.push(SortColumn {
-                    values: Arc::new(Int64Array::from(times.clone())),
-                    options: None,
-                });
-                let order = lexsort_to_indices(&sort, None)?;
-                let sorted = take_record_batch(&with_flag(buffer, new)?, &order)?;
-                let sorted_times: Vec<i64> =
-                    order.values().iter().map(|&i| times[i as usize]).collect();
-                let key_columns: Vec<ArrayRef> = sort[..key.len()]
-                    .iter()
-                    .map(|c| arrow::compute::take(&c.values, &order, None))
-                    .collect::<std::result::Result<_, _>>()?;
                 let fields = key_columns
                     .iter()
                     .map(|c| SortField::new(c.data_type().clone()))
                     .collect();
-                let converted = RowConverter::new(fields)?.convert_columns(&key_columns)?;
-                let new_key: Vec<bool> = (0..sorted.num_rows())
-                    .map(|i| i == 0 || converted.row(i) != converted.row(i - 1))
+                let keys = RowConverter::new(fields)?.convert_columns(&key_columns)?;
+                let mut order: Vec<u32> = (0..buffer.num_rows() as u32).collect();
+                order.sort_by(|&a, &b| {
+                    let (a, b) = (a as usize, b as usize);
+                    (keys.row(a).cmp(&keys.row(b))).then(times[a].cmp(&times[b]))
+                });
+                let new_key: Vec<bool> = (0..order.len())
+                    .map(|i| {
+                        i == 0 || keys.row(order[i] as usize) != keys.row(order[i - 1] as usize)
+                    })
                     .collect();
+                let sorted_times: Vec<i64> = order.iter().map(|&i| times[i as usize]).collect();
+                let sorted =
+                    take_record_batch(&with_flag(buffer, new)?, &UInt32Array::from(order))?;
                 let (mut grouped, mut keep) = (assign::Grouped::default(), Vec::new());
                 for session in rule.sessions(&new_key, &sorted_times) {
                     let end = rule.end(&session);
@@ -941,6 +965,13 @@ impl Job for WindowJob {
         // A unit is bounded by batch_rows; cancellation is honoured between units.
         self.process().await
     }
+
+    async fn finish(&mut self) -> Result<()> {
+        match &mut self.state {
+            Some(state) => state.save(self.checkpoint_interval).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// `lakectl run window [TABLE…]`: each window table on the shared runner; prints what each
@@ -964,6 +995,7 @@ pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Int64Array;
 
     /// Slices of whole windows, put together, are every row in every window once, with its
     /// window's bounds: running the SQL slice by slice sees what one run over all would.
