@@ -349,21 +349,18 @@ impl WindowJob {
         let watermark_before = state.watermarks.floor;
         let watermark = watermarks.global(self.partitions().await?);
         watermarks.floor = watermark;
-        // The state's rows move into the buffer, and the buffer is gone before step 5: a
-        // backfill's open windows can hold a third of the rows read so far.
-        let mut buffer = std::mem::take(&mut state.rows);
-        buffer.push(arrivals.on_time.clone());
-        let buffer = concat_batches(&source_schema, &buffer).map_err(|e| {
+        // The state's rows move out of it, and are gone before step 5: a backfill's open
+        // windows can hold a third of the rows read so far.
+        let mut parts = std::mem::take(&mut state.rows);
+        parts.push(arrivals.on_time.clone());
+        let parts = Parts::new(&source_schema, parts).map_err(|e| {
             self.setting_error(
                 "source",
                 format!("{name} changed its columns under open windows: {e}"),
             )
         })?;
-        let new_flags: BooleanArray = (0..buffer.num_rows())
-            .map(|i| Some(i >= buffer.num_rows() - arrivals.on_time.num_rows()))
-            .collect();
-        let (emitting, kept) = self.assign(&buffer, &new_flags, watermark_before, watermark)?;
-        drop(buffer);
+        let (emitting, kept) = self.assign(&parts, watermark_before, watermark)?;
+        drop(parts);
         let state_rows = kept.num_rows();
         let out = self.aggregate(emitting).await?;
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
@@ -530,20 +527,20 @@ impl WindowJob {
     }
 
     /// Step 4: the rows of the windows this unit emits, with their bounds and the new-row
-    /// flag; and the rows to keep in the state.
+    /// flag; and the rows to keep in the state. `rows` are the state's, then the unit's new
+    /// rows; each row is copied once, into the state or into the emitting rows.
     fn assign(
         &self,
-        buffer: &RecordBatch,
-        new: &BooleanArray,
+        rows: &Parts,
         watermark_before: Option<i64>,
         watermark: Option<i64>,
     ) -> Result<(Emitting, RecordBatch)> {
         let final_by = |end: i64| watermark.is_some_and(|w| end <= w);
-        let times: Vec<i64> = self
-            .event_times(buffer)?
-            .into_iter()
-            .map(|t| t.expect("rows without an event time are quarantined"))
-            .collect();
+        let mut times: Vec<i64> = Vec::with_capacity(rows.len());
+        for part in &rows.batches {
+            let part_times = self.event_times(part)?.into_iter();
+            times.extend(part_times.map(|t| t.expect("rows without an event time are quarantined")));
+        }
         match &self.windows {
             Windows::Fixed(windows) => {
                 let append = self.settings.output == WindowOutput::Append;
@@ -551,31 +548,30 @@ impl WindowJob {
                 let expanded = assign::expand(&times, *windows, |end| {
                     watermark_before.is_none_or(|w| end > w) && (!append || final_by(end))
                 });
-                let kept: Vec<u32> = (0..times.len() as u32)
-                    .filter(|&i| !final_by(windows.last_end(times[i as usize])))
-                    .collect();
-                let emitting = Emitting {
-                    rows: self.aggregate_inputs(&with_flag(buffer, new)?)?,
-                    grouped: expanded,
-                };
-                Ok((
-                    emitting,
-                    take_record_batch(buffer, &UInt32Array::from(kept))?,
-                ))
+                let kept = (0..times.len()).filter(|&i| !final_by(windows.last_end(times[i])));
+                let kept = rows.take(kept)?;
+                Ok((self.emitting(rows, expanded)?, kept))
             }
             Windows::Sessions { rule, key } => {
                 // By key, then event time. The state is kept in that order and new rows come
                 // after it: a stable sort of that is a merge, not a sort of every row again.
-                let key_columns: Vec<ArrayRef> = key
-                    .iter()
-                    .map(|k| Ok(self.column(buffer, "session.key", k)?.clone()))
-                    .collect::<Result<_>>()?;
-                let fields = key_columns
-                    .iter()
-                    .map(|c| SortField::new(c.data_type().clone()))
-                    .collect();
-                let keys = RowConverter::new(fields)?.convert_columns(&key_columns)?;
-                let mut order: Vec<u32> = (0..buffer.num_rows() as u32).collect();
+                let converter = RowConverter::new(
+                    key.iter()
+                        .map(|k| {
+                            let column = self.column(&rows.batches[0], "session.key", k)?;
+                            Ok(SortField::new(column.data_type().clone()))
+                        })
+                        .collect::<Result<_>>()?,
+                )?;
+                let mut keys = converter.empty_rows(rows.len(), 0);
+                for part in &rows.batches {
+                    let columns: Vec<ArrayRef> = key
+                        .iter()
+                        .map(|k| Ok(self.column(part, "session.key", k)?.clone()))
+                        .collect::<Result<_>>()?;
+                    converter.append(&mut keys, &columns)?;
+                }
+                let mut order: Vec<u32> = (0..rows.len() as u32).collect();
                 order.sort_by(|&a, &b| {
                     let (a, b) = (a as usize, b as usize);
                     (keys.row(a).cmp(&keys.row(b))).then(times[a].cmp(&times[b]))
@@ -586,29 +582,37 @@ impl WindowJob {
                     })
                     .collect();
                 let sorted_times: Vec<i64> = order.iter().map(|&i| times[i as usize]).collect();
-                let sorted =
-                    take_record_batch(&with_flag(buffer, new)?, &UInt32Array::from(order))?;
                 let (mut grouped, mut keep) = (assign::Grouped::default(), Vec::new());
                 for session in rule.sessions(&new_key, &sorted_times) {
                     let end = rule.end(&session);
-                    let rows = session.rows.clone().map(|r| r as u32);
+                    let in_order = session.rows.clone().map(|r| order[r]);
                     if final_by(end) {
-                        grouped.push(rows, session.first, end);
+                        grouped.push(in_order, session.first, end);
                     } else {
-                        keep.extend(rows);
+                        keep.extend(in_order.map(|i| i as usize));
                     }
                 }
-                let kept = take_record_batch(&sorted, &UInt32Array::from(keep))?;
-                let emitting = Emitting {
-                    rows: self.aggregate_inputs(&sorted)?,
-                    grouped,
-                };
-                Ok((
-                    emitting,
-                    kept.project(&(0..buffer.num_columns()).collect::<Vec<_>>())?,
-                ))
+                let kept = rows.take(keep.into_iter())?;
+                Ok((self.emitting(rows, grouped)?, kept))
             }
         }
+    }
+
+    /// The emitting rows of `grouped` (indices into `rows`): only the rows some window holds
+    /// are copied out, with the new-row flag and the columns step 5 reads.
+    fn emitting(&self, rows: &Parts, mut grouped: assign::Grouped) -> Result<Emitting> {
+        let mut used: Vec<u32> = grouped.rows.clone();
+        used.sort_unstable();
+        used.dedup();
+        for row in &mut grouped.rows {
+            *row = used.binary_search(row).expect("a used row") as u32;
+        }
+        let new: BooleanArray = used.iter().map(|&i| Some(rows.is_new(i as usize))).collect();
+        let picked = rows.take(used.iter().map(|&i| i as usize))?;
+        Ok(Emitting {
+            rows: self.aggregate_inputs(&with_flag(&picked, &new)?)?,
+            grouped,
+        })
     }
 
     fn column<'b>(&self, batch: &'b RecordBatch, key: &str, name: &str) -> Result<&'b ArrayRef> {
@@ -855,6 +859,50 @@ fn named_in(sql: &[String], name: &str) -> bool {
             !s[..at].ends_with(word) && !s[at + name.len()..].starts_with(word)
         })
     })
+}
+
+/// The state's rows, then a unit's new rows (the last batch), indexed as if they were one
+/// batch without copying them into one.
+struct Parts {
+    batches: Vec<RecordBatch>,
+    /// Where each batch's rows begin, and after the last, how many there are.
+    starts: Vec<usize>,
+}
+
+impl Parts {
+    /// `batches`, each as a batch of `schema` (the state's copy in the lake may read back
+    /// with other field flags); an error when their columns are not the schema's.
+    fn new(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Parts> {
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut starts = vec![0];
+        for b in &batches {
+            starts.push(starts.last().unwrap() + b.num_rows());
+        }
+        Ok(Parts { batches, starts })
+    }
+
+    fn len(&self) -> usize {
+        *self.starts.last().unwrap()
+    }
+
+    fn is_new(&self, row: usize) -> bool {
+        row >= self.starts[self.starts.len() - 2]
+    }
+
+    /// A copy of `rows`, in the order given.
+    fn take(&self, rows: impl Iterator<Item = usize>) -> Result<RecordBatch> {
+        let at: Vec<(usize, usize)> = rows
+            .map(|row| {
+                let batch = self.starts.partition_point(|&s| s <= row) - 1;
+                (batch, row - self.starts[batch])
+            })
+            .collect();
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        Ok(arrow::compute::interleave_record_batch(&batches, &at)?)
+    }
 }
 
 /// Step 4's answer: the rows of the windows step 5 aggregates, copied into their windows one
