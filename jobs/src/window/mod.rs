@@ -539,7 +539,8 @@ impl WindowJob {
         let mut times: Vec<i64> = Vec::with_capacity(rows.len());
         for part in &rows.batches {
             let part_times = self.event_times(part)?.into_iter();
-            times.extend(part_times.map(|t| t.expect("rows without an event time are quarantined")));
+            times
+                .extend(part_times.map(|t| t.expect("rows without an event time are quarantined")));
         }
         match &self.windows {
             Windows::Fixed(windows) => {
@@ -607,7 +608,10 @@ impl WindowJob {
         for row in &mut grouped.rows {
             *row = used.binary_search(row).expect("a used row") as u32;
         }
-        let new: BooleanArray = used.iter().map(|&i| Some(rows.is_new(i as usize))).collect();
+        let new: BooleanArray = used
+            .iter()
+            .map(|&i| Some(rows.is_new(i as usize)))
+            .collect();
         let picked = rows.take(used.iter().map(|&i| i as usize))?;
         Ok(Emitting {
             rows: self.aggregate_inputs(&with_flag(&picked, &new)?)?,
