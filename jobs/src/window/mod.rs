@@ -379,7 +379,7 @@ impl WindowJob {
         }
         lakehouse_core::metrics::window_state(&self.name(), watermark, state_rows);
         debug!(window = %self.table, to, rows_in, rows_out, state_rows, watermark = ?watermark.map(time_text), "window unit");
-        if to <= output_at.max(quarantine_at) {
+        if replay_to.is_some() {
             // A replayed unit: its rows were counted when it first ran.
             return Ok(UnitReport {
                 rows_in,
@@ -556,21 +556,19 @@ impl WindowJob {
             Windows::Sessions { rule, key } => {
                 // By key, then event time. The state is kept in that order and new rows come
                 // after it: a stable sort of that is a merge, not a sort of every row again.
-                let converter = RowConverter::new(
+                let key_columns = |part: &RecordBatch| -> Result<Vec<ArrayRef>> {
                     key.iter()
-                        .map(|k| {
-                            let column = self.column(&rows.batches[0], "session.key", k)?;
-                            Ok(SortField::new(column.data_type().clone()))
-                        })
-                        .collect::<Result<_>>()?,
+                        .map(|k| Ok(self.column(part, "session.key", k)?.clone()))
+                        .collect()
+                };
+                let converter = RowConverter::new(
+                    (key_columns(&rows.batches[0])?.iter())
+                        .map(|c| SortField::new(c.data_type().clone()))
+                        .collect(),
                 )?;
                 let mut keys = converter.empty_rows(rows.len(), 0);
                 for part in &rows.batches {
-                    let columns: Vec<ArrayRef> = key
-                        .iter()
-                        .map(|k| Ok(self.column(part, "session.key", k)?.clone()))
-                        .collect::<Result<_>>()?;
-                    converter.append(&mut keys, &columns)?;
+                    converter.append(&mut keys, &key_columns(part)?)?;
                 }
                 let mut order: Vec<u32> = (0..rows.len() as u32).collect();
                 order.sort_by(|&a, &b| {
