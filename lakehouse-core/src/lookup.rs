@@ -19,10 +19,11 @@
 //! in many files' ranges: then those files' bloom filters are read (about 5 bytes a row at
 //! [`BLOOM_FPP`], against 20–80 for a typical key itself), and a row group is read when one of
 //! `n` values that are not there passes its filter, which happens with probability about
-//! `n × BLOOM_FPP`.
+//! `n × BLOOM_FPP`. A [`FilterCache`] keeps the filters read, so a job that looks up every unit
+//! opens only the files some value passes, not every file's footer and filters again.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::{cast, filter_record_batch};
@@ -54,6 +55,137 @@ pub const BLOOM_FPP: f64 = 0.000_001;
 /// Files looked at once: they are independent, and object-store latency dominates.
 const PARALLEL_READS: usize = 4;
 
+/// What a [`FilterCache`] holds at most: the filters of about 50 million keys.
+pub const FILTER_CACHE_BYTES: usize = 256 << 20;
+
+/// The bloom filters lookups read from a table's data files, kept for the next lookups. A Delta
+/// data file never changes once written, so its filters hold for as long as it is in the table:
+/// silver probing each unit's keys against hundreds of files then opens only the few files a
+/// key passes, instead of reading every file's footer and filters again each unit. The oldest
+/// files leave first when the cache is over its bytes; files that left the table leave it too.
+pub struct FilterCache {
+    budget: usize,
+    files: Mutex<CachedFiles>,
+}
+
+#[derive(Default)]
+struct CachedFiles {
+    by_path: HashMap<Path, Arc<FileFilters>>,
+    /// Oldest first.
+    order: VecDeque<Path>,
+    bytes: usize,
+}
+
+/// One file's bloom filters on some columns, per row group. A column the file lacks, or a row
+/// group without a filter on it, has `None`: every value passes.
+#[derive(Clone, Default)]
+struct FileFilters {
+    row_groups: usize,
+    columns: HashMap<String, Vec<Option<(PhysicalType, Sbbf)>>>,
+}
+
+impl FileFilters {
+    fn bytes(&self) -> usize {
+        let per_row_group = |f: &Option<(PhysicalType, Sbbf)>| {
+            std::mem::size_of::<Option<(PhysicalType, Sbbf)>>()
+                + f.as_ref().map_or(0, |(_, filter)| filter.num_blocks() * 32)
+        };
+        (self.columns.iter())
+            .map(|(column, filters)| {
+                column.len() + filters.iter().map(per_row_group).sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn has(&self, columns: &[&str]) -> bool {
+        columns.iter().all(|c| self.columns.contains_key(*c))
+    }
+
+    /// The row groups whose filters let a row of one of `probes` pass.
+    fn passing(&self, probes: &[ValueSet]) -> Vec<usize> {
+        (0..self.row_groups)
+            .filter(|&row_group| {
+                let filter = |column: &str| {
+                    (self.columns.get(column)).and_then(|filters| filters[row_group].as_ref())
+                };
+                probes.iter().any(|p| p.passes_filters(filter))
+            })
+            .collect()
+    }
+}
+
+impl Default for FilterCache {
+    fn default() -> Self {
+        FilterCache::with_budget(FILTER_CACHE_BYTES)
+    }
+}
+
+impl FilterCache {
+    pub fn with_budget(budget: usize) -> FilterCache {
+        FilterCache {
+            budget,
+            files: Mutex::default(),
+        }
+    }
+
+    /// How many files' filters it holds.
+    pub fn len(&self) -> usize {
+        self.lock().by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedFiles> {
+        // The map is consistent between statements: a panic elsewhere cannot leave it torn.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, path: &Path) -> Option<Arc<FileFilters>> {
+        self.lock().by_path.get(path).cloned()
+    }
+
+    fn insert(&self, path: &Path, filters: FileFilters) {
+        let bytes = filters.bytes();
+        if bytes > self.budget {
+            return;
+        }
+        let mut files = self.lock();
+        match files.by_path.insert(path.clone(), Arc::new(filters)) {
+            Some(old) => files.bytes -= old.bytes(),
+            None => files.order.push_back(path.clone()),
+        }
+        files.bytes += bytes;
+        while files.bytes > self.budget {
+            let Some(oldest) = files.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = files.by_path.remove(&oldest) {
+                files.bytes -= gone.bytes();
+            }
+        }
+    }
+
+    /// Forgets the files not in `live` (compacted or vacuumed away).
+    fn keep_only(&self, live: &HashSet<Path>) {
+        let mut files = self.lock();
+        let CachedFiles {
+            by_path,
+            order,
+            bytes,
+        } = &mut *files;
+        by_path.retain(|path, filters| {
+            let keep = live.contains(path);
+            if !keep {
+                *bytes -= filters.bytes();
+            }
+            keep
+        });
+        order.retain(|path| by_path.contains_key(path));
+    }
+}
+
 /// Parquet writer settings with a bloom filter on each of `columns` (sized for the values
 /// written, then folded to fit), compressed with `compression`.
 pub fn bloom_writer_properties(columns: &[String], compression: Compression) -> WriterProperties {
@@ -76,8 +208,10 @@ pub fn bloom_writer_properties(columns: &[String], compression: Compression) -> 
 pub struct Found {
     /// The matching rows, the `read` columns only.
     pub rows: RecordBatch,
-    /// Files of the table, and those opened (their statistics left room for a value).
+    /// Files of the table, those whose statistics left room for a value, and those of these
+    /// read from storage (the others' bloom filters were in the cache and ruled every value out).
     pub files: usize,
+    pub files_in_range: usize,
     pub files_opened: usize,
     /// Row groups of the opened files, and those read (their bloom filters let a value pass).
     pub row_groups: usize,
@@ -88,11 +222,12 @@ pub struct Found {
 /// every probe column) that match a row of one of `probes`: each probe is a batch of some of the
 /// table's columns, and a table row matches a probe row when every one of the probe's columns
 /// is equal (NULL equals nothing, as in SQL). Every matching row is returned once, in no
-/// particular order.
+/// particular order. `cache` keeps the bloom filters read for the next lookups in `table`.
 pub async fn rows_matching(
     table: &DeltaTable,
     probes: &[RecordBatch],
     read: &[String],
+    cache: &Arc<FilterCache>,
 ) -> Result<Found> {
     let snapshot = table.snapshot()?;
     let declared = snapshot.snapshot().arrow_schema();
@@ -107,10 +242,15 @@ pub async fn rows_matching(
         .map(|p| ValueSet::new(p, &declared))
         .collect::<Result<_>>()?;
     let files = snapshot.log_data().num_files();
+    if cache.len() > files {
+        let log = snapshot.log_data();
+        cache.keep_only(&log.iter().map(|f| f.object_store_path()).collect());
+    }
     if probes.is_empty() {
         return Ok(Found {
             rows: RecordBatch::new_empty(out_schema),
             files,
+            files_in_range: 0,
             files_opened: 0,
             row_groups: 0,
             row_groups_read: 0,
@@ -146,10 +286,11 @@ pub async fn rows_matching(
                 probes.clone(),
                 declared.clone(),
                 read.to_vec(),
+                cache.clone(),
             )
         })
         .collect();
-    let files_opened = reads.len();
+    let files_in_range = reads.len();
     let per_file: Vec<InFile> = futures::stream::iter(reads)
         .buffered(PARALLEL_READS)
         .try_collect()
@@ -158,7 +299,8 @@ pub async fn rows_matching(
     Ok(Found {
         rows: arrow::compute::concat_batches(&out_schema, rows)?,
         files,
-        files_opened,
+        files_in_range,
+        files_opened: per_file.iter().filter(|f| f.opened).count(),
         row_groups: per_file.iter().map(|f| f.row_groups).sum(),
         row_groups_read: per_file.iter().map(|f| f.row_groups_read).sum(),
     })
@@ -166,14 +308,18 @@ pub async fn rows_matching(
 
 /// Which rows of `probe` (some of the table's columns) `table` holds, every column equal, as
 /// indices into `probe`; and what the lookup read.
-pub async fn probe_rows_held(table: &DeltaTable, probe: &RecordBatch) -> Result<(Vec<u32>, Found)> {
+pub async fn probe_rows_held(
+    table: &DeltaTable,
+    probe: &RecordBatch,
+    cache: &Arc<FilterCache>,
+) -> Result<(Vec<u32>, Found)> {
     let columns: Vec<String> = probe
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let found = rows_matching(table, std::slice::from_ref(probe), &columns).await?;
+    let found = rows_matching(table, std::slice::from_ref(probe), &columns, cache).await?;
     if found.rows.num_rows() == 0 {
         return Ok((Vec::new(), found));
     }
@@ -190,12 +336,14 @@ pub async fn probe_rows_held(table: &DeltaTable, probe: &RecordBatch) -> Result<
 /// What one file held, and how much of it was read.
 struct InFile {
     rows: Vec<RecordBatch>,
+    /// Whether the file was read from storage (not only its cached filters looked at).
+    opened: bool,
     row_groups: usize,
     row_groups_read: usize,
 }
 
-/// The rows of one data file that match a probe: the row groups its bloom filters leave, read
-/// and compared.
+/// The rows of one data file that match a probe: the row groups its bloom filters leave (from
+/// `cache`, or read from the file and cached), read and compared.
 async fn matching_in_file(
     store: Arc<dyn object_store::ObjectStore>,
     file: DataFile,
@@ -203,51 +351,50 @@ async fn matching_in_file(
     probes: Arc<[ValueSet]>,
     declared: SchemaRef,
     read: Vec<String>,
+    cache: Arc<FilterCache>,
 ) -> Result<InFile> {
-    let reader = FileReader {
-        store,
-        path: file.path.clone(),
-        size,
+    let open = || async {
+        let reader = FileReader {
+            store: store.clone(),
+            path: file.path.clone(),
+            size,
+        };
+        ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| parquet_error(&file.path, e))
     };
-    let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(|e| parquet_error(&file.path, e))?;
-    let parquet_schema = builder.parquet_schema().clone();
-    // The probe columns the file holds (a partition column it does not), each looked at once.
-    let mut columns: Vec<(&str, usize)> = Vec::new();
-    for column in probes.iter().flat_map(|p| &p.columns) {
-        let index = (0..parquet_schema.num_columns())
-            .find(|&i| parquet_schema.column(i).path().string() == *column);
-        if let (Some(i), false) = (index, columns.iter().any(|(c, _)| c == column)) {
-            columns.push((column, i));
+    let mut wanted: Vec<&str> = probes
+        .iter()
+        .flat_map(|p| p.columns.iter().map(String::as_str))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let cached = cache.get(&file.path);
+    let (filters, mut builder) = match cached {
+        Some(filters) if filters.has(&wanted) => (filters, None),
+        cached => {
+            let mut builder = open().await?;
+            let mut filters = cached.map(|f| (*f).clone()).unwrap_or_default();
+            read_filters(&mut builder, &file.path, &wanted, &mut filters).await?;
+            cache.insert(&file.path, filters.clone());
+            (Arc::new(filters), Some(builder))
         }
-    }
-    let mut row_groups = Vec::new();
-    let in_file = builder.metadata().num_row_groups();
-    for row_group in 0..in_file {
-        let mut filters: HashMap<&str, (PhysicalType, Sbbf)> = HashMap::new();
-        for &(column, i) in &columns {
-            let filter = builder
-                .get_row_group_column_bloom_filter(row_group, i)
-                .await
-                .map_err(|e| parquet_error(&file.path, e))?;
-            if let Some(filter) = filter {
-                filters.insert(column, (parquet_schema.column(i).physical_type(), filter));
-            }
-        }
-        if probes.iter().any(|p| p.passes_filters(&filters)) {
-            row_groups.push(row_group);
-        }
-    }
-    let row_groups_read = row_groups.len();
+    };
+    let row_groups = filters.passing(&probes);
+    let (in_file, row_groups_read) = (filters.row_groups, row_groups.len());
     if row_groups.is_empty() {
         return Ok(InFile {
             rows: Vec::new(),
+            opened: builder.is_some(),
             row_groups: in_file,
             row_groups_read,
         });
     }
-    let mask = ProjectionMask::columns(&parquet_schema, read.iter().map(String::as_str));
+    let builder = match builder.take() {
+        Some(builder) => builder,
+        None => open().await?,
+    };
+    let mask = ProjectionMask::columns(builder.parquet_schema(), read.iter().map(String::as_str));
     let batches: Vec<RecordBatch> = builder
         .with_row_groups(row_groups)
         .with_projection(mask)
@@ -270,9 +417,43 @@ async fn matching_in_file(
         .collect::<Result<_>>()?;
     Ok(InFile {
         rows,
+        opened: true,
         row_groups: in_file,
         row_groups_read,
     })
+}
+
+/// Adds to `filters` each row group's bloom filter on each of `columns` it lacks (`None` for a
+/// column the file does not hold, such as a partition column).
+async fn read_filters(
+    builder: &mut ParquetRecordBatchStreamBuilder<FileReader>,
+    path: &Path,
+    columns: &[&str],
+    filters: &mut FileFilters,
+) -> Result<()> {
+    let parquet_schema = builder.parquet_schema().clone();
+    filters.row_groups = builder.metadata().num_row_groups();
+    for &column in columns {
+        if filters.columns.contains_key(column) {
+            continue;
+        }
+        let index = (0..parquet_schema.num_columns())
+            .find(|&i| parquet_schema.column(i).path().string() == column);
+        let mut per_row_group = Vec::with_capacity(filters.row_groups);
+        for row_group in 0..filters.row_groups {
+            let filter = match index {
+                Some(i) => builder
+                    .get_row_group_column_bloom_filter(row_group, i)
+                    .await
+                    .map_err(|e| parquet_error(path, e))?
+                    .map(|f| (parquet_schema.column(i).physical_type(), f)),
+                None => None,
+            };
+            per_row_group.push(filter);
+        }
+        filters.columns.insert(column.to_string(), per_row_group);
+    }
+    Ok(())
 }
 
 /// Range reads of one data file of known size: the footer, the bloom filters and the chosen
@@ -448,13 +629,16 @@ impl ValueSet {
         })
     }
 
-    /// Level 2: whether a row group with these bloom filters (by column; a column without
-    /// one passes) may hold a probe row: every column must have a value that passes.
-    fn passes_filters(&self, filters: &HashMap<&str, (PhysicalType, Sbbf)>) -> bool {
+    /// Level 2: whether a row group with these bloom filters (`filter` of a column; a column
+    /// without one passes) may hold a probe row: every column must have a value that passes.
+    fn passes_filters<'f>(
+        &self,
+        filter: impl Fn(&str) -> Option<&'f (PhysicalType, Sbbf)>,
+    ) -> bool {
         self.columns
             .iter()
             .zip(&self.typed)
-            .all(|(column, values)| match filters.get(column.as_str()) {
+            .all(|(column, values)| match filter(column) {
                 None => true,
                 Some((physical, filter)) => any_passes(filter, *physical, values),
             })

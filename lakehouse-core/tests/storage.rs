@@ -239,7 +239,7 @@ fn random_id(i: u64) -> String {
 /// value missed, none added), and lookups open only the files and row groups that may match.
 #[tokio::test]
 async fn a_lookup_finds_every_held_value_and_reads_only_what_may_hold_one() {
-    use lakehouse_core::lookup::{bloom_writer_properties, rows_matching};
+    use lakehouse_core::lookup::{bloom_writer_properties, rows_matching, FilterCache};
     use parquet::basic::Compression;
     use std::collections::BTreeSet;
 
@@ -363,7 +363,8 @@ async fn a_lookup_finds_every_held_value_and_reads_only_what_may_hold_one() {
         .filter(|(id, _, _)| wanted.contains(id))
         .cloned()
         .collect();
-    let found = rows_matching(&table, &[id_probe(probe)], &read)
+    let cache = Arc::new(FilterCache::default());
+    let found = rows_matching(&table, &[id_probe(probe)], &read, &cache)
         .await
         .unwrap();
     assert_eq!(found.files, 4);
@@ -393,24 +394,56 @@ async fn a_lookup_finds_every_held_value_and_reads_only_what_may_hold_one() {
         .cloned()
         .collect();
     assert!(!truth.is_empty() && truth.len() < pairs.len());
-    let found = rows_matching(&table, &[pair_probe], &read).await.unwrap();
+    let found = rows_matching(&table, &[pair_probe], &read, &cache)
+        .await
+        .unwrap();
     assert_eq!(found_set(&found.rows), truth);
 
     // The newest ids in order: only the newest file's range holds them.
     let newest: Vec<Option<String>> = (5000..5100).map(|i| Some(format!("k{i:07}"))).collect();
-    let found = rows_matching(&table, &[id_probe(newest)], &read)
+    let found = rows_matching(&table, &[id_probe(newest)], &read, &cache)
         .await
         .unwrap();
     assert_eq!(found.rows.num_rows(), 100);
-    assert_eq!(found.files_opened, 1, "{found:?}");
+    assert_eq!(found.files_in_range, 1, "{found:?}");
 
     // Random ids held nowhere: the two files with random ids may hold them by their ranges; the
     // compacted one's filters rule them out, the one written without filters is read.
     let absent: Vec<Option<String>> = (30_000..30_020).map(|i| Some(random_id(i))).collect();
-    let found = rows_matching(&table, &[id_probe(absent)], &read)
+    let uncached = Arc::new(FilterCache::with_budget(0));
+    let found = rows_matching(&table, &[id_probe(absent.clone())], &read, &uncached)
         .await
         .unwrap();
     assert_eq!(found.rows.num_rows(), 0);
+    assert_eq!(found.files_in_range, 2, "{found:?}");
     assert_eq!(found.files_opened, 2, "{found:?}");
     assert_eq!(found.row_groups_read, 1, "{found:?}");
+    assert!(uncached.is_empty(), "a budget of 0 bytes keeps nothing");
+
+    // With the filters the earlier lookups cached, only the file without filters is opened;
+    // the answers are the same.
+    let found = rows_matching(&table, &[id_probe(absent)], &read, &cache)
+        .await
+        .unwrap();
+    assert_eq!(found.rows.num_rows(), 0);
+    assert_eq!(found.files_in_range, 2, "{found:?}");
+    assert_eq!(found.files_opened, 1, "{found:?}");
+    assert_eq!(found.row_groups_read, 1, "{found:?}");
+    let sample: Vec<Option<String>> = every_row
+        .iter()
+        .step_by(13)
+        .map(|(id, _, _)| Some(id.clone()))
+        .collect();
+    let wanted: BTreeSet<_> = sample.iter().flatten().collect();
+    let truth: BTreeSet<_> = every_row
+        .iter()
+        .filter(|(id, _, _)| wanted.contains(id))
+        .cloned()
+        .collect();
+    let found = rows_matching(&table, &[id_probe(sample)], &read, &cache)
+        .await
+        .unwrap();
+    assert_eq!(found_set(&found.rows), truth);
+    assert_eq!(found.rows.num_rows(), truth.len(), "each row once");
+    assert_eq!(cache.len(), found.files);
 }

@@ -90,11 +90,12 @@ impl SilverJob {
             .map(|k| rows.schema().index_of(k))
             .collect::<std::result::Result<_, _>>()?;
         let incoming = rows.project(&key_columns)?;
-        let (held, found) = lookup::probe_rows_held(silver, &incoming).await?;
+        let (held, found) = lookup::probe_rows_held(silver, &incoming, &self.filters).await?;
         debug!(
             keys = incoming.num_rows(),
             held = held.len(),
             files = found.files,
+            files_in_range = found.files_in_range,
             files_opened = found.files_opened,
             row_groups_read = found.row_groups_read,
             "existing-key lookup"

@@ -36,9 +36,14 @@ impl SilverJob {
                 .iter()
                 .map(|c| Ok(rows.project(&[schema.index_of(c)?])?))
                 .collect::<Result<_>>()?;
-            let held = lookup::rows_matching(silver, &probes, &self.settings.lookup_columns())
-                .await?
-                .rows;
+            let held = lookup::rows_matching(
+                silver,
+                &probes,
+                &self.settings.lookup_columns(),
+                &self.filters,
+            )
+            .await?
+            .rows;
             ctx.register_table(
                 "target",
                 Arc::new(MemTable::try_new(held.schema(), vec![vec![held]])?),

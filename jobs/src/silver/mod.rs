@@ -60,6 +60,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::{OnExistingKey, RecordFormat, SilverTable};
+use lakehouse_core::lookup;
 use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
@@ -145,6 +146,9 @@ pub struct SilverJob {
     run_id: String,
     /// `--full-refresh`: the next unit starts from bronze version 0 and overwrites.
     refresh: bool,
+    /// The bloom filters of silver's files that the key and `unique` lookups have read: each
+    /// unit opens only the files a value passes.
+    filters: Arc<lookup::FilterCache>,
     /// Counts of the whole run, printed at its end.
     pub report: QualityReport,
 }
@@ -211,6 +215,7 @@ impl SilverJob {
             checkpoint_interval: pipeline.lake.checkpoint_interval,
             run_id: String::new(),
             refresh: full_refresh,
+            filters: Arc::default(),
             report: QualityReport::default(),
         })
     }

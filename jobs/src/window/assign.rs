@@ -75,14 +75,17 @@ impl Grouped {
     }
 }
 
-/// Each row of `times` in each of its windows whose end `wanted` accepts, window after
-/// window by start (rows in input order within one).
-pub fn expand(times: &[i64], windows: Fixed, wanted: impl Fn(i64) -> bool) -> Grouped {
-    let per_row = (windows.size + windows.slide - 1) / windows.slide;
-    let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(times.len() * per_row as usize);
-    for (row, &t) in times.iter().enumerate() {
+/// Each of `rows` (row, event time) in each of its windows whose end `wanted` accepts,
+/// window after window by start (rows in input order within one).
+pub fn expand(
+    rows: impl IntoIterator<Item = (u32, i64)>,
+    windows: Fixed,
+    wanted: impl Fn(i64) -> bool,
+) -> Grouped {
+    let mut pairs: Vec<(i64, u32)> = Vec::new();
+    for (row, t) in rows {
         let starts = windows.starts(t).filter(|s| wanted(s + windows.size));
-        pairs.extend(starts.map(|start| (start, row as u32)));
+        pairs.extend(starts.map(|start| (start, row)));
     }
     pairs.sort_unstable();
     let mut out = Grouped::default();
@@ -91,6 +94,12 @@ pub fn expand(times: &[i64], windows: Fixed, wanted: impl Fn(i64) -> bool) -> Gr
         out.push(same_start.iter().map(|p| p.1), start, start + windows.size);
     }
     out
+}
+
+/// `times` as (row, event time), every row numbered by its place.
+#[cfg(test)]
+pub fn numbered(times: &[i64]) -> impl Iterator<Item = (u32, i64)> + '_ {
+    (0u32..).zip(times.iter().copied())
 }
 
 /// One session: rows `rows` of the sorted input, events from `first` to `last`.
@@ -247,7 +256,7 @@ mod tests {
             size: 5 * MIN,
             slide: MIN,
         };
-        let got = expand(&[0, 2 * MIN], five_by_one, |end| end <= 5 * MIN);
+        let got = expand(numbered(&[0, 2 * MIN]), five_by_one, |end| end <= 5 * MIN);
         assert_eq!(got.rows, [0, 0, 0, 1, 0, 1, 0, 1]);
         let bounds: Vec<(usize, i64, i64)> = got
             .windows

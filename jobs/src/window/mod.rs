@@ -10,7 +10,9 @@
 //!    partition has shown; a row older than its partition's is late, a row without an event
 //!    time is bad: both go to quarantine. Windows are final by the slowest partition's;
 //! 4. **assign**: the open state's rows and the on-time new rows into their windows
-//!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key;
+//!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key.
+//!    The open rows stay in memory in chunks (`open.rs`): a unit copies only the rows it
+//!    emits, not the rows it keeps;
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
 //!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
 //!    mode those that got new rows. The SQL runs over slices of whole windows (or sessions),
@@ -31,6 +33,7 @@
 //! or the output's version when it reaches one, and each of them skips a range it has.
 
 mod assign;
+mod open;
 mod state;
 
 use std::future::IntoFuture;
@@ -42,7 +45,6 @@ use arrow::array::{
 };
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
-use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::logical_expr::{binary_expr, col, Operator};
@@ -61,6 +63,7 @@ use crate::catalog::Engine;
 use crate::silver::{quarantine_schema, timestamp_type, with_column};
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
+use open::OpenRows;
 use state::{txn_app_id, State};
 
 /// Silver's lineage columns: the arrival order, and what a quarantine row points back to.
@@ -349,19 +352,13 @@ impl WindowJob {
         let watermark_before = state.watermarks.floor;
         let watermark = watermarks.global(self.partitions().await?);
         watermarks.floor = watermark;
-        // The state's rows move out of it, and are gone before step 5: a backfill's open
-        // windows can hold a third of the rows read so far.
-        let mut parts = std::mem::take(&mut state.rows);
-        parts.push(arrivals.on_time.clone());
-        let parts = Parts::new(&source_schema, parts).map_err(|e| {
-            self.setting_error(
-                "source",
-                format!("{name} changed its columns under open windows: {e}"),
-            )
-        })?;
-        let (emitting, kept) = self.assign(&parts, watermark_before, watermark)?;
-        drop(parts);
-        let state_rows = kept.num_rows();
+        let open = self.open_rows(state, &source_schema)?;
+        let new_times = self.times_of(&arrivals.on_time)?;
+        let new_from = (open.push(arrivals.on_time.clone(), new_times))
+            .map_err(|e| self.columns_changed(e))?;
+        let emitting = self.assign(open, new_from, watermark_before, watermark)?;
+        open.compact_if_due()?;
+        let state_rows = open.live_len();
         let out = self.aggregate(emitting).await?;
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
 
@@ -373,7 +370,7 @@ impl WindowJob {
             crash_point("window:after_output");
             Some(written)
         };
-        state.advance(kept, to, watermarks, rows_in);
+        state.advance(to, watermarks, rows_in);
         if state.due(self.settings.batch_rows as u64) {
             state.save(self.checkpoint_interval).await?;
         }
@@ -408,6 +405,39 @@ impl WindowJob {
             caught_up: to == latest,
             ..Default::default()
         })
+    }
+
+    /// The state's open rows, indexed when this process's first unit meets them.
+    fn open_rows<'s>(&self, state: &'s mut State, schema: &SchemaRef) -> Result<&'s mut OpenRows> {
+        if state.open.is_none() {
+            let key = match &self.windows {
+                Windows::Sessions { key, .. } => Some(&key[..]),
+                Windows::Fixed(_) => None,
+            };
+            let mut open = OpenRows::new(schema.clone(), key)?;
+            for rows in std::mem::take(&mut state.loaded) {
+                let times = self.times_of(&rows)?;
+                open.push(rows, times)
+                    .map_err(|e| self.columns_changed(e))?;
+            }
+            state.open = Some(open);
+        }
+        Ok(state.open.as_mut().expect("set above"))
+    }
+
+    fn columns_changed(&self, e: Error) -> Error {
+        let source = &self.settings.source;
+        self.setting_error(
+            "source",
+            format!("silver.{source} changed its columns under open windows: {e}"),
+        )
+    }
+
+    /// The event times of rows that have one (on-time rows, open rows).
+    fn times_of(&self, rows: &RecordBatch) -> Result<Vec<i64>> {
+        Ok((self.event_times(rows)?.into_iter())
+            .map(|t| t.expect("rows without an event time are quarantined"))
+            .collect())
     }
 
     /// Steps 2 and 3: the filter, then the watermark.
@@ -527,89 +557,68 @@ impl WindowJob {
     }
 
     /// Step 4: the rows of the windows this unit emits, with their bounds and the new-row
-    /// flag; and the rows to keep in the state. `rows` are the state's, then the unit's new
-    /// rows; each row is copied once, into the state or into the emitting rows.
+    /// flag (rows from `new_from` on are the unit's); the rows of windows now final leave
+    /// `rows`. Only the emitting rows are copied.
     fn assign(
         &self,
-        rows: &Parts,
+        rows: &mut OpenRows,
+        new_from: usize,
         watermark_before: Option<i64>,
         watermark: Option<i64>,
-    ) -> Result<(Emitting, RecordBatch)> {
+    ) -> Result<Emitting> {
         let final_by = |end: i64| watermark.is_some_and(|w| end <= w);
-        let mut times: Vec<i64> = Vec::with_capacity(rows.len());
-        for part in &rows.batches {
-            let part_times = self.event_times(part)?.into_iter();
-            times
-                .extend(part_times.map(|t| t.expect("rows without an event time are quarantined")));
-        }
         match &self.windows {
             Windows::Fixed(windows) => {
                 let append = self.settings.output == WindowOutput::Append;
                 // Windows that ended by the last unit's watermark were emitted final then.
-                let expanded = assign::expand(&times, *windows, |end| {
+                let live = rows.live().map(|i| (i as u32, rows.time(i)));
+                let expanded = assign::expand(live, *windows, |end| {
                     watermark_before.is_none_or(|w| end > w) && (!append || final_by(end))
                 });
-                let kept = (0..times.len()).filter(|&i| !final_by(windows.last_end(times[i])));
-                let kept = rows.take(kept)?;
-                Ok((self.emitting(rows, expanded)?, kept))
-            }
-            Windows::Sessions { rule, key } => {
-                // By key, then event time. The state is kept in that order and new rows come
-                // after it: a stable sort of that is a merge, not a sort of every row again.
-                let key_columns = |part: &RecordBatch| -> Result<Vec<ArrayRef>> {
-                    key.iter()
-                        .map(|k| Ok(self.column(part, "session.key", k)?.clone()))
-                        .collect()
-                };
-                let converter = RowConverter::new(
-                    (key_columns(&rows.batches[0])?.iter())
-                        .map(|c| SortField::new(c.data_type().clone()))
-                        .collect(),
-                )?;
-                let mut keys = converter.empty_rows(rows.len(), 0);
-                for part in &rows.batches {
-                    converter.append(&mut keys, &key_columns(part)?)?;
-                }
-                let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-                order.sort_by(|&a, &b| {
-                    let (a, b) = (a as usize, b as usize);
-                    (keys.row(a).cmp(&keys.row(b))).then(times[a].cmp(&times[b]))
-                });
-                let new_key: Vec<bool> = (0..order.len())
-                    .map(|i| {
-                        i == 0 || keys.row(order[i] as usize) != keys.row(order[i - 1] as usize)
-                    })
+                let emitting = self.emitting(rows, new_from, expanded)?;
+                let gone: Vec<usize> = (rows.live())
+                    .filter(|&i| final_by(windows.last_end(rows.time(i))))
                     .collect();
-                let sorted_times: Vec<i64> = order.iter().map(|&i| times[i as usize]).collect();
-                let (mut grouped, mut keep) = (assign::Grouped::default(), Vec::new());
+                rows.remove(gone);
+                Ok(emitting)
+            }
+            Windows::Sessions { rule, .. } => {
+                let order = rows.session_order();
+                let new_key: Vec<bool> = (0..order.len())
+                    .map(|i| i == 0 || !rows.same_key(order[i] as usize, order[i - 1] as usize))
+                    .collect();
+                let sorted_times: Vec<i64> = order.iter().map(|&i| rows.time(i as usize)).collect();
+                let (mut grouped, mut gone) = (assign::Grouped::default(), Vec::new());
                 for session in rule.sessions(&new_key, &sorted_times) {
                     let end = rule.end(&session);
-                    let in_order = session.rows.clone().map(|r| order[r]);
                     if final_by(end) {
-                        grouped.push(in_order, session.first, end);
-                    } else {
-                        keep.extend(in_order.map(|i| i as usize));
+                        let in_order = &order[session.rows.clone()];
+                        grouped.push(in_order.iter().copied(), session.first, end);
+                        gone.extend(in_order.iter().map(|&i| i as usize));
                     }
                 }
-                let kept = rows.take(keep.into_iter())?;
-                Ok((self.emitting(rows, grouped)?, kept))
+                let emitting = self.emitting(rows, new_from, grouped)?;
+                rows.remove(gone);
+                Ok(emitting)
             }
         }
     }
 
     /// The emitting rows of `grouped` (indices into `rows`): only the rows some window holds
     /// are copied out, with the new-row flag and the columns step 5 reads.
-    fn emitting(&self, rows: &Parts, mut grouped: assign::Grouped) -> Result<Emitting> {
+    fn emitting(
+        &self,
+        rows: &OpenRows,
+        new_from: usize,
+        mut grouped: assign::Grouped,
+    ) -> Result<Emitting> {
         let mut used: Vec<u32> = grouped.rows.clone();
         used.sort_unstable();
         used.dedup();
         for row in &mut grouped.rows {
             *row = used.binary_search(row).expect("a used row") as u32;
         }
-        let new: BooleanArray = used
-            .iter()
-            .map(|&i| Some(rows.is_new(i as usize)))
-            .collect();
+        let new: BooleanArray = used.iter().map(|&i| Some(i as usize >= new_from)).collect();
         let picked = rows.take(used.iter().map(|&i| i as usize))?;
         Ok(Emitting {
             rows: self.aggregate_inputs(&with_flag(&picked, &new)?)?,
@@ -863,50 +872,6 @@ fn named_in(sql: &[String], name: &str) -> bool {
     })
 }
 
-/// The state's rows, then a unit's new rows (the last batch), indexed as if they were one
-/// batch without copying them into one.
-struct Parts {
-    batches: Vec<RecordBatch>,
-    /// Where each batch's rows begin, and after the last, how many there are.
-    starts: Vec<usize>,
-}
-
-impl Parts {
-    /// `batches`, each as a batch of `schema` (the state's copy in the lake may read back
-    /// with other field flags); an error when their columns are not the schema's.
-    fn new(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Parts> {
-        let batches = batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut starts = vec![0];
-        for b in &batches {
-            starts.push(starts.last().unwrap() + b.num_rows());
-        }
-        Ok(Parts { batches, starts })
-    }
-
-    fn len(&self) -> usize {
-        *self.starts.last().unwrap()
-    }
-
-    fn is_new(&self, row: usize) -> bool {
-        row >= self.starts[self.starts.len() - 2]
-    }
-
-    /// A copy of `rows`, in the order given.
-    fn take(&self, rows: impl Iterator<Item = usize>) -> Result<RecordBatch> {
-        let at: Vec<(usize, usize)> = rows
-            .map(|row| {
-                let batch = self.starts.partition_point(|&s| s <= row) - 1;
-                (batch, row - self.starts[batch])
-            })
-            .collect();
-        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-        Ok(arrow::compute::interleave_record_batch(&batches, &at)?)
-    }
-}
-
 /// Step 4's answer: the rows of the windows step 5 aggregates, copied into their windows one
 /// slice at a time.
 struct Emitting {
@@ -1062,7 +1027,7 @@ mod tests {
             size: 5 * MIN,
             slide: MIN,
         };
-        let grouped = assign::expand(&times, five_by_one, |_| true);
+        let grouped = assign::expand(assign::numbered(&times), five_by_one, |_| true);
         let emitting = Emitting { rows, grouped };
         let runs = emitting.grouped.runs(7, 3);
         assert!(runs.len() > 10, "the test wants many slices");

@@ -21,6 +21,7 @@ use lakehouse_core::table_files;
 use lakehouse_core::{Lake, Layer, Result};
 
 use super::assign::Watermarks;
+use super::open::OpenRows;
 
 /// The app id of the `txn` action in a window's output, quarantine and state commits: the
 /// last source version the commit covers.
@@ -41,8 +42,10 @@ pub struct State {
     /// The last source version folded in; -1 before the first unit.
     pub version: i64,
     pub watermarks: Watermarks,
-    /// The rows of windows and sessions still open (sessions': by key, then event time).
-    pub rows: Vec<RecordBatch>,
+    /// The rows of windows and sessions still open, as the lake's copy holds them (sessions':
+    /// by key, then event time), until the first unit indexes them into `open`.
+    pub loaded: Vec<RecordBatch>,
+    pub open: Option<OpenRows>,
     /// The source version of the lake's copy, and how many rows it holds.
     saved_version: i64,
     saved_rows: u64,
@@ -90,22 +93,17 @@ impl State {
             window: window.to_string(),
             version,
             watermarks,
-            rows,
+            loaded: rows,
+            open: None,
             saved_version: version,
             saved_rows,
             unsaved_rows_read: 0,
         })
     }
 
-    /// The state after a unit that read `rows_read` source rows up to `version`.
-    pub fn advance(
-        &mut self,
-        rows: RecordBatch,
-        version: i64,
-        watermarks: Watermarks,
-        rows_read: u64,
-    ) {
-        self.rows = vec![rows];
+    /// The state after a unit that read `rows_read` source rows up to `version` (its rows
+    /// are in `open` already).
+    pub fn advance(&mut self, version: i64, watermarks: Watermarks, rows_read: u64) {
         self.version = version;
         self.watermarks = watermarks;
         self.unsaved_rows_read += rows_read;
@@ -119,9 +117,14 @@ impl State {
 
     /// Replaces the lake's copy with this state, unless it is there.
     pub async fn save(&mut self, checkpoint_interval: u64) -> Result<()> {
-        if self.version == self.saved_version {
+        let Some(open) = (self.version != self.saved_version)
+            .then_some(self.open.as_ref())
+            .flatten()
+        else {
             return Ok(());
-        }
+        };
+        // One batch, empty or not: an overwrite with it empties the copy.
+        let rows = open.live_batch()?;
         let app_id = |part: &str| watermark_app_id(&self.window, part);
         let mut txns = vec![(txn_app_id(&self.window), self.version)];
         if let Some(watermark) = self.watermarks.floor {
@@ -133,11 +136,10 @@ impl State {
         for (partition, max) in &self.watermarks.max_seen {
             txns.push((app_id(&format!("max_event_time:{partition}")), *max));
         }
-        // A unit's state is one batch, empty or not (an overwrite with it empties the copy).
-        let saved_rows = self.rows.iter().map(|b| b.num_rows() as u64).sum();
+        let saved_rows = rows.num_rows() as u64;
         self.table = write_with_txns(
             self.table.clone(),
-            self.rows.clone(),
+            vec![rows],
             SaveMode::Overwrite,
             txns,
             &[],
