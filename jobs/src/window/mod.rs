@@ -982,6 +982,9 @@ impl Job for WindowJob {
     }
 
     async fn finish(&mut self) -> Result<()> {
+        if let Err(e) = self.quality.flush().await {
+            warn!(error = %e, "could not append to the quality table");
+        }
         match &mut self.state {
             Some(state) => state.save(self.checkpoint_interval).await,
             None => Ok(()),

@@ -128,13 +128,19 @@ impl OpenRows {
             };
             let mut new: Vec<u32> = (first as u32..(first + n) as u32).collect();
             new.sort_by(|&a, &b| by_key_time(a, b));
-            // Each new row after the rows it does not sort before: a merge that compares a
-            // new row with O(log n) open ones.
+            // A merge in which each new row goes after the open rows it does not sort before.
+            // A few new rows each find their place by binary search (a live stream's unit);
+            // many walk along the open rows (a backfill's).
             let mut merged = Vec::with_capacity(order.len() + n);
             let mut from = 0;
+            let search = n * 16 < order.len();
             for row in new {
-                let at = from
-                    + order[from..].partition_point(|&o| by_key_time(o, row) != Ordering::Greater);
+                let after = |o: &u32| by_key_time(*o, row) != Ordering::Greater;
+                let at = if search {
+                    from + order[from..].partition_point(after)
+                } else {
+                    from + order[from..].iter().take_while(|o| after(o)).count()
+                };
                 merged.extend_from_slice(&order[from..at]);
                 merged.push(row);
                 from = at;
