@@ -438,11 +438,6 @@ pub struct BronzeJob {
     checkpoint_interval: u64,
     consumer: Arc<BaseConsumer<BronzeContext>>,
     delta: Option<DeltaTable>,
-    /// When the batch being gathered is due, at `flush_interval_ms` after the last one was:
-    /// the records that came while that one committed are already in librdkafka's queue, so
-    /// a commit that takes part of the interval does not add to it. `None` after a batch with
-    /// no records: the next is due an interval after its poll starts.
-    next_flush: Option<Instant>,
 }
 
 impl BronzeJob {
@@ -493,7 +488,6 @@ impl BronzeJob {
             checkpoint_interval: pipeline.lake.checkpoint_interval,
             consumer: Arc::new(consumer),
             delta: None,
-            next_flush: None,
         })
     }
 
@@ -653,13 +647,11 @@ struct Polled {
     caught_up: bool,
 }
 
-/// Polls until a flush limit, `due` (continuous: then what is queued already is taken too),
-/// the end of the backlog (`--once`), or cancellation.
+/// Polls until a flush limit, the end of the backlog (`--once`), or cancellation.
 fn poll_batch(
     consumer: &BaseConsumer<BronzeContext>,
     settings: &BronzeTable,
     once: bool,
-    due: Instant,
     cancel: &CancellationToken,
 ) -> Result<Polled> {
     let context = consumer.context();
@@ -675,6 +667,7 @@ fn poll_batch(
         caught_up: false,
     };
     let started = Instant::now();
+    let interval = Duration::from_millis(settings.flush_interval_ms);
     let assignment_deadline = started + Duration::from_secs(60);
     // When client errors began without a record or a quiet spell since.
     let mut outage_since: Option<Instant> = None;
@@ -686,12 +679,11 @@ fn poll_batch(
         {
             return Ok(polled);
         }
-        let left = due.saturating_duration_since(Instant::now());
-        let msg = consumer.poll(if once { POLL } else { left.min(POLL) });
-        if !once && left.is_zero() && msg.is_none() {
+        if !once && started.elapsed() >= interval {
             polled.caught_up = polled.buffer.rows == 0;
             return Ok(polled);
         }
+        let msg = consumer.poll(POLL);
         let mut positions = context.positions.lock().expect("positions lock");
         if positions.generation != polled.buffer.generation {
             debug!(
@@ -761,17 +753,10 @@ impl BronzeJob {
         let settings = self.settings.clone();
         let once = self.mode == Mode::Once;
         let cancel = cancel.clone();
-        let interval = Duration::from_millis(settings.flush_interval_ms);
-        let due = self.next_flush.unwrap_or_else(|| Instant::now() + interval);
-        let mut polled = tokio::task::spawn_blocking(move || {
-            poll_batch(&consumer, &settings, once, due, &cancel)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("poll task: {e}")))??;
-        // A batch that ran late (a slow commit before it) moves the cadence: the next is not
-        // due in the past.
-        let late = Instant::now().checked_sub(interval).unwrap_or(due);
-        self.next_flush = (polled.buffer.rows > 0).then(|| due.max(late) + interval);
+        let mut polled =
+            tokio::task::spawn_blocking(move || poll_batch(&consumer, &settings, once, &cancel))
+                .await
+                .map_err(|e| Error::Internal(format!("poll task: {e}")))??;
         let mut report = UnitReport {
             rows_in: polled.rows_in,
             caught_up: polled.caught_up,

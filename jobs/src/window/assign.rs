@@ -82,7 +82,11 @@ pub fn expand(
     windows: Fixed,
     wanted: impl Fn(i64) -> bool,
 ) -> Grouped {
-    let mut pairs: Vec<(i64, u32)> = Vec::new();
+    let rows = rows.into_iter();
+    let per_row = (windows.size + windows.slide - 1) / windows.slide;
+    // At most: a filtered iterator's lower bound is 0.
+    let most = rows.size_hint().1.unwrap_or(0);
+    let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(most * per_row as usize);
     for (row, t) in rows {
         let starts = windows.starts(t).filter(|s| wanted(s + windows.size));
         pairs.extend(starts.map(|start| (start, row)));
