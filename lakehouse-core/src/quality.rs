@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::storage::{Lake, Layer};
 
 /// What happens to a row that fails a rule.
@@ -468,15 +468,10 @@ impl QualityReport {
     }
 }
 
-/// The Delta table `<lake>/_lakectl/quality`: one row per rule per committed unit. Every job
-/// appends to it, a commit per unit each, so an append waits on the others' commits: it runs
-/// on a task of its own while the job goes on with its next unit (one at a time, in order;
-/// [`QualityLog::flush`] waits for the last). As before, a process killed between a unit's
-/// commit and its quality append loses that unit's quality rows, never its data.
-#[derive(Debug)]
+/// The Delta table `<lake>/_lakectl/quality`: one row per rule per committed unit.
+#[derive(Debug, Clone)]
 pub struct QualityLog {
     lake: Lake,
-    pending: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 /// What a quality row is about: which run of which job, over which input versions.
@@ -510,15 +505,10 @@ fn quality_schema() -> SchemaRef {
 
 impl QualityLog {
     pub fn new(lake: Lake) -> QualityLog {
-        QualityLog {
-            lake,
-            pending: None,
-        }
+        QualityLog { lake }
     }
 
-    /// Starts appending the rows of `report`, after the append before it has ended; its
-    /// error, if it had one, is returned.
-    pub async fn append(&mut self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
+    pub async fn append(&self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
         for r in report
             .rules
             .iter()
@@ -530,22 +520,7 @@ impl QualityLog {
             return Ok(());
         }
         let batch = quality_batch(scope, report)?;
-        let before = self.flush().await;
-        let lake = self.lake.clone();
-        self.pending = Some(tokio::spawn(async move {
-            lake.append(Layer::System, QUALITY_TABLE, batch).await
-        }));
-        before
-    }
-
-    /// Waits for the append in flight, if any.
-    pub async fn flush(&mut self) -> Result<()> {
-        match self.pending.take() {
-            Some(append) => append
-                .await
-                .map_err(|e| Error::Internal(format!("quality append task: {e}")))?,
-            None => Ok(()),
-        }
+        self.lake.append(Layer::System, QUALITY_TABLE, batch).await
     }
 }
 

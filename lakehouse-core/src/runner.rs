@@ -43,9 +43,8 @@ pub trait Job: Send {
     /// fires, finishes (or abandons) the unit cleanly and returns.
     async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport>;
 
-    /// Called when a run ends (caught up in `--once`, stopped, or failed): a job that keeps
-    /// work in memory from unit to unit writes it out (a window's state, which holds only
-    /// units that committed) and waits for work it left in flight (quality appends).
+    /// Called when a run ends without failing (caught up in `--once`, or stopped): a job
+    /// that keeps work in memory from unit to unit (a window's state) writes it out.
     async fn finish(&mut self) -> Result<()> {
         Ok(())
     }
@@ -206,10 +205,10 @@ impl Runner {
         let progress = Progress::new(&record.job);
         crate::metrics::job_started();
         let mut result = self.drive(job, &mut record, &progress).await;
-        match (job.finish().await, &result) {
-            (Err(e), Ok(_)) => result = Err(e),
-            (Err(e), Err(_)) => warn!(job = %record.job, error = %e, "finishing the failed run"),
-            (Ok(()), _) => {}
+        if result.is_ok() {
+            if let Err(e) = job.finish().await {
+                result = Err(e);
+            }
         }
         progress.finish();
         record.ended_at = Utc::now();

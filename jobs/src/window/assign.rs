@@ -91,7 +91,35 @@ pub fn expand(
         let starts = windows.starts(t).filter(|s| wanted(s + windows.size));
         pairs.extend(starts.map(|start| (start, row)));
     }
-    pairs.sort_unstable();
+    let (Some(lo), Some(hi)) = (
+        pairs.iter().map(|p| p.0).min(),
+        pairs.iter().map(|p| p.0).max(),
+    ) else {
+        return Grouped::default();
+    };
+    let windows_spanned = ((hi - lo) / windows.slide) as usize + 1;
+    if windows_spanned > 4 * pairs.len() + 1024 {
+        // A few rows far apart in time: sorting them beats a slot per window between.
+        pairs.sort_unstable();
+    } else {
+        // Starts are whole slides apart: a counting sort by window, stable, so each
+        // window's rows stay in input order.
+        let slot = |start: i64| ((start - lo) / windows.slide) as usize;
+        let mut at = vec![0usize; windows_spanned + 1];
+        for p in &pairs {
+            at[slot(p.0) + 1] += 1;
+        }
+        for i in 1..at.len() {
+            at[i] += at[i - 1];
+        }
+        let mut sorted = vec![(0i64, 0u32); pairs.len()];
+        for p in pairs {
+            let i = &mut at[slot(p.0)];
+            sorted[*i] = p;
+            *i += 1;
+        }
+        pairs = sorted;
+    }
     let mut out = Grouped::default();
     for same_start in pairs.chunk_by(|a, b| a.0 == b.0) {
         let start = same_start[0].0;
@@ -252,6 +280,34 @@ mod tests {
             uneven.starts(0).collect::<Vec<_>>(),
             [0, -2 * MIN, -4 * MIN]
         );
+    }
+
+    /// Whether rows are near in time (a slot per window) or far apart (a sort), each row is
+    /// in each of its windows, windows by start, rows in input order within one.
+    #[test]
+    fn expand_orders_windows_by_start_and_rows_by_input_order() {
+        let five_by_one = Fixed {
+            size: 5 * MIN,
+            slide: MIN,
+        };
+        let near: Vec<i64> = (0..200).map(|i| (i * 7919 % 600) * MIN / 10).collect();
+        let far: Vec<i64> = vec![3 * MIN, 1_000_000 * MIN, -2 * MIN, 1_000_000 * MIN + 1];
+        for times in [near, far] {
+            let mut expected: Vec<(i64, u32)> = (0u32..)
+                .zip(&times)
+                .flat_map(|(row, &t)| five_by_one.starts(t).map(move |s| (s, row)))
+                .collect();
+            expected.sort();
+            let got = expand(numbered(&times), five_by_one, |_| true);
+            let mut flat = Vec::new();
+            let mut from = 0;
+            for w in &got.windows {
+                assert_eq!(w.end, w.start + 5 * MIN);
+                flat.extend(got.rows[from..w.until].iter().map(|&r| (w.start, r)));
+                from = w.until;
+            }
+            assert_eq!(flat, expected);
+        }
     }
 
     #[test]

@@ -612,11 +612,20 @@ impl WindowJob {
         new_from: usize,
         mut grouped: assign::Grouped,
     ) -> Result<Emitting> {
-        let mut used: Vec<u32> = grouped.rows.clone();
-        used.sort_unstable();
-        used.dedup();
+        // The rows some window holds, in row order, and each one's place among them.
+        let mut place = vec![u32::MAX; rows.len()];
+        for &row in &grouped.rows {
+            place[row as usize] = 0;
+        }
+        let mut used: Vec<u32> = Vec::new();
+        for (row, at) in place.iter_mut().enumerate() {
+            if *at != u32::MAX {
+                *at = used.len() as u32;
+                used.push(row as u32);
+            }
+        }
         for row in &mut grouped.rows {
-            *row = used.binary_search(row).expect("a used row") as u32;
+            *row = place[*row as usize];
         }
         let new: BooleanArray = used.iter().map(|&i| Some(i as usize >= new_from)).collect();
         let picked = rows.take(used.iter().map(|&i| i as usize))?;
@@ -982,9 +991,6 @@ impl Job for WindowJob {
     }
 
     async fn finish(&mut self) -> Result<()> {
-        if let Err(e) = self.quality.flush().await {
-            warn!(error = %e, "could not append to the quality table");
-        }
         match &mut self.state {
             Some(state) => state.save(self.checkpoint_interval).await,
             None => Ok(()),
