@@ -40,7 +40,7 @@ fn ecommerce_checks_score_and_hourly_gold_match_the_truth() {
 /// on a Ballista cluster).
 pub(crate) fn assert_ecommerce_matches_the_truth(t: &TestPipeline) {
     let n = 10_000u64;
-    let stream = generate_stream(&t, n);
+    let stream = generate_stream(t, n);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     let out = ok(run(t.lakectl().args(["run", "silver"])));
 
@@ -78,7 +78,7 @@ pub(crate) fn assert_ecommerce_matches_the_truth(t: &TestPipeline) {
         other => panic!("ecommerce has no corruption {other}"),
     };
     let user_id = |e: &Value| e["user_id"].as_str().unwrap().to_string();
-    stream.assert_quarantine_matches_truth(&t, "ecommerce", rule_of, user_id);
+    stream.assert_quarantine_matches_truth(t, "ecommerce", rule_of, user_id);
     assert!(
         out.stdout
             .contains("quality score: 95.0 % of records passed every check"),
@@ -92,7 +92,7 @@ pub(crate) fn assert_ecommerce_matches_the_truth(t: &TestPipeline) {
     };
     assert_eq!(oracle["clean"], n - 500);
     let revenue = json_rows(
-        &t,
+        t,
         Layer::Gold,
         "revenue_hourly",
         "SELECT year, month, day, hour, product_id, CAST(revenue AS VARCHAR) FROM t ORDER BY 1, 2, 3, 4, 5",
@@ -106,7 +106,7 @@ pub(crate) fn assert_ecommerce_matches_the_truth(t: &TestPipeline) {
     );
     assert_eq!(total[0][0].as_deref(), oracle["revenue_total"].as_str());
     let events = json_rows(
-        &t,
+        t,
         Layer::Gold,
         "events_hourly",
         "SELECT year, month, day, hour, event_type, device, events FROM t ORDER BY 1, 2, 3, 4, 5, 6",
