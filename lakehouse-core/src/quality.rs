@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -468,11 +469,21 @@ impl QualityReport {
     }
 }
 
-/// The Delta table `<lake>/_lakectl/quality`: one row per rule per committed unit.
-#[derive(Debug, Clone)]
+/// The Delta table `<lake>/_lakectl/quality`: one row per rule per committed unit. A job's
+/// rows are committed together every [`QUALITY_FLUSH`] and when its run ends: a commit per
+/// unit of every continuous job (several a second) would grow one shared table's log and
+/// files without bound and make each writer catch up on all the others' commits. A crash
+/// loses the rows not yet committed, as it could lose one unit's row before (the quarantined
+/// records themselves commit with their unit).
+#[derive(Debug)]
 pub struct QualityLog {
     lake: Lake,
+    pending: Vec<RecordBatch>,
+    flushed_at: Instant,
 }
+
+/// How long a job's quality rows may wait for their commit.
+pub const QUALITY_FLUSH: Duration = Duration::from_secs(5);
 
 /// What a quality row is about: which run of which job, over which input versions.
 pub struct QualityScope<'a> {
@@ -505,10 +516,16 @@ fn quality_schema() -> SchemaRef {
 
 impl QualityLog {
     pub fn new(lake: Lake) -> QualityLog {
-        QualityLog { lake }
+        QualityLog {
+            lake,
+            pending: Vec::new(),
+            flushed_at: Instant::now(),
+        }
     }
 
-    pub async fn append(&self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
+    /// Counts a committed unit's report: in the metrics now, in the table with the next
+    /// flush, which this call makes when one is due.
+    pub async fn append(&mut self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
         for r in report
             .rules
             .iter()
@@ -516,11 +533,25 @@ impl QualityLog {
         {
             crate::metrics::quarantined(scope.job, &r.rule, r.failed);
         }
-        if report.rules.is_empty() {
+        if !report.rules.is_empty() {
+            self.pending.push(quality_batch(scope, report)?);
+        }
+        if self.flushed_at.elapsed() >= QUALITY_FLUSH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the rows appended since the last flush (kept for the next one if it fails).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.flushed_at = Instant::now();
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = quality_batch(scope, report)?;
-        self.lake.append(Layer::System, QUALITY_TABLE, batch).await
+        let rows = arrow::compute::concat_batches(&quality_schema(), &self.pending)?;
+        self.lake.append(Layer::System, QUALITY_TABLE, rows).await?;
+        self.pending.clear();
+        Ok(())
     }
 }
 
@@ -769,5 +800,50 @@ mod tests {
         assert_eq!(text.lines().count(), 4);
         let header = text.lines().next().unwrap();
         assert!(text.lines().all(|l| l.len() == header.len()), "{text}");
+    }
+
+    #[tokio::test]
+    async fn units_within_the_flush_interval_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut log = QualityLog::new(lake.clone());
+        let mut report = QualityReport::default();
+        report.count("not_null(x)", "quarantine", 10, 1);
+        for version in [1, 2, 3] {
+            let scope = QualityScope {
+                run_id: "r",
+                pipeline: "p",
+                job: "silver:t",
+                first_version: version,
+                last_version: version,
+                at: Utc::now(),
+            };
+            log.append(&scope, &report).await.unwrap();
+        }
+        let table = || lake.load_table(Layer::System, QUALITY_TABLE);
+        assert!(table().await.unwrap().is_none(), "nothing due yet");
+        log.flush().await.unwrap();
+        let table = table().await.unwrap().expect("flushed");
+        assert_eq!(table.version(), Some(0), "one commit for three units");
+        let ctx = SessionContext::new();
+        ctx.register_table("q", table.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT last_version, rows_failed FROM q ORDER BY last_version")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let versions = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(versions.values(), &[1, 2, 3], "a row per unit, as before");
+        log.flush().await.unwrap();
+        let again = lake.load_table(Layer::System, QUALITY_TABLE).await.unwrap();
+        assert_eq!(
+            again.unwrap().version(),
+            Some(0),
+            "an empty flush commits nothing"
+        );
     }
 }

@@ -556,6 +556,13 @@ impl Job for SilverJob {
         // A unit is bounded by batch_rows; cancellation is honoured between units.
         self.process().await
     }
+
+    async fn finish(&mut self) -> Result<()> {
+        if let Err(e) = self.quality.flush().await {
+            warn!(error = %e, "could not append to the quality table");
+        }
+        Ok(())
+    }
 }
 
 /// `lakectl run silver [TABLE…]`: each table in turn on the shared runner; prints each run's

@@ -570,10 +570,28 @@ impl WindowJob {
         match &self.windows {
             Windows::Fixed(windows) => {
                 let append = self.settings.output == WindowOutput::Append;
-                // Windows that ended by the last unit's watermark were emitted final then.
+                // `update`: a window without new rows keeps the row it was last written with,
+                // so only the windows this unit's rows fall in are aggregated again (those
+                // waiting for the watermark hold the most rows and get none).
+                let mut touched: Vec<i64> = Vec::new(); // ends; a few, searched per row
+                if !append {
+                    touched.extend(
+                        (new_from..rows.len())
+                            .flat_map(|i| windows.starts(rows.time(i)))
+                            .map(|start| start + windows.size),
+                    );
+                    touched.sort_unstable();
+                    touched.dedup();
+                }
                 let live = rows.live().map(|i| (i as u32, rows.time(i)));
+                // Windows that ended by the last unit's watermark were emitted final then.
                 let expanded = assign::expand(live, *windows, |end| {
-                    watermark_before.is_none_or(|w| end > w) && (!append || final_by(end))
+                    watermark_before.is_none_or(|w| end > w)
+                        && if append {
+                            final_by(end)
+                        } else {
+                            touched.contains(&end)
+                        }
                 });
                 let emitting = self.emitting(rows, new_from, expanded)?;
                 let gone: Vec<usize> = (rows.live())
@@ -991,6 +1009,9 @@ impl Job for WindowJob {
     }
 
     async fn finish(&mut self) -> Result<()> {
+        if let Err(e) = self.quality.flush().await {
+            warn!(error = %e, "could not append to the quality table");
+        }
         match &mut self.state {
             Some(state) => state.save(self.checkpoint_interval).await,
             None => Ok(()),
