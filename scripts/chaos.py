@@ -502,8 +502,8 @@ def main():
           books_bronze == books_produced and producer.returncode == 0,
           f"producer exit {producer.returncode}, {len(books_produced)} records in the topic, {len(books_bronze)} bronze rows")
     counts["books topic"], counts["books bronze"] = len(books_produced), len(books_bronze)
-    # Not gold.quality_by_rule: the quality log is appended after each data commit, so a crash
-    # between the two loses (or a re-done unit repeats) that unit's counts: it is not exactly once.
+    # Not gold.quality_by_rule: the quality log is committed apart from the data (every 5 s), so
+    # a crash loses the counts not yet committed: it is not exactly once.
     for layer, name in [("silver", "books"), ("quarantine", "books"), ("gold", "sales_by_genre"),
                         ("gold", "sales_by_language"), ("gold", "sales_by_decade")]:
         got, clean = (rows(table(lk, layer, name)) if quarantined_or_not(lk, layer, name) else []

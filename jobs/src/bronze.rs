@@ -501,7 +501,9 @@ impl BronzeJob {
         let topic = self.settings.topic.clone();
         let table = match self.delta.take() {
             Some(mut t) => {
-                t.update_incremental(None).await?;
+                self.lake
+                    .refresh(Layer::Bronze, &self.table, &mut t)
+                    .await?;
                 t
             }
             None => self.lake.table_or_new(Layer::Bronze, &self.table).await?,

@@ -11,7 +11,7 @@ use arrow::array::RecordBatch;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use object_store::path::Path as StorePath;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -243,7 +243,7 @@ impl Lake {
         if let Some(mut t) = known {
             // Failing that (an outage, say), the fresh load below answers: with the same
             // error, or with the table as it is now.
-            if t.update_incremental(None).await.is_ok() {
+            if self.refresh(layer, table, &mut t).await.is_ok() {
                 self.known().tables.insert(url, t.clone());
                 return Ok(t);
             }
@@ -254,6 +254,27 @@ impl Lake {
             self.known().tables.insert(url, t.clone());
         }
         Ok(t)
+    }
+
+    /// Brings a loaded table handle to the table's latest version. The next commit's file is
+    /// looked for first: Delta versions have no gaps, so when it is missing there is nothing
+    /// newer, and a poll that finds nothing costs one HEAD instead of a LIST of a `_delta_log`
+    /// that grows with every commit.
+    pub async fn refresh(&self, layer: Layer, table: &str, t: &mut DeltaTable) -> Result<()> {
+        if let Some(version) = t.version() {
+            let next = format!(
+                "{}/{table}/_delta_log/{:020}.json",
+                layer.folder(),
+                version + 1
+            );
+            if let Err(object_store::Error::NotFound { .. }) =
+                self.store.head(&self.path(&next)).await
+            {
+                return Ok(());
+            }
+        }
+        t.update_incremental(None).await?;
+        Ok(())
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -318,8 +339,8 @@ impl Lake {
     }
 
     /// Appends `batch` to `<layer>/<table>`, creating the table on the first write (with
-    /// checkpoints every `lake.checkpoint_interval` commits: the run and quality logs take a
-    /// commit per unit of several jobs, and every writer reads the commits since the last).
+    /// checkpoints every `lake.checkpoint_interval` commits: the run and quality logs take
+    /// commits of several jobs, and every writer reads the commits since the last).
     pub async fn append(&self, layer: Layer, table: &str, batch: RecordBatch) -> Result<()> {
         let table = self.table_or_new(layer, table).await?;
         write_with_txns(
