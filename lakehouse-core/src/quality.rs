@@ -13,6 +13,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tracing::warn;
 
 use crate::error::Result;
 use crate::storage::{Lake, Layer};
@@ -524,8 +525,8 @@ impl QualityLog {
     }
 
     /// Counts a committed unit's report: in the metrics now, in the table with the next
-    /// flush, which this call makes when one is due.
-    pub async fn append(&mut self, scope: &QualityScope<'_>, report: &QualityReport) -> Result<()> {
+    /// flush ([`QualityLog::flush_if_due`] after every unit, idle ones too).
+    pub fn append(&mut self, scope: &QualityScope<'_>, report: &QualityReport) {
         for r in report
             .rules
             .iter()
@@ -534,24 +535,37 @@ impl QualityLog {
             crate::metrics::quarantined(scope.job, &r.rule, r.failed);
         }
         if !report.rules.is_empty() {
-            self.pending.push(quality_batch(scope, report)?);
+            match quality_batch(scope, report) {
+                Ok(rows) => self.pending.push(rows),
+                Err(e) => warn!(error = %e, "could not make the unit's quality rows"),
+            }
         }
-        if self.flushed_at.elapsed() >= QUALITY_FLUSH {
-            self.flush().await?;
-        }
-        Ok(())
     }
 
-    /// Commits the rows appended since the last flush (kept for the next one if it fails).
-    pub async fn flush(&mut self) -> Result<()> {
+    /// Flushes when [`QUALITY_FLUSH`] has passed since the last flush, so the rows of the
+    /// units before a quiet spell do not wait for the run's end.
+    pub async fn flush_if_due(&mut self) {
+        if self.flushed_at.elapsed() >= QUALITY_FLUSH {
+            self.flush().await;
+        }
+    }
+
+    /// Commits the rows appended since the last flush. The data they count is committed
+    /// already: a failure is a warning (like a lost run record), and the rows wait for the
+    /// next flush.
+    pub async fn flush(&mut self) {
         self.flushed_at = Instant::now();
         if self.pending.is_empty() {
-            return Ok(());
+            return;
         }
-        let rows = arrow::compute::concat_batches(&quality_schema(), &self.pending)?;
-        self.lake.append(Layer::System, QUALITY_TABLE, rows).await?;
-        self.pending.clear();
-        Ok(())
+        let committed = match arrow::compute::concat_batches(&quality_schema(), &self.pending) {
+            Ok(rows) => self.lake.append(Layer::System, QUALITY_TABLE, rows).await,
+            Err(e) => Err(e.into()),
+        };
+        match committed {
+            Ok(()) => self.pending.clear(),
+            Err(e) => warn!(error = %e, "could not append to the quality table"),
+        }
     }
 }
 
@@ -818,11 +832,12 @@ mod tests {
                 last_version: version,
                 at: Utc::now(),
             };
-            log.append(&scope, &report).await.unwrap();
+            log.append(&scope, &report);
+            log.flush_if_due().await;
         }
         let table = || lake.load_table(Layer::System, QUALITY_TABLE);
         assert!(table().await.unwrap().is_none(), "nothing due yet");
-        log.flush().await.unwrap();
+        log.flush().await;
         let table = table().await.unwrap().expect("flushed");
         assert_eq!(table.version(), Some(0), "one commit for three units");
         let ctx = SessionContext::new();
@@ -838,7 +853,7 @@ mod tests {
         let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         let versions = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(versions.values(), &[1, 2, 3], "a row per unit, as before");
-        log.flush().await.unwrap();
+        log.flush().await;
         let again = lake.load_table(Layer::System, QUALITY_TABLE).await.unwrap();
         assert_eq!(
             again.unwrap().version(),

@@ -70,7 +70,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Engine;
 use crate::stage;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Lineage every cleaned row carries (`_silver_ts` is added at the end).
 const RECORD_LINEAGE: [&str; 4] = ["_bronze_version", "_partition", "_offset", "_kafka_ts"];
@@ -517,10 +517,7 @@ impl SilverJob {
             last_version: increment.to,
             at: Utc::now(),
         };
-        // The data is committed; a lost quality row is a warning, like a lost run record.
-        if let Err(e) = self.quality.append(&scope, &report).await {
-            warn!(error = %e, "could not append to the quality table");
-        }
+        self.quality.append(&scope, &report);
         Ok(UnitReport {
             rows_in,
             rows_out,
@@ -554,13 +551,13 @@ impl Job for SilverJob {
 
     async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
         // A unit is bounded by batch_rows; cancellation is honoured between units.
-        self.process().await
+        let unit = self.process().await?;
+        self.quality.flush_if_due().await;
+        Ok(unit)
     }
 
     async fn finish(&mut self) -> Result<()> {
-        if let Err(e) = self.quality.flush().await {
-            warn!(error = %e, "could not append to the quality table");
-        }
+        self.quality.flush().await;
         Ok(())
     }
 }

@@ -57,7 +57,7 @@ use lakehouse_core::storage::write_with_txns;
 use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::catalog::Engine;
 use crate::silver::{quarantine_schema, timestamp_type, with_column};
@@ -394,9 +394,7 @@ impl WindowJob {
             last_version: to,
             at: Utc::now(),
         };
-        if let Err(e) = self.quality.append(&scope, &report).await {
-            warn!(error = %e, "could not append to the quality table");
-        }
+        self.quality.append(&scope, &report);
         Ok(UnitReport {
             rows_in,
             rows_out,
@@ -1005,13 +1003,13 @@ impl Job for WindowJob {
 
     async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
         // A unit is bounded by batch_rows; cancellation is honoured between units.
-        self.process().await
+        let unit = self.process().await?;
+        self.quality.flush_if_due().await;
+        Ok(unit)
     }
 
     async fn finish(&mut self) -> Result<()> {
-        if let Err(e) = self.quality.flush().await {
-            warn!(error = %e, "could not append to the quality table");
-        }
+        self.quality.flush().await;
         match &mut self.state {
             Some(state) => state.save(self.checkpoint_interval).await,
             None => Ok(()),
