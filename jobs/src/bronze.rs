@@ -445,28 +445,35 @@ impl BronzeJob {
         let settings = settings(pipeline, table)?.clone();
         let lake = Lake::from_config(&pipeline.lake)?;
         let mut config = lakehouse_core::kafka::client_config(&pipeline.kafka);
+        // What exactly-once rests on: offsets live in the table, never in the group.
         config
             .set("group.id", pipeline.group_id())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "false");
+        // Tuning, which the pipeline's `kafka.options` may override.
+        let queued_kbytes = (settings.flush_bytes / 4 / 1024)
+            .clamp(1024, 16384)
+            .to_string();
+        let tuning = [
             // A topic that does not exist yet (or that a restarted broker does not know yet)
             // is looked up again after this, not after librdkafka's default 5 minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000")
+            ("topic.metadata.refresh.interval.ms", "5000"),
             // A member killed with -9 holds its partitions until this expires.
-            .set("session.timeout.ms", "10000")
+            ("session.timeout.ms", "10000"),
             // Throughput: big fetches, no idle backoff between them.
-            .set("fetch.wait.max.ms", "100")
-            .set("fetch.queue.backoff.ms", "10")
+            ("fetch.wait.max.ms", "100"),
+            ("fetch.queue.backoff.ms", "10"),
             // Prefetch memory in step with the flush limit: a quarter of a batch's bytes
             // waiting keeps the fetches ahead of the builders (1–16 MiB).
-            .set(
-                "queued.max.messages.kbytes",
-                (settings.flush_bytes / 4 / 1024)
-                    .clamp(1024, 16384)
-                    .to_string(),
-            );
+            ("queued.max.messages.kbytes", queued_kbytes.as_str()),
+        ];
+        for (key, value) in tuning {
+            if !pipeline.kafka.options.contains_key(key) {
+                config.set(key, value);
+            }
+        }
         if lakehouse_core::metrics::serving() {
             // Consumer lag for the metrics endpoint comes from librdkafka's statistics.
             config.set("statistics.interval.ms", "1000");
