@@ -469,11 +469,7 @@ impl BronzeJob {
             // waiting keeps the fetches ahead of the builders (1–16 MiB).
             ("queued.max.messages.kbytes", queued_kbytes.as_str()),
         ];
-        for (key, value) in tuning {
-            if !pipeline.kafka.options.contains_key(key) {
-                config.set(key, value);
-            }
-        }
+        lakehouse_core::kafka::set_defaults(&mut config, &pipeline.kafka, tuning);
         if lakehouse_core::metrics::serving() {
             // Consumer lag for the metrics endpoint comes from librdkafka's statistics.
             config.set("statistics.interval.ms", "1000");

@@ -111,11 +111,7 @@ impl TopicProducer {
             ("queue.buffering.max.messages", "500000"),
             ("message.timeout.ms", "60000"),
         ];
-        for (key, value) in ours.iter().chain(extra) {
-            if !kafka.options.contains_key(*key) {
-                config.set(*key, *value);
-            }
-        }
+        lakehouse_core::kafka::set_defaults(&mut config, kafka, ours.iter().chain(extra).copied());
         config.set("enable.idempotence", "true").set("acks", "all");
         let producer = config
             .create_with_context(DeliveryCounter::default())

@@ -9,7 +9,8 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// Base librdkafka settings for any client of this pipeline; the pipeline's `kafka.options`
-/// come last so users can override anything.
+/// come last so users can override them, and a client's own tuning goes in with
+/// [`set_defaults`], which leaves what the options set alone.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -47,6 +48,20 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         config.set(key, value);
     }
     config
+}
+
+/// Sets each of a client's tuning `defaults` that the pipeline's `kafka.options` did not set:
+/// the user's value wins. (Settings a client's correctness rests on are set outright.)
+pub fn set_defaults<'a>(
+    config: &mut ClientConfig,
+    kafka: &KafkaConfig,
+    defaults: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    for (key, value) in defaults {
+        if !kafka.options.contains_key(key) {
+            config.set(key, value);
+        }
+    }
 }
 
 fn path_text(path: &Option<std::path::PathBuf>) -> Option<String> {
@@ -169,6 +184,25 @@ fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_defaults_yield_to_the_pipelines_options() {
+        let kafka: KafkaConfig =
+            toml::from_str("brokers = \"b:9092\"\noptions = { \"fetch.wait.max.ms\" = \"5\" }")
+                .unwrap();
+        let mut config = client_config(&kafka);
+        set_defaults(
+            &mut config,
+            &kafka,
+            [("fetch.wait.max.ms", "100"), ("linger.ms", "20")],
+        );
+        assert_eq!(
+            config.get("fetch.wait.max.ms"),
+            Some("5"),
+            "the user's value"
+        );
+        assert_eq!(config.get("linger.ms"), Some("20"), "the client's default");
+    }
 
     /// Values from Kafka's own test of `Utils.murmur2` (as signed Java ints).
     #[test]
