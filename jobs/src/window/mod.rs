@@ -16,7 +16,9 @@
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
 //!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
 //!    mode those that got new rows. The SQL runs over slices of whole windows (or sessions),
-//!    each copied out in its turn with only the columns the SQL reads (bounded memory);
+//!    each copied out in its turn with only the columns the SQL reads (bounded memory).
+//!    `update` windows run in process keep running aggregates instead (`running.rs`): a
+//!    unit feeds them its new rows and emits the groups they touched;
 //! 6. **commit**: quarantine, then the output (append, or MERGE on the window bounds and
 //!    group keys); the state without the final windows' rows stays in memory for the next
 //!    unit, and goes to the lake when its copy is due and when the run ends (`state.rs`).
@@ -34,6 +36,7 @@
 
 mod assign;
 mod open;
+mod running;
 mod state;
 
 use std::future::IntoFuture;
@@ -64,6 +67,7 @@ use crate::silver::{quarantine_schema, timestamp_type, with_column};
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
 use open::OpenRows;
+use running::Running;
 use state::{txn_app_id, State};
 
 /// Silver's lineage columns: the arrival order, and what a quarantine row points back to.
@@ -106,6 +110,9 @@ pub struct WindowJob {
     lake: Lake,
     /// Where steps 2 and 5 run: in process, or on the Ballista cluster `[engine] url` names.
     engine: Engine,
+    /// Whether step 5 keeps running aggregates (`running.rs`): `update` windows in process,
+    /// until their SQL turns out to be one the accumulators cannot follow.
+    incremental: bool,
     kafka: lakehouse_core::config::KafkaConfig,
     /// The topic silver's rows came from, and its partition count once asked.
     topic: String,
@@ -178,6 +185,10 @@ impl WindowJob {
             .and_then(|silver| pipeline.bronze.get(&silver.source))
             .map(|bronze| bronze.topic.clone())
             .ok_or_else(|| Error::Internal("window sources are checked with the config".into()))?;
+        let engine = Engine::of(pipeline);
+        let incremental = settings.output == WindowOutput::Update
+            && matches!(windows, Windows::Fixed(_))
+            && matches!(engine, Engine::InProcess);
         Ok(WindowJob {
             table: table.to_string(),
             delay: micros(settings.watermark),
@@ -186,7 +197,8 @@ impl WindowJob {
             keys,
             quality: QualityLog::new(lake.clone()),
             lake,
-            engine: Engine::of(pipeline),
+            engine,
+            incremental,
             kafka: pipeline.kafka.clone(),
             topic,
             partitions: None,
@@ -356,10 +368,20 @@ impl WindowJob {
         let new_times = self.times_of(&arrivals.on_time)?;
         let new_from = (open.push(arrivals.on_time.clone(), new_times))
             .map_err(|e| self.columns_changed(e))?;
-        let emitting = self.assign(open, new_from, watermark_before, watermark)?;
+        let out = match self
+            .aggregate_running(state, new_from, watermark_before, watermark)
+            .await?
+        {
+            Some(out) => out,
+            None => {
+                let open = state.open.as_mut().expect("indexed above");
+                let emitting = self.assign(open, new_from, watermark_before, watermark)?;
+                self.aggregate(emitting).await?
+            }
+        };
+        let open = state.open.as_mut().expect("indexed above");
         open.compact_if_due()?;
         let state_rows = open.live_len();
-        let out = self.aggregate(emitting).await?;
         let rows_out: u64 = out.iter().map(|b| b.num_rows() as u64).sum();
 
         self.write_quarantine(&arrivals, to).await?;
@@ -592,10 +614,7 @@ impl WindowJob {
                         }
                 });
                 let emitting = self.emitting(rows, new_from, expanded)?;
-                let gone: Vec<usize> = (rows.live())
-                    .filter(|&i| final_by(windows.last_end(rows.time(i))))
-                    .collect();
-                rows.remove(gone);
+                remove_final(rows, *windows, watermark);
                 Ok(emitting)
             }
             Windows::Sessions { rule, .. } => {
@@ -678,19 +697,6 @@ impl WindowJob {
             return Ok(Vec::new());
         }
         let ctx = self.engine.context().await?;
-        let group: Vec<String> = WINDOW_BOUNDS
-            .iter()
-            .map(|c| c.to_string())
-            .chain(self.keys.iter().cloned())
-            .map(|c| quote_ident(&c))
-            .collect();
-        let columns = |exprs: &indexmap::IndexMap<String, String>| {
-            exprs
-                .iter()
-                .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let (section, sql) = match &self.settings.rows {
             Some(extra) => {
                 let flag = rows.schema().index_of(NEW)?;
@@ -702,8 +708,8 @@ impl WindowJob {
                     "rows",
                     format!(
                         "SELECT *, {} FROM {ROWS} ORDER BY {}, {time}",
-                        columns(extra),
-                        group.join(", ")
+                        select_list(extra),
+                        self.group_columns()
                     ),
                 )
             }
@@ -713,14 +719,7 @@ impl WindowJob {
                     WindowOutput::Append => String::new(),
                     WindowOutput::Update => format!(" HAVING bool_or({NEW})"),
                 };
-                (
-                    "aggregates",
-                    format!(
-                        "SELECT {group}, {} FROM {ROWS} GROUP BY {group}{having} ORDER BY {group}",
-                        columns(&self.settings.aggregates),
-                        group = group.join(", "),
-                    ),
-                )
+                ("aggregates", self.aggregates_sql(&having))
             }
         };
         let invalid = |e: &dyn std::fmt::Display| self.setting_error(section, e);
@@ -735,6 +734,113 @@ impl WindowJob {
             );
         }
         self.collect(df, invalid).await
+    }
+
+    /// The `aggregates` SQL over the window rows: one row per window and group (`having`
+    /// may narrow them), ordered by window and group.
+    fn aggregates_sql(&self, having: &str) -> String {
+        format!(
+            "SELECT {group}, {} FROM {ROWS} GROUP BY {group}{having} ORDER BY {group}",
+            select_list(&self.settings.aggregates),
+            group = self.group_columns(),
+        )
+    }
+
+    /// The window bounds and the group keys, quoted, comma-separated.
+    fn group_columns(&self) -> String {
+        (WINDOW_BOUNDS.iter().map(|c| c.to_string()))
+            .chain(self.keys.iter().cloned())
+            .map(|c| quote_ident(&c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Steps 4 and 5 of an `update` window with running aggregates (`running.rs`): the new
+    /// rows go into their windows' accumulators, the groups they touched are emitted, and
+    /// final windows leave the accumulators and the open rows. `None` for a window that
+    /// aggregates with SQL (step 5).
+    async fn aggregate_running(
+        &mut self,
+        state: &mut State,
+        new_from: usize,
+        watermark_before: Option<i64>,
+        watermark: Option<i64>,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let (true, Windows::Fixed(windows)) = (self.incremental, &self.windows) else {
+            return Ok(None);
+        };
+        let windows = *windows;
+        let open = state.open.as_mut().expect("indexed by open_rows");
+        if state.running.is_none() {
+            let schema = self
+                .emitting(open, new_from, assign::Grouped::default())?
+                .slice(0..0)?
+                .schema();
+            let sql = self.aggregates_sql("");
+            let planned = Running::plan(&sql, ROWS, schema, WINDOW_BOUNDS.len() + self.keys.len())
+                .await
+                .map_err(|e| match e {
+                    Error::DataFusion(e) => self.setting_error("aggregates", e),
+                    other => other,
+                })?;
+            let Some(mut running) = planned else {
+                info!(window = %self.table, "the aggregates are not ones running accumulators follow: each unit aggregates its windows' rows with SQL");
+                self.incremental = false;
+                return Ok(None);
+            };
+            // The open rows of the last process (or none): counted, not emitted again.
+            let old = open.live().filter(|&i| i < new_from).collect::<Vec<_>>();
+            self.feed(
+                &mut running,
+                open,
+                old,
+                new_from,
+                windows,
+                watermark_before,
+                false,
+            )
+            .await?;
+            state.running = Some(running);
+        }
+        let running = state.running.as_mut().expect("made above");
+        let new = (new_from..open.len()).collect::<Vec<_>>();
+        self.feed(
+            running,
+            open,
+            new,
+            new_from,
+            windows,
+            watermark_before,
+            true,
+        )
+        .await?;
+        let out = running.emit(watermark).await?;
+        remove_final(open, windows, watermark);
+        Ok(Some(out))
+    }
+
+    /// `rows` of `open` into the accumulators of their windows not final by
+    /// `watermark_before`, a slice of whole windows at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn feed(
+        &self,
+        running: &mut Running,
+        open: &OpenRows,
+        rows: Vec<usize>,
+        new_from: usize,
+        windows: Fixed,
+        watermark_before: Option<i64>,
+        touched: bool,
+    ) -> Result<()> {
+        let rows = rows.into_iter().map(|i| (i as u32, open.time(i)));
+        let grouped = assign::expand(rows, windows, |end| {
+            watermark_before.is_none_or(|w| end > w)
+        });
+        let emitting = self.emitting(open, new_from, grouped)?;
+        for windows in emitting.grouped.runs(ROWS_PER_SLICE, WINDOWS_PER_SLICE) {
+            running.update(emitting.slice(windows)?, touched).await?;
+        }
+        Ok(())
     }
 
     /// Runs a step's SQL on the engine; an error of the SQL itself is the setting's.
@@ -845,6 +951,25 @@ impl WindowJob {
         let (table, _) = lakehouse_core::metrics::timed_commit(merge.into_future()).await?;
         Ok(table)
     }
+}
+
+/// `name = sql` settings as a SELECT list: `sql AS name, …`.
+fn select_list(exprs: &indexmap::IndexMap<String, String>) -> String {
+    (exprs.iter())
+        .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Removes the open rows whose last window is final by `watermark`.
+fn remove_final(rows: &mut OpenRows, windows: Fixed, watermark: Option<i64>) {
+    let Some(watermark) = watermark else {
+        return;
+    };
+    let gone: Vec<usize> = (rows.live())
+        .filter(|&i| windows.last_end(rows.time(i)) <= watermark)
+        .collect();
+    rows.remove(gone);
 }
 
 /// The first source version a unit's files came from (its last when it had none).

@@ -22,6 +22,7 @@ use lakehouse_core::{Lake, Layer, Result};
 
 use super::assign::Watermarks;
 use super::open::OpenRows;
+use super::running::Running;
 
 /// The app id of the `txn` action in a window's output, quarantine and state commits: the
 /// last source version the commit covers.
@@ -46,6 +47,9 @@ pub struct State {
     /// by key, then event time), until the first unit indexes them into `open`.
     pub loaded: Vec<RecordBatch>,
     pub open: Option<OpenRows>,
+    /// An `update` window's running aggregates over the open rows (`running.rs`): in memory
+    /// only, fed the open rows by the first unit that meets them.
+    pub running: Option<Running>,
     /// The source version of the lake's copy, and how many rows it holds.
     saved_version: i64,
     saved_rows: u64,
@@ -95,6 +99,7 @@ impl State {
             watermarks,
             loaded: rows,
             open: None,
+            running: None,
             saved_version: version,
             saved_rows,
             unsaved_rows_read: 0,
