@@ -314,10 +314,10 @@ mod tests {
         sum(amount) AS amount, avg(amount) AS mean, max(amount) - min(amount) AS spread, \
         count(*) FILTER (WHERE amount > 5) AS large";
 
-    fn sql(having: &str) -> String {
+    fn sql() -> String {
         format!(
             "SELECT window_start, window_end, page, {SQL_COLUMNS} FROM window_rows \
-             GROUP BY window_start, window_end, page{having} ORDER BY window_start, window_end, page"
+             GROUP BY window_start, window_end, page ORDER BY window_start, window_end, page"
         )
     }
 
@@ -371,11 +371,19 @@ mod tests {
         out
     }
 
+    /// Running aggregates of the test's SQL, for window rows like `rows`.
+    async fn planned(rows: &RecordBatch) -> Running {
+        Running::plan(&sql(), "window_rows", rows.schema(), 3)
+            .await
+            .unwrap()
+            .expect("plain aggregates are followed")
+    }
+
     async fn sql_over(batches: &[RecordBatch]) -> Vec<String> {
         let ctx = SessionContext::new();
         let all = concat_batches(&batches[0].schema(), batches).unwrap();
         ctx.register_batch("window_rows", all).unwrap();
-        lines(&ctx.sql(&sql("")).await.unwrap().collect().await.unwrap())
+        lines(&ctx.sql(&sql()).await.unwrap().collect().await.unwrap())
     }
 
     /// Units fed one after another emit, for every group they touched, what the SQL over all
@@ -383,10 +391,7 @@ mod tests {
     #[tokio::test]
     async fn each_emit_equals_the_sql_over_every_row_so_far() {
         let parts = [rows(0, 40), rows(40, 3), rows(43, 100)];
-        let mut running = Running::plan(&sql(""), "window_rows", parts[0].schema(), 3)
-            .await
-            .unwrap()
-            .expect("plain aggregates are followed");
+        let mut running = planned(&parts[0]).await;
         for (i, part) in parts.iter().enumerate() {
             running.update(part.clone(), true).await.unwrap();
             let emitted = lines(&running.emit(None).await.unwrap());
@@ -407,10 +412,7 @@ mod tests {
     #[tokio::test]
     async fn untouched_rows_count_without_being_emitted() {
         let old = rows(0, 40);
-        let mut running = Running::plan(&sql(""), "window_rows", old.schema(), 3)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut running = planned(&old).await;
         running.update(old.clone(), false).await.unwrap();
         assert!(running.emit(None).await.unwrap().is_empty());
         let new = rows(40, 60);
@@ -423,10 +425,7 @@ mod tests {
     #[tokio::test]
     async fn final_windows_are_forgotten() {
         let batch = rows(0, 40);
-        let mut running = Running::plan(&sql(""), "window_rows", batch.schema(), 3)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut running = planned(&batch).await;
         running.update(batch, true).await.unwrap();
         assert_eq!(running.open_groups(), 6);
         // The first window ends at 5 minutes, the second at 6.
