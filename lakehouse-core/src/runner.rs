@@ -43,8 +43,10 @@ pub trait Job: Send {
     /// fires, finishes (or abandons) the unit cleanly and returns.
     async fn run_unit(&mut self, cancel: &CancellationToken) -> Result<UnitReport>;
 
-    /// Called when a run ends without failing (caught up in `--once`, or stopped): a job
-    /// that keeps work in memory from unit to unit (a window's state) writes it out.
+    /// Called when a run ends (caught up in `--once`, stopped, or failed): a job that keeps
+    /// work in memory from unit to unit (a window's state, quality rows) writes it out. After
+    /// a failure the units before it are committed, and what they kept is worth writing; an
+    /// error here then only warns, the run's own error stands.
     async fn finish(&mut self) -> Result<()> {
         Ok(())
     }
@@ -205,10 +207,12 @@ impl Runner {
         let progress = Progress::new(&record.job);
         crate::metrics::job_started();
         let mut result = self.drive(job, &mut record, &progress).await;
-        if result.is_ok() {
-            if let Err(e) = job.finish().await {
-                result = Err(e);
+        match (job.finish().await, &result) {
+            (Err(e), Ok(_)) => result = Err(e),
+            (Err(e), Err(_)) => {
+                warn!(job = %record.job, error = %e, "finishing the failed run failed too")
             }
+            (Ok(()), _) => {}
         }
         progress.finish();
         record.ended_at = Utc::now();
@@ -342,6 +346,7 @@ mod tests {
     struct Scripted {
         script: VecDeque<Result<UnitReport>>,
         calls: u32,
+        finished: bool,
     }
 
     impl Scripted {
@@ -349,6 +354,7 @@ mod tests {
             Scripted {
                 script: script.into(),
                 calls: 0,
+                finished: false,
             }
         }
     }
@@ -363,6 +369,10 @@ mod tests {
             self.script
                 .pop_front()
                 .unwrap_or_else(|| Err(Error::Internal("script ran out".into())))
+        }
+        async fn finish(&mut self) -> Result<()> {
+            self.finished = true;
+            Ok(())
         }
     }
 
@@ -390,6 +400,7 @@ mod tests {
         assert_eq!(record.outcome, Outcome::Succeeded);
         assert_eq!((record.units, record.rows_in), (2, 15));
         assert_eq!(job.calls, 2);
+        assert!(job.finished);
     }
 
     #[tokio::test]
@@ -407,6 +418,10 @@ mod tests {
         let err = fast_runner(Mode::Once, 5).run(&mut job).await.unwrap_err();
         assert!(matches!(err, Error::Input(_)));
         assert_eq!(job.calls, 1);
+        assert!(
+            job.finished,
+            "a failed run is finished too: its committed units' rows"
+        );
     }
 
     #[tokio::test]
