@@ -16,7 +16,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{filter, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -45,7 +45,8 @@ pub struct Running {
     /// Each aggregate's `FILTER (WHERE …)`.
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     task: Arc<TaskContext>,
-    keys: Option<RowConverter>,
+    /// Group column values in Arrow's row format: the `groups` map's keys.
+    keys: RowConverter,
     groups: HashMap<OwnedRow, Group>,
 }
 
@@ -151,17 +152,24 @@ impl Running {
         if input.iter().any(|n| aggregate(n).is_some()) {
             return Ok(None);
         }
+        let group_by: Vec<Arc<dyn PhysicalExpr>> = (lowest.group_expr().expr().iter())
+            .map(|(e, _)| e.clone())
+            .collect();
+        let input_schema = lowest.input().schema();
+        let keys = RowConverter::new(
+            (group_by.iter())
+                .map(|e| Ok(SortField::new(e.data_type(&input_schema)?)))
+                .collect::<Result<Vec<_>>>()?,
+        )?;
         Ok(Some(Running {
             above,
             output: top.schema(),
             input,
-            group_by: (lowest.group_expr().expr().iter())
-                .map(|(e, _)| e.clone())
-                .collect(),
+            group_by,
             aggregates: lowest.aggr_expr().to_vec(),
             filters: lowest.filter_expr().to_vec(),
             task: ctx.task_ctx(),
-            keys: None,
+            keys,
             groups: HashMap::new(),
         }))
     }
@@ -194,15 +202,7 @@ impl Running {
             .iter()
             .map(evaluate)
             .collect::<Result<Vec<_>>>()?;
-        let converter = match &mut self.keys {
-            Some(converter) => converter,
-            None => self.keys.insert(RowConverter::new(
-                keys.iter()
-                    .map(|k| SortField::new(k.data_type().clone()))
-                    .collect(),
-            )?),
-        };
-        let key_rows = converter.convert_columns(&keys)?;
+        let key_rows = self.keys.convert_columns(&keys)?;
         // The batch's rows by group: each group's first row and all of its rows.
         let mut places = HashMap::new();
         let mut members: Vec<(usize, Vec<u32>)> = Vec::new();
