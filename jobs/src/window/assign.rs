@@ -21,10 +21,22 @@ impl Fixed {
             .take_while(move |start| start + self.size > t)
     }
 
-    /// The end of the last window holding an event at `t`: the row is needed until the
-    /// watermark reaches it.
-    pub fn last_end(self, t: i64) -> i64 {
-        t.div_euclid(self.slide) * self.slide + self.size
+    /// The start of the last window holding an event at `t`: the row is needed until the
+    /// watermark reaches that window's end.
+    pub fn last_start(self, t: i64) -> i64 {
+        t.div_euclid(self.slide) * self.slide
+    }
+
+    /// The event times of the windows that end in `(after, until]` (every window up to
+    /// `until` without `after`): from the first one's start to the last one's end. `None`
+    /// when no window ends there.
+    pub fn times_ending_in(self, after: Option<i64>, until: i64) -> Option<Range<i64>> {
+        let last = (until - self.size).div_euclid(self.slide);
+        let first = match after {
+            Some(after) => (after - self.size).div_euclid(self.slide) + 1,
+            None => return Some(i64::MIN..last * self.slide + self.size),
+        };
+        (first <= last).then(|| first * self.slide..last * self.slide + self.size)
     }
 }
 
@@ -134,7 +146,8 @@ pub fn numbered(times: &[i64]) -> impl Iterator<Item = (u32, i64)> + '_ {
     (0u32..).zip(times.iter().copied())
 }
 
-/// One session: rows `rows` of the sorted input, events from `first` to `last`.
+/// One session of a key: rows `rows` of the key's rows sorted by time, events from `first`
+/// to `last`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub rows: Range<usize>,
@@ -152,35 +165,39 @@ pub struct SessionRule {
 
 impl SessionRule {
     /// When a session ends: `gap` after its last event (as Spark's `session_window`), or
-    /// at its maximum duration if that comes first. No later event can join it from then on.
+    /// at its maximum duration if that comes first. No later event can join it from then on,
+    /// so a key's sessions end in the order they start.
     pub fn end(self, session: &Session) -> i64 {
         let by_gap = session.last + self.gap;
         self.max_duration
             .map_or(by_gap, |max| by_gap.min(session.first + max))
     }
 
-    /// Splits rows sorted by (key, time) into sessions: a session ends at a new key, when
-    /// the next event of the key comes `gap` or more after the one before, or when it comes
-    /// `max_duration` or more after the session's first. `new_key[i]` says row `i` has
-    /// another key than row `i - 1`.
-    pub fn sessions(self, new_key: &[bool], times: &[i64]) -> Vec<Session> {
-        let mut out: Vec<Session> = Vec::new();
-        for (i, &t) in times.iter().enumerate() {
-            match out.last_mut() {
-                Some(s)
-                    if !new_key[i]
-                        && t - s.last < self.gap
-                        && self.max_duration.is_none_or(|max| t - s.first < max) =>
-                {
-                    s.rows.end = i + 1;
-                    s.last = t;
-                }
-                _ => out.push(Session {
-                    rows: i..i + 1,
-                    first: t,
-                    last: t,
-                }),
+    /// Adds row `i` of a key's rows sorted by time (at `t`) to the key's sessions of the rows
+    /// before it: it ends the last session when it comes `gap` or more after that session's
+    /// last event, or `max_duration` or more after its first.
+    pub fn add(self, sessions: &mut Vec<Session>, i: usize, t: i64) {
+        match sessions.last_mut() {
+            Some(s)
+                if t - s.last < self.gap
+                    && self.max_duration.is_none_or(|max| t - s.first < max) =>
+            {
+                s.rows.end = i + 1;
+                s.last = t;
             }
+            _ => sessions.push(Session {
+                rows: i..i + 1,
+                first: t,
+                last: t,
+            }),
+        }
+    }
+
+    /// The sessions of one key's event times, sorted.
+    pub fn sessions(self, times: impl IntoIterator<Item = i64>) -> Vec<Session> {
+        let mut out = Vec::new();
+        for (i, t) in times.into_iter().enumerate() {
+            self.add(&mut out, i, t);
         }
         out
     }
@@ -255,7 +272,38 @@ mod tests {
         assert_eq!(minute.starts(MIN).collect::<Vec<_>>(), [MIN]);
         // Before the epoch too: floor, not truncation.
         assert_eq!(minute.starts(-1).collect::<Vec<_>>(), [-MIN]);
-        assert_eq!(minute.last_end(MIN + 5), 2 * MIN);
+        assert_eq!(minute.last_start(MIN + 5), MIN);
+    }
+
+    #[test]
+    fn times_ending_in_span_exactly_the_windows_ending_there() {
+        let five_by_one = Fixed {
+            size: 5 * MIN,
+            slide: MIN,
+        };
+        // Windows end on whole minutes: those ending in (7.5, 10] end at 8, 9 and 10.
+        assert_eq!(
+            five_by_one.times_ending_in(Some(15 * MIN / 2), 10 * MIN),
+            Some(3 * MIN..10 * MIN)
+        );
+        // An end at `after` is not in; one at `until` is.
+        assert_eq!(
+            five_by_one.times_ending_in(Some(8 * MIN), 9 * MIN),
+            Some(4 * MIN..9 * MIN)
+        );
+        assert_eq!(
+            five_by_one.times_ending_in(Some(8 * MIN), 8 * MIN + 1),
+            None
+        );
+        assert_eq!(
+            five_by_one.times_ending_in(None, 9 * MIN + 1),
+            Some(i64::MIN..9 * MIN)
+        );
+        // Before the epoch too.
+        assert_eq!(
+            five_by_one.times_ending_in(Some(-11 * MIN / 2), -4 * MIN),
+            Some(-10 * MIN..-4 * MIN)
+        );
     }
 
     #[test]
@@ -269,7 +317,7 @@ mod tests {
             five_by_one.starts(t).collect::<Vec<_>>(),
             [7 * MIN, 6 * MIN, 5 * MIN, 4 * MIN, 3 * MIN]
         );
-        assert_eq!(five_by_one.last_end(t), 12 * MIN);
+        assert_eq!(five_by_one.last_start(t), 7 * MIN);
         // A slide that does not divide the size: 2 or 3 windows.
         let uneven = Fixed {
             size: 5 * MIN,
@@ -355,9 +403,7 @@ mod tests {
             gap: 30 * MIN,
             max_duration: None,
         };
-        let times = [0, 29 * MIN, 58 * MIN, 100 * MIN, 0];
-        let new_key = [true, false, false, false, true];
-        let got = rule.sessions(&new_key, &times);
+        let got = rule.sessions([0, 29 * MIN, 58 * MIN, 100 * MIN]);
         assert_eq!(
             got,
             [
@@ -371,16 +417,11 @@ mod tests {
                     first: 100 * MIN,
                     last: 100 * MIN
                 },
-                Session {
-                    rows: 4..5,
-                    first: 0,
-                    last: 0
-                },
             ]
         );
         assert_eq!(rule.end(&got[0]), 88 * MIN);
         assert_eq!(
-            rule.sessions(&[true, false], &[0, rule.gap]).len(),
+            rule.sessions([0, rule.gap]).len(),
             2,
             "exactly the gap apart"
         );
@@ -393,10 +434,7 @@ mod tests {
             max_duration: Some(60 * MIN),
         };
         // Events every 20 minutes, for ever: sessions of an hour at most.
-        let times: Vec<i64> = (0..7).map(|i| i * 20 * MIN).collect();
-        let mut new_key = vec![false; 7];
-        new_key[0] = true;
-        let got = rule.sessions(&new_key, &times);
+        let got = rule.sessions((0..7).map(|i| i * 20 * MIN));
         let bounds: Vec<(i64, i64, i64)> = got
             .iter()
             .map(|s| (s.first / MIN, s.last / MIN, rule.end(s) / MIN))

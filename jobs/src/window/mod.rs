@@ -430,11 +430,7 @@ impl WindowJob {
     /// The state's open rows, indexed when this process's first unit meets them.
     fn open_rows<'s>(&self, state: &'s mut State, schema: &SchemaRef) -> Result<&'s mut OpenRows> {
         if state.open.is_none() {
-            let key = match &self.windows {
-                Windows::Sessions { key, .. } => Some(&key[..]),
-                Windows::Fixed(_) => None,
-            };
-            let mut open = OpenRows::new(schema.clone(), key)?;
+            let mut open = OpenRows::new(schema.clone(), &self.windows)?;
             for rows in std::mem::take(&mut state.loaded) {
                 let times = self.times_of(&rows)?;
                 open.push(rows, times)
@@ -603,38 +599,38 @@ impl WindowJob {
                     touched.sort_unstable();
                     touched.dedup();
                 }
-                let live = rows.live().map(|i| (i as u32, rows.time(i)));
-                // Windows that ended by the last unit's watermark were emitted final then.
-                let expanded = assign::expand(live, *windows, |end| {
+                // The rows of the windows emitted: those the watermark passed in this unit
+                // (windows that ended by the last unit's were emitted final then), or those
+                // the new rows fall in.
+                let times = if append {
+                    watermark.and_then(|w| windows.times_ending_in(watermark_before, w))
+                } else {
+                    (touched.first().zip(touched.last()))
+                        .map(|(first, last)| first - windows.size..*last)
+                };
+                let candidates = times.map_or_else(Vec::new, |times| rows.rows_in(times));
+                let expanded = assign::expand(candidates, *windows, |end| {
                     watermark_before.is_none_or(|w| end > w)
                         && if append {
                             final_by(end)
                         } else {
-                            touched.contains(&end)
+                            touched.binary_search(&end).is_ok()
                         }
                 });
                 let emitting = self.emitting(rows, new_from, expanded)?;
-                remove_final(rows, *windows, watermark);
+                if let Some(w) = watermark {
+                    rows.remove_final_windows(w);
+                }
                 Ok(emitting)
             }
-            Windows::Sessions { rule, .. } => {
-                let order = rows.session_order();
-                let new_key: Vec<bool> = (0..order.len())
-                    .map(|i| i == 0 || !rows.same_key(order[i] as usize, order[i - 1] as usize))
-                    .collect();
-                let sorted_times: Vec<i64> = order.iter().map(|&i| rows.time(i as usize)).collect();
-                let (mut grouped, mut gone) = (assign::Grouped::default(), Vec::new());
-                for session in rule.sessions(&new_key, &sorted_times) {
-                    let end = rule.end(&session);
-                    if final_by(end) {
-                        let in_order = &order[session.rows.clone()];
-                        grouped.push(in_order.iter().copied(), session.first, end);
-                        gone.extend(in_order.iter().map(|&i| i as usize));
+            Windows::Sessions { .. } => {
+                let mut grouped = assign::Grouped::default();
+                if let Some(w) = watermark {
+                    for session in rows.take_final_sessions(w) {
+                        grouped.push(session.rows, session.start, session.end);
                     }
                 }
-                let emitting = self.emitting(rows, new_from, grouped)?;
-                rows.remove(gone);
-                Ok(emitting)
+                self.emitting(rows, new_from, grouped)
             }
         }
     }
@@ -647,20 +643,13 @@ impl WindowJob {
         new_from: usize,
         mut grouped: assign::Grouped,
     ) -> Result<Emitting> {
-        // The rows some window holds, in row order, and each one's place among them.
-        let mut place = vec![u32::MAX; rows.len()];
-        for &row in &grouped.rows {
-            place[row as usize] = 0;
-        }
-        let mut used: Vec<u32> = Vec::new();
-        for (row, at) in place.iter_mut().enumerate() {
-            if *at != u32::MAX {
-                *at = used.len() as u32;
-                used.push(row as u32);
-            }
-        }
+        // The rows some window holds, in row order; each window's rows become their places
+        // among them.
+        let mut used = grouped.rows.clone();
+        used.sort_unstable();
+        used.dedup();
         for row in &mut grouped.rows {
-            *row = place[*row as usize];
+            *row = used.binary_search(row).expect("a used row") as u32;
         }
         let new: BooleanArray = used.iter().map(|&i| Some(i as usize >= new_from)).collect();
         let picked = rows.take(used.iter().map(|&i| i as usize))?;
@@ -815,7 +804,9 @@ impl WindowJob {
         )
         .await?;
         let out = running.emit(watermark).await?;
-        remove_final(open, windows, watermark);
+        if let Some(w) = watermark {
+            open.remove_final_windows(w);
+        }
         Ok(Some(out))
     }
 
@@ -959,17 +950,6 @@ fn select_list(exprs: &indexmap::IndexMap<String, String>) -> String {
         .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Removes the open rows whose last window is final by `watermark`.
-fn remove_final(rows: &mut OpenRows, windows: Fixed, watermark: Option<i64>) {
-    let Some(watermark) = watermark else {
-        return;
-    };
-    let gone: Vec<usize> = (rows.live())
-        .filter(|&i| windows.last_end(rows.time(i)) <= watermark)
-        .collect();
-    rows.remove(gone);
 }
 
 /// The first source version a unit's files came from (its last when it had none).

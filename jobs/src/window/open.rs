@@ -2,16 +2,21 @@
 //! memory from unit to unit in chunks. A unit adds its on-time rows as a chunk and marks the
 //! rows of the windows it emits final as gone; no row is copied until the gone rows are as
 //! many as the live ones (or the chunks are many), when the live rows are copied into one
-//! chunk. So a unit costs in proportion to its new rows and the rows it emits, plus a pass
-//! over a small index of the open rows (their event times; for sessions their keys in the
-//! row format and their order by key and time), instead of a copy of every open row.
+//! chunk. An index finds the rows a unit needs without a pass over every open row: fixed
+//! windows' rows by slide (the windows a unit emits hold the rows of a few slides), sessions'
+//! by key with each key's sessions and the keys by when their first session ends (a unit
+//! updates the keys its rows have and takes the sessions the watermark passed). So a unit
+//! costs in proportion to its new rows and the rows it emits, not to the open rows.
 
-use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::row::{RowConverter, SortField};
 use lakehouse_core::{Error, Result};
+
+use super::assign::{Fixed, Session, SessionRule};
+use super::Windows;
 
 /// More chunks than this are copied into one even when few rows are gone (sessions that stay
 /// open for half an hour would otherwise keep a chunk per unit).
@@ -27,27 +32,81 @@ pub struct OpenRows {
     /// Rows of windows emitted final: they stay in their chunk until the next compaction.
     gone: Vec<bool>,
     gone_rows: usize,
-    sessions: Option<SessionIndex>,
+    index: Index,
 }
 
-/// Sessions are found by key, then event time.
+enum Index {
+    /// The live rows by the start of the last window holding them (their event time rounded
+    /// down to a multiple of the slide), in the order they came.
+    Fixed {
+        windows: Fixed,
+        by_slide: BTreeMap<i64, Vec<u32>>,
+    },
+    Sessions(SessionIndex),
+}
+
 struct SessionIndex {
+    rule: SessionRule,
     columns: Vec<String>,
+    fields: Vec<SortField>,
     converter: RowConverter,
-    /// Each row's key in the row format.
-    keys: Rows,
-    /// The live rows by key, then event time; rows of equal key and time in the order they
-    /// came (the sessions' rows are the same whatever the units' bounds).
-    order: Vec<u32>,
+    /// Each key with live rows, in the row format.
+    keys: BTreeMap<Box<[u8]>, KeyRows>,
+    /// The keys by when their first session ends (a key's sessions end in order).
+    by_end: BTreeSet<(i64, Box<[u8]>)>,
+}
+
+/// One key's live rows and their sessions.
+#[derive(Default)]
+struct KeyRows {
+    /// (event time, row) by time; rows of equal time in the order they came, so that the
+    /// sessions' rows are the same whatever the units' bounds.
+    rows: Vec<(i64, u32)>,
+    sessions: Vec<Session>,
+}
+
+impl KeyRows {
+    /// Adds `new` (in the order they came) and updates the sessions: rows after every row the
+    /// key has extend the last session (a live stream's); others, the sessions again.
+    fn add(&mut self, mut new: Vec<(i64, u32)>, rule: SessionRule) {
+        new.sort_by_key(|&(t, _)| t); // stable
+        let at = self.rows.len();
+        let after_all = (self.rows.last()).is_none_or(|&(last, _)| new[0].0 >= last);
+        self.rows.extend(new);
+        if after_all {
+            for i in at..self.rows.len() {
+                rule.add(&mut self.sessions, i, self.rows[i].0);
+            }
+        } else {
+            // Equal times: the rows already here came first.
+            self.rows.sort_by_key(|&(t, _)| t);
+            self.sessions = rule.sessions(self.rows.iter().map(|&(t, _)| t));
+        }
+    }
+
+    fn first_end(&self, rule: SessionRule) -> Option<i64> {
+        self.sessions.first().map(|s| rule.end(s))
+    }
+}
+
+/// A session the watermark passed: its rows, in time order, and its bounds.
+pub struct FinalSession {
+    key: Box<[u8]>,
+    pub rows: Vec<u32>,
+    pub start: i64,
+    pub end: i64,
 }
 
 impl OpenRows {
-    /// No rows yet, of `schema`; `session_key` names the key columns of sessions.
-    pub fn new(schema: SchemaRef, session_key: Option<&[String]>) -> Result<OpenRows> {
-        let sessions = match session_key {
-            None => None,
-            Some(columns) => {
-                let fields = columns
+    /// No rows yet, of `schema`, indexed for `windows`.
+    pub fn new(schema: SchemaRef, windows: &Windows) -> Result<OpenRows> {
+        let index = match windows {
+            Windows::Fixed(windows) => Index::Fixed {
+                windows: *windows,
+                by_slide: BTreeMap::new(),
+            },
+            Windows::Sessions { rule, key } => {
+                let fields = key
                     .iter()
                     .map(|c| {
                         Ok(SortField::new(
@@ -55,24 +114,29 @@ impl OpenRows {
                         ))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let converter = RowConverter::new(fields)?;
-                Some(SessionIndex {
-                    columns: columns.to_vec(),
-                    keys: converter.empty_rows(0, 0),
-                    converter,
-                    order: Vec::new(),
+                Index::Sessions(SessionIndex {
+                    rule: *rule,
+                    columns: key.clone(),
+                    converter: RowConverter::new(fields.clone())?,
+                    fields,
+                    keys: BTreeMap::new(),
+                    by_end: BTreeSet::new(),
                 })
             }
         };
-        Ok(OpenRows {
+        Ok(OpenRows::empty(schema, index))
+    }
+
+    fn empty(schema: SchemaRef, index: Index) -> OpenRows {
+        OpenRows {
             schema,
             chunks: Vec::new(),
             starts: vec![0],
             times: Vec::new(),
             gone: Vec::new(),
             gone_rows: 0,
-            sessions,
-        })
+            index,
+        }
     }
 
     /// Rows, gone ones included (what row indices range over).
@@ -93,79 +157,87 @@ impl OpenRows {
         (0..self.len()).filter(|&i| !self.gone[i])
     }
 
-    /// Sessions: the live rows by key, then event time.
-    pub fn session_order(&self) -> &[u32] {
-        self.sessions.as_ref().map_or(&[], |s| &s.order)
-    }
-
-    /// Sessions: whether two rows have the same key.
-    pub fn same_key(&self, a: usize, b: usize) -> bool {
-        self.sessions
-            .as_ref()
-            .is_some_and(|s| s.keys.row(a) == s.keys.row(b))
-    }
-
     /// Adds `chunk` (its rows' event times `times`) and returns the index of its first row.
     /// An error when its columns are not the open rows'.
     pub fn push(&mut self, chunk: RecordBatch, times: Vec<i64>) -> Result<usize> {
         // The lake's copy may read back with other field flags than the source's.
         let chunk = RecordBatch::try_new(self.schema.clone(), chunk.columns().to_vec())?;
         let first = self.len();
-        let n = chunk.num_rows();
-        if let Some(sessions) = &mut self.sessions {
-            let columns = key_columns(&chunk, &sessions.columns)?;
-            sessions.converter.append(&mut sessions.keys, &columns)?;
+        let rows = (first as u32..).zip(times.iter().copied());
+        match &mut self.index {
+            Index::Fixed { windows, by_slide } => {
+                for (row, t) in rows {
+                    by_slide.entry(windows.last_start(t)).or_default().push(row);
+                }
+            }
+            Index::Sessions(index) => {
+                let columns = key_columns(&chunk, &index.columns)?;
+                let keys = index.converter.convert_columns(&columns)?;
+                let mut by_key: BTreeMap<&[u8], Vec<(i64, u32)>> = BTreeMap::new();
+                for (i, (row, t)) in rows.enumerate() {
+                    by_key.entry(keys.row(i).data()).or_default().push((t, row));
+                }
+                for (key, new) in by_key {
+                    index.add(key, new);
+                }
+            }
         }
         self.times.extend(times);
-        self.gone.resize(first + n, false);
-        self.starts.push(first + n);
+        self.gone.resize(self.times.len(), false);
+        self.starts.push(self.times.len());
         self.chunks.push(chunk);
-        if let Some(SessionIndex { keys, order, .. }) = &mut self.sessions {
-            let times = &self.times;
-            let by_key_time = |a: u32, b: u32| {
-                let (a, b) = (a as usize, b as usize);
-                (keys.row(a).cmp(&keys.row(b))).then(times[a].cmp(&times[b]))
-            };
-            let mut new: Vec<u32> = (first as u32..(first + n) as u32).collect();
-            new.sort_by(|&a, &b| by_key_time(a, b));
-            // A merge in which each new row goes after the open rows it does not sort before.
-            // A few new rows each find their place by binary search (a live stream's unit);
-            // many walk along the open rows (a backfill's).
-            let mut merged = Vec::with_capacity(order.len() + n);
-            let mut from = 0;
-            let search = n * 16 < order.len();
-            for row in new {
-                let after = |o: &u32| by_key_time(*o, row) != Ordering::Greater;
-                let at = if search {
-                    from + order[from..].partition_point(after)
-                } else {
-                    from + order[from..].iter().take_while(|o| after(o)).count()
-                };
-                merged.extend_from_slice(&order[from..at]);
-                merged.push(row);
-                from = at;
-            }
-            merged.extend_from_slice(&order[from..]);
-            *order = merged;
-        }
         Ok(first)
     }
 
-    /// Marks `rows` gone: their windows were emitted final.
-    pub fn remove(&mut self, rows: impl IntoIterator<Item = usize>) {
-        let before = self.gone_rows;
-        for row in rows {
-            if !std::mem::replace(&mut self.gone[row], true) {
+    /// Fixed windows: the live rows with event times in `times`, in index order.
+    pub fn rows_in(&self, times: std::ops::Range<i64>) -> Vec<(u32, i64)> {
+        let Index::Fixed { windows, by_slide } = &self.index else {
+            return Vec::new();
+        };
+        if times.is_empty() {
+            return Vec::new();
+        }
+        let from = windows.last_start(times.start.max(i64::MIN + windows.slide));
+        let mut rows: Vec<(u32, i64)> =
+            (by_slide.range(from..times.end).flat_map(|(_, rows)| rows))
+                .map(|&row| (row, self.times[row as usize]))
+                .filter(|(_, t)| times.contains(t))
+                .collect();
+        rows.sort_unstable_by_key(|&(row, _)| row);
+        rows
+    }
+
+    /// Fixed windows: marks gone the rows whose last window ends by `watermark`.
+    pub fn remove_final_windows(&mut self, watermark: i64) {
+        let Index::Fixed { windows, by_slide } = &mut self.index else {
+            return;
+        };
+        while let Some(entry) = by_slide.first_entry() {
+            if *entry.key() + windows.size > watermark {
+                break;
+            }
+            for row in entry.remove() {
+                self.gone[row as usize] = true;
                 self.gone_rows += 1;
             }
         }
-        if self.gone_rows == before {
-            return;
+    }
+
+    /// Sessions: takes the sessions that end by `watermark`, by key then start; their rows
+    /// are gone.
+    pub fn take_final_sessions(&mut self, watermark: i64) -> Vec<FinalSession> {
+        let Index::Sessions(index) = &mut self.index else {
+            return Vec::new();
+        };
+        let mut out = index.take_final(watermark);
+        for session in &out {
+            for &row in &session.rows {
+                self.gone[row as usize] = true;
+            }
+            self.gone_rows += session.rows.len();
         }
-        if let Some(sessions) = &mut self.sessions {
-            let gone = &self.gone;
-            sessions.order.retain(|&row| !gone[row as usize]);
-        }
+        out.sort_by(|a, b| (&a.key, a.start).cmp(&(&b.key, b.start)));
+        out
     }
 
     /// Copies the live rows into one chunk once the gone rows are as many as the live ones,
@@ -179,10 +251,7 @@ impl OpenRows {
         let live = self.live_rows_in_order();
         let chunk = self.take(live.iter().copied())?;
         let times = live.iter().map(|&i| self.times[i]).collect();
-        let mut compacted = OpenRows::new(
-            self.schema.clone(),
-            self.sessions.as_ref().map(|s| &s.columns[..]),
-        )?;
+        let mut compacted = OpenRows::empty(self.schema.clone(), self.index.emptied());
         compacted.push(chunk, times)?;
         *self = compacted;
         Ok(())
@@ -194,9 +263,11 @@ impl OpenRows {
     }
 
     fn live_rows_in_order(&self) -> Vec<usize> {
-        match &self.sessions {
-            Some(sessions) => sessions.order.iter().map(|&i| i as usize).collect(),
-            None => self.live().collect(),
+        match &self.index {
+            Index::Sessions(index) => (index.keys.values())
+                .flat_map(|k| k.rows.iter().map(|&(_, row)| row as usize))
+                .collect(),
+            Index::Fixed { .. } => self.live().collect(),
         }
     }
 
@@ -216,6 +287,82 @@ impl OpenRows {
     }
 }
 
+impl Index {
+    /// The same index without rows.
+    fn emptied(&self) -> Index {
+        match self {
+            Index::Fixed { windows, .. } => Index::Fixed {
+                windows: *windows,
+                by_slide: BTreeMap::new(),
+            },
+            Index::Sessions(index) => Index::Sessions(SessionIndex {
+                rule: index.rule,
+                columns: index.columns.clone(),
+                fields: index.fields.clone(),
+                converter: RowConverter::new(index.fields.clone())
+                    .expect("the fields made a converter before"),
+                keys: BTreeMap::new(),
+                by_end: BTreeSet::new(),
+            }),
+        }
+    }
+}
+
+impl SessionIndex {
+    /// Adds a key's new rows (in the order they came).
+    fn add(&mut self, key: &[u8], new: Vec<(i64, u32)>) {
+        let rows = self.keys.entry(key.into()).or_default();
+        let before = rows.first_end(self.rule);
+        rows.add(new, self.rule);
+        let after = rows.first_end(self.rule);
+        if before != after {
+            if let Some(end) = before {
+                self.by_end.remove(&(end, key.into()));
+            }
+            self.by_end
+                .insert((after.expect("a key with rows"), key.into()));
+        }
+    }
+
+    /// Takes the sessions that end by `watermark` out of their keys.
+    fn take_final(&mut self, watermark: i64) -> Vec<FinalSession> {
+        let mut out = Vec::new();
+        while let Some((end, _)) = self.by_end.first() {
+            if *end > watermark {
+                break;
+            }
+            let (_, key) = self.by_end.pop_first().expect("a first entry");
+            let rows = self.keys.get_mut(&key).expect("an indexed key has rows");
+            let ending = (rows.sessions.iter())
+                .take_while(|s| self.rule.end(s) <= watermark)
+                .count();
+            let gone = rows.sessions[ending - 1].rows.end;
+            let mut taken = rows.rows.drain(..gone).map(|(_, row)| row);
+            for session in rows.sessions.drain(..ending) {
+                out.push(FinalSession {
+                    key: key.clone(),
+                    rows: taken.by_ref().take(session.rows.len()).collect(),
+                    start: session.first,
+                    end: self.rule.end(&session),
+                });
+            }
+            drop(taken);
+            for session in &mut rows.sessions {
+                session.rows = session.rows.start - gone..session.rows.end - gone;
+            }
+            match rows.first_end(self.rule) {
+                Some(end) => {
+                    self.by_end.insert((end, key));
+                }
+                None => {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        out
+    }
+}
+
 fn key_columns(chunk: &RecordBatch, columns: &[String]) -> Result<Vec<ArrayRef>> {
     columns
         .iter()
@@ -232,6 +379,7 @@ mod tests {
     use super::*;
     use arrow::array::{AsArray, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use rand_core::{Rng, SeedableRng};
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
@@ -241,11 +389,11 @@ mod tests {
         ]))
     }
 
-    fn chunk(rows: &[(&str, i64)]) -> (RecordBatch, Vec<i64>) {
+    fn chunk(rows: &[(String, i64)]) -> (RecordBatch, Vec<i64>) {
         let batch = RecordBatch::try_new(
             schema(),
             vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
             ],
         )
@@ -261,68 +409,112 @@ mod tests {
             .collect()
     }
 
-    /// Pushed chunks keep the session order a stable sort of every row would give; removed
-    /// rows leave it; a compaction keeps the live rows in that order.
-    #[test]
-    fn session_order_is_a_stable_sort_of_the_live_rows_across_chunks() {
-        let key = vec!["k".to_string()];
-        let mut open = OpenRows::new(schema(), Some(&key)).unwrap();
-        let units: [&[(&str, i64)]; 3] = [
-            &[("b", 5), ("a", 3), ("b", 1)],
-            &[("a", 3), ("c", 0), ("a", 1), ("b", 9)],
-            &[("b", 5), ("a", 2)],
-        ];
-        let mut every: Vec<(usize, (&str, i64))> = Vec::new();
-        for rows in units {
-            let (batch, times) = chunk(rows);
-            let first = open.push(batch, times).unwrap();
-            every.extend(rows.iter().enumerate().map(|(i, r)| (first + i, *r)));
+    /// Units of random rows (5 keys; times mostly rising, some out of order by less than
+    /// the watermark's delay, some equal) with a watermark that follows them: `check` sees
+    /// the open rows after each unit (before their compaction), the watermark and every row
+    /// pushed so far. Returns the open rows, every row pushed and the last watermark.
+    fn stream(
+        windows: &Windows,
+        mut check: impl FnMut(&mut OpenRows, i64, &[(String, i64)]),
+    ) -> (OpenRows, Vec<(String, i64)>, i64) {
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+        let mut open = OpenRows::new(schema(), windows).unwrap();
+        let (mut every, mut now) = (Vec::new(), 0);
+        for _ in 0..60 {
+            let rows: Vec<(String, i64)> = (0..rng.next_u32() % 12)
+                .map(|_| {
+                    now += (rng.next_u32() % 7) as i64;
+                    let back = if rng.next_u32() % 5 == 0 { 15 } else { 0 };
+                    (format!("k{}", rng.next_u32() % 5), now - back)
+                })
+                .collect();
+            let (batch, times) = chunk(&rows);
+            open.push(batch, times).unwrap();
+            every.extend(rows);
+            check(&mut open, now - 20, &every);
+            open.compact_if_due().unwrap();
         }
-        let mut expected = every.clone();
-        expected.sort_by_key(|(_, (k, t))| (*k, *t)); // stable: equal rows in arrival order
-        let order: Vec<usize> = open.session_order().iter().map(|&i| i as usize).collect();
-        assert_eq!(order, expected.iter().map(|e| e.0).collect::<Vec<_>>());
-        assert!(open.same_key(0, 2) && !open.same_key(0, 1));
-
-        open.remove([1, 3]); // ("a", 3) twice
-        assert_eq!(open.live_len(), 7);
-        let live: Vec<(String, i64)> = expected
-            .iter()
-            .filter(|e| e.0 != 1 && e.0 != 3)
-            .map(|e| (e.1 .0.to_string(), e.1 .1))
-            .collect();
-        assert_eq!(pairs(&open.live_batch().unwrap()), live);
-
-        open.remove([0, 2, 4, 5]);
-        open.compact_if_due().unwrap();
-        assert_eq!((open.len(), open.live_len(), open.chunks.len()), (3, 3, 1));
-        assert_eq!(
-            pairs(&open.live_batch().unwrap()),
-            [("a".into(), 2), ("b".into(), 5), ("b".into(), 9)]
-        );
-        assert_eq!(open.session_order(), [0, 1, 2]);
+        (open, every, now - 20)
     }
 
-    /// Fixed windows: the live rows in the order they came, and nothing copied while the gone
-    /// rows are fewer than the live ones.
+    fn values(open: &OpenRows, rows: impl IntoIterator<Item = u32>) -> Vec<(String, i64)> {
+        pairs(&open.take(rows.into_iter().map(|r| r as usize)).unwrap())
+    }
+
+    /// The sessions taken unit by unit are those of the whole stream that end by the last
+    /// watermark, with their rows in time order (equal times as they came); the rows left are
+    /// those of the others, by key and time.
     #[test]
-    fn fixed_window_rows_stay_in_their_chunks_until_half_are_gone() {
-        let mut open = OpenRows::new(schema(), None).unwrap();
-        for rows in [&[("x", 1), ("y", 2)][..], &[("z", 3), ("w", 4)]] {
-            let (batch, times) = chunk(rows);
-            open.push(batch, times).unwrap();
+    fn sessions_taken_unit_by_unit_are_the_whole_streams() {
+        let rule = SessionRule {
+            gap: 10,
+            max_duration: Some(40),
+        };
+        let windows = Windows::Sessions {
+            rule,
+            key: vec!["k".into()],
+        };
+        let mut taken = Vec::new();
+        let (open, every, watermark) = stream(&windows, |open, watermark, _| {
+            for s in open.take_final_sessions(watermark) {
+                assert!(s.end <= watermark);
+                taken.push((values(open, s.rows), s.start, s.end));
+            }
+        });
+        let mut sorted = every;
+        sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1))); // stable
+        let (mut ended, mut left) = (Vec::new(), Vec::new());
+        for same_key in sorted.chunk_by(|a, b| a.0 == b.0) {
+            for s in rule.sessions(same_key.iter().map(|r| r.1)) {
+                let rows = same_key[s.rows.clone()].to_vec();
+                match rule.end(&s) {
+                    end if end <= watermark => ended.push((rows, s.first, end)),
+                    _ => left.extend(rows),
+                }
+            }
         }
-        open.remove([0]);
-        open.compact_if_due().unwrap();
-        assert_eq!(open.chunks.len(), 2, "1 gone of 4: not copied yet");
-        assert_eq!(open.live().collect::<Vec<_>>(), [1, 2, 3]);
-        open.remove([2]);
-        open.compact_if_due().unwrap();
-        assert_eq!(open.chunks.len(), 1);
-        assert_eq!(
-            pairs(&open.live_batch().unwrap()),
-            [("y".into(), 2), ("w".into(), 4)]
-        );
-        assert_eq!(open.time(1), 4);
+        assert!(ended.len() > 20 && left.len() > 5, "the test wants both");
+        taken.sort_by(|a, b| (&a.0[0].0, a.1).cmp(&(&b.0[0].0, b.1)));
+        assert_eq!(taken, ended);
+        assert_eq!(pairs(&open.live_batch().unwrap()), left);
+    }
+
+    /// Fixed windows: the rows of a span of times are the live rows pushed with a time in it,
+    /// in the order they came; rows leave when their last window ends by the watermark.
+    #[test]
+    fn fixed_window_rows_are_found_by_time_and_leave_with_their_last_window() {
+        let windows = Fixed { size: 9, slide: 3 };
+        let (mut spans, mut removed_by) = (0, i64::MIN);
+        let live = |every: &[(String, i64)], by: i64| -> Vec<(String, i64)> {
+            (every.iter())
+                .filter(|r| windows.last_start(r.1) + windows.size > by)
+                .cloned()
+                .collect()
+        };
+        let (open, every, watermark) =
+            stream(&Windows::Fixed(windows), |open, watermark, every| {
+                let every = live(every, removed_by);
+                let open_live = open.live().map(|i| i as u32);
+                assert_eq!(values(open, open_live), every);
+                for times in [
+                    watermark - 10..watermark,
+                    0..watermark + 30,
+                    watermark..watermark,
+                ] {
+                    let expected: Vec<(String, i64)> = (every.iter())
+                        .filter(|r| times.contains(&r.1))
+                        .cloned()
+                        .collect();
+                    assert_eq!(
+                        values(open, open.rows_in(times).into_iter().map(|r| r.0)),
+                        expected
+                    );
+                    spans += 1;
+                }
+                open.remove_final_windows(watermark);
+                removed_by = watermark;
+            });
+        assert!(spans > 0 && open.chunks.len() < 60, "compacted on the way");
+        assert_eq!(pairs(&open.live_batch().unwrap()), live(&every, watermark));
     }
 }
