@@ -29,7 +29,7 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::config::BronzeTable;
-use lakehouse_core::storage::table_properties;
+use lakehouse_core::storage::{compact_if_due, table_properties, Upkeep};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -435,7 +435,7 @@ pub struct BronzeJob {
     settings: BronzeTable,
     mode: Mode,
     lake: Lake,
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
     consumer: Arc<BaseConsumer<BronzeContext>>,
     delta: Option<DeltaTable>,
 }
@@ -488,7 +488,7 @@ impl BronzeJob {
             settings,
             mode,
             lake,
-            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            upkeep: Upkeep::of(&pipeline.lake),
             consumer: Arc::new(consumer),
             delta: None,
         })
@@ -555,12 +555,12 @@ impl BronzeJob {
                 CommitProperties::default().with_application_transactions(txns),
             );
         if creating {
-            write = write.with_configuration(table_properties(self.checkpoint_interval));
+            write = write.with_configuration(table_properties(self.upkeep.checkpoint_interval));
         }
         match lakehouse_core::metrics::timed_commit(write.into_future()).await {
             Ok(table) => {
                 let version = table.version().map(|v| v as i64);
-                self.delta = Some(table);
+                self.delta = Some(compact_if_due(table, self.upkeep, None).await);
                 let mut positions = self
                     .consumer
                     .context()

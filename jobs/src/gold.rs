@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
-use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct GoldJob {
     /// Tables the SQL may read: every table of the pipeline but itself (silver, quarantine,
     /// other gold tables, bronze, and lakectl's `_lakectl.runs` and `_lakectl.quality`).
     candidates: Vec<(Layer, String)>,
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
     /// `--full-refresh`: rebuild even when no input moved.
     force: bool,
 }
@@ -59,7 +59,7 @@ impl GoldJob {
             lake: Lake::from_config(&pipeline.lake)?,
             engine: crate::catalog::Engine::of(pipeline),
             candidates,
-            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            upkeep: Upkeep::of(&pipeline.lake),
             force,
         })
     }
@@ -162,7 +162,7 @@ impl GoldJob {
             SaveMode::Overwrite,
             txns,
             &self.partition_by,
-            self.checkpoint_interval,
+            self.upkeep,
             None,
         )
         .await?;

@@ -38,7 +38,8 @@ async fn existing(
     Ok((layer, name, delta))
 }
 
-/// Compacts small files into larger ones (delta-rs' default target, 100 MiB). A silver table's
+/// Compacts small files into larger ones (delta-rs' default target, 100 MiB; writers compact
+/// their own small files into 8-MiB ones as they go, `storage::compact_if_due`). A silver table's
 /// new files keep the bloom filters its lookups skip row groups by.
 pub async fn optimize(pipeline: &Pipeline, table: &str) -> Result<()> {
     let (layer, name, delta) = existing(pipeline, table).await?;

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use deltalake::protocol::SaveMode;
 use lakehouse_core::config::{KafkaConfig, SinkTopic};
 use lakehouse_core::kafka::{client_config, key_partition};
-use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -55,7 +55,7 @@ pub struct SinkJob {
     source_table: String,
     lake: Lake,
     kafka: KafkaConfig,
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
 }
 
 impl SinkJob {
@@ -74,7 +74,7 @@ impl SinkJob {
             source_table,
             lake: Lake::from_config(&pipeline.lake)?,
             kafka: pipeline.kafka.clone(),
-            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            upkeep: Upkeep::of(&pipeline.lake),
         })
     }
 
@@ -159,7 +159,7 @@ impl SinkJob {
             SaveMode::Append,
             vec![(txn_app_id(&self.name), to)],
             &[],
-            self.checkpoint_interval,
+            self.upkeep,
             None,
         )
         .await?;

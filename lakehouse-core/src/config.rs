@@ -101,6 +101,9 @@ pub struct LakeConfig {
     /// Write a Delta checkpoint every this many commits.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: u64,
+    /// A writer compacts a table's small files after every this many commits (0: never).
+    #[serde(default = "default_compact_every")]
+    pub compact_every: u64,
 }
 
 /// Where read-only SQL runs (gold, `lakectl query`): in process, or on a Ballista cluster.
@@ -593,6 +596,13 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 10;
 fn default_checkpoint_interval() -> u64 {
     DEFAULT_CHECKPOINT_INTERVAL
 }
+
+/// Commits between a writer's compactions when `lake.compact_every` is not set.
+pub const DEFAULT_COMPACT_EVERY: u64 = 100;
+
+fn default_compact_every() -> u64 {
+    DEFAULT_COMPACT_EVERY
+}
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
 }
@@ -679,6 +689,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "LAKECTL_LAKE_CHECKPOINT_INTERVAL",
         "lake.checkpoint_interval",
     ),
+    ("LAKECTL_LAKE_COMPACT_EVERY", "lake.compact_every"),
     ("LAKECTL_KAFKA_BROKERS", "kafka.brokers"),
     ("LAKECTL_KAFKA_GROUP_ID", "kafka.group_id"),
     ("LAKECTL_POSTGRES_URL_ENV", "postgres.url_env"),
@@ -827,6 +838,7 @@ impl Pipeline {
         match key {
             "lake.uri" => self.lake.uri = value.to_string(),
             "lake.checkpoint_interval" => self.lake.checkpoint_interval = number(value)?,
+            "lake.compact_every" => self.lake.compact_every = number(value)?,
             "kafka.brokers" => self.kafka.brokers = value.to_string(),
             "kafka.group_id" => self.kafka.group_id = Some(value.to_string()),
             "postgres.url_env" => self.postgres.url_env = value.to_string(),

@@ -124,8 +124,8 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     /// What this handle (and its clones) read of the tables' logs, kept between units.
     known: Arc<Mutex<Known>>,
-    /// For the tables [`Lake::append`] creates.
-    checkpoint_interval: u64,
+    /// For the tables [`Lake::append`] writes.
+    upkeep: Upkeep,
 }
 
 /// What a lake handle read of its tables' logs. A continuous job polls every few hundred
@@ -183,13 +183,16 @@ impl Lake {
             options,
             store: Arc::from(store),
             known: Arc::default(),
-            checkpoint_interval: crate::config::DEFAULT_CHECKPOINT_INTERVAL,
+            upkeep: Upkeep {
+                checkpoint_interval: crate::config::DEFAULT_CHECKPOINT_INTERVAL,
+                compact_every: crate::config::DEFAULT_COMPACT_EVERY,
+            },
         })
     }
 
     pub fn from_config(config: &crate::config::LakeConfig) -> Result<Lake> {
         Ok(Lake {
-            checkpoint_interval: config.checkpoint_interval,
+            upkeep: Upkeep::of(config),
             ..Lake::open(&config.uri, &config.storage_options)?
         })
     }
@@ -340,7 +343,8 @@ impl Lake {
 
     /// Appends `batch` to `<layer>/<table>`, creating the table on the first write (with
     /// checkpoints every `lake.checkpoint_interval` commits: the run and quality logs take
-    /// commits of several jobs, and every writer reads the commits since the last).
+    /// commits of several jobs, and every writer reads the commits since the last; and
+    /// compacted every `lake.compact_every`).
     pub async fn append(&self, layer: Layer, table: &str, batch: RecordBatch) -> Result<()> {
         let table = self.table_or_new(layer, table).await?;
         write_with_txns(
@@ -349,7 +353,7 @@ impl Lake {
             SaveMode::Append,
             Vec::new(),
             &[],
-            self.checkpoint_interval,
+            self.upkeep,
             None,
         )
         .await?;
@@ -402,17 +406,85 @@ async fn txns_in_commits(
     Ok(txns)
 }
 
+/// What a writer does to keep its tables cheap to read as commits pile up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upkeep {
+    /// A Delta checkpoint every this many commits (a table property set when it is made).
+    pub checkpoint_interval: u64,
+    /// Compacts the table's small files after every this many commits (0: never).
+    pub compact_every: u64,
+}
+
+impl Upkeep {
+    pub fn of(config: &crate::config::LakeConfig) -> Upkeep {
+        Upkeep {
+            checkpoint_interval: config.checkpoint_interval,
+            compact_every: config.compact_every,
+        }
+    }
+}
+
+/// Auto compaction writes files up to this size, from files below it. Big enough that a
+/// stream's small files become few (a 100-ms flush writes some 50 KB), small enough that a
+/// compaction takes a fraction of a second; `lakectl optimize` makes the large files.
+const COMPACT_TARGET_BYTES: u64 = 8 << 20;
+
+/// Auto compaction, as Delta's `autoCompact`: after a commit whose version is a multiple of
+/// `compact_every`, the table's files under [`COMPACT_TARGET_BYTES`] are rewritten into
+/// fewer (delta-rs' `optimize`, `writer_properties` for the new files). Why: every reader and
+/// writer of a table re-lists its files (and parses their statistics) after each commit it
+/// meets, so a stream that adds a file per commit made every stage slower as the run went
+/// on. The rewrite changes no row (`dataChange: false`): readers of the table's commits skip
+/// it, and it conflicts with no append. It is upkeep: a failure (another writer compacting
+/// the same files, say) only warns, and the table is returned as it was.
+pub async fn compact_if_due(
+    table: DeltaTable,
+    upkeep: Upkeep,
+    writer_properties: Option<parquet::file::properties::WriterProperties>,
+) -> DeltaTable {
+    let due = upkeep.compact_every > 0
+        && table
+            .version()
+            .is_some_and(|v| v > 0 && v.is_multiple_of(upkeep.compact_every));
+    if !due {
+        return table;
+    }
+    let started = std::time::Instant::now();
+    let target = std::num::NonZeroU64::new(COMPACT_TARGET_BYTES).expect("non-zero");
+    let mut optimize = table.clone().optimize().with_target_size(target);
+    if let Some(properties) = writer_properties {
+        optimize = optimize.with_writer_properties(properties);
+    }
+    match optimize.await {
+        Ok((compacted, metrics)) => {
+            tracing::debug!(
+                table = %compacted.table_url(),
+                removed = metrics.num_files_removed,
+                added = metrics.num_files_added,
+                ms = started.elapsed().as_millis() as u64,
+                "compacted small files"
+            );
+            compacted
+        }
+        Err(e) => {
+            tracing::warn!(table = %table.table_url(), error = %e, "compaction failed; the table keeps its files");
+            table
+        }
+    }
+}
+
 /// Writes `batches` with one `txn` action per entry of `txns` (app id, version) in the same
 /// commit, creating the table with lakectl's properties when it does not exist and
 /// partitioning a new table by `partition_by`, its Parquet files written with
 /// `writer_properties` (delta-rs' defaults when `None`). An overwrite may change the schema.
+/// An append compacts the table when it is due ([`compact_if_due`]).
 pub async fn write_with_txns(
     table: DeltaTable,
     batches: Vec<RecordBatch>,
     mode: SaveMode,
     txns: Vec<(String, i64)>,
     partition_by: &[String],
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
     writer_properties: Option<parquet::file::properties::WriterProperties>,
 ) -> Result<DeltaTable> {
     use deltalake::kernel::transaction::CommitProperties;
@@ -430,7 +502,7 @@ pub async fn write_with_txns(
     if !partition_by.is_empty() {
         write = write.with_partition_columns(partition_by.to_vec());
     }
-    if let Some(properties) = writer_properties {
+    if let Some(properties) = writer_properties.clone() {
         write = write.with_writer_properties(properties);
     }
     if mode == SaveMode::Overwrite {
@@ -441,9 +513,13 @@ pub async fn write_with_txns(
         write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
     }
     if creating {
-        write = write.with_configuration(table_properties(checkpoint_interval));
+        write = write.with_configuration(table_properties(upkeep.checkpoint_interval));
     }
-    Ok(crate::metrics::timed_commit(std::future::IntoFuture::into_future(write)).await?)
+    let table = crate::metrics::timed_commit(std::future::IntoFuture::into_future(write)).await?;
+    Ok(match mode {
+        SaveMode::Append => compact_if_due(table, upkeep, writer_properties).await,
+        _ => table,
+    })
 }
 
 /// Whether `batches` have a column the table does not.

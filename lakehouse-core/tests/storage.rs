@@ -7,9 +7,16 @@ use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
+use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::testing::{service_env, unique_name};
-use lakehouse_core::{Lake, Layer, Pipeline};
+use lakehouse_core::{table_files, Lake, Layer, Pipeline};
 use object_store::{ObjectStoreExt, PutPayload};
+
+/// Tests that count commits or files: no auto compaction.
+const NO_COMPACTION: Upkeep = Upkeep {
+    checkpoint_interval: 10,
+    compact_every: 0,
+};
 
 /// A lake on the moto server, configured the way users configure it: a pipeline file plus
 /// the `AWS_*` environment that scripts/services.sh exports.
@@ -167,13 +174,13 @@ async fn a_polling_reader_follows_the_log_and_its_txn_versions() {
     let mut held = None;
     for i in 0..40_i64 {
         let table = writer.table_or_new(Layer::Silver, "t").await.unwrap();
-        lakehouse_core::storage::write_with_txns(
+        write_with_txns(
             table,
             vec![batch(i)],
             SaveMode::Append,
             txns(i),
             &[],
-            10,
+            NO_COMPACTION,
             None,
         )
         .await
@@ -274,13 +281,13 @@ async fn a_lookup_finds_every_held_value_and_reads_only_what_may_hold_one() {
         async move {
             let table = lake.table_or_new(Layer::Silver, "t").await.unwrap();
             let props = blooms.then(|| bloom_writer_properties(&looked_up, Compression::SNAPPY));
-            lakehouse_core::storage::write_with_txns(
+            write_with_txns(
                 table,
                 vec![batch],
                 SaveMode::Append,
                 Vec::new(),
                 &["day".to_string()],
-                10,
+                NO_COMPACTION,
                 props,
             )
             .await
@@ -446,4 +453,108 @@ async fn a_lookup_finds_every_held_value_and_reads_only_what_may_hold_one() {
     assert_eq!(found_set(&found.rows), truth);
     assert_eq!(found.rows.num_rows(), truth.len(), "each row once");
     assert_eq!(cache.len(), found.files);
+}
+
+/// Auto compaction: after every `compact_every`-th commit the small files of each partition
+/// become one, with the writer's bloom filters; a reader of the table and a reader of its
+/// commits (as silver reads bronze) each see every row once, and the `txn` stays.
+#[tokio::test]
+async fn auto_compaction_keeps_every_row_once_and_the_files_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("day", DataType::Utf8, false),
+    ]));
+    let upkeep = Upkeep {
+        checkpoint_interval: 10,
+        compact_every: 4,
+    };
+    let blooms = lakehouse_core::lookup::bloom_writer_properties(
+        &["id".to_string()],
+        parquet::basic::Compression::SNAPPY,
+    );
+    let commits = 10;
+    for i in 0..commits {
+        let ids: Vec<String> = (0..50).map(|j| format!("k{:05}", i * 50 + j)).collect();
+        let days = vec![["d1", "d2"][i % 2]; ids.len()];
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(StringArray::from(days)),
+            ],
+        )
+        .unwrap();
+        let table = lake.table_or_new(Layer::Bronze, "t").await.unwrap();
+        write_with_txns(
+            table,
+            vec![batch],
+            SaveMode::Append,
+            vec![("w".to_string(), i as i64)],
+            &["day".to_string()],
+            upkeep,
+            Some(blooms.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    let table = lake.table_or_new(Layer::Bronze, "t").await.unwrap();
+    let latest = table.version().unwrap() as i64;
+    // Versions 4 and 8 were data commits, each followed by a compaction (5 and 9); 10 and 11
+    // are data.
+    assert_eq!(latest, commits as i64 + 1);
+    let ids = |read: Vec<(table_files::DataFile, Vec<RecordBatch>)>| -> Vec<String> {
+        let mut ids: Vec<String> = (read.iter().flat_map(|(_, batches)| batches))
+            .flat_map(|b| {
+                let id = b.column_by_name("id").unwrap();
+                let id = arrow::compute::cast(id, &DataType::Utf8).unwrap();
+                let id = id.as_any().downcast_ref::<StringArray>().unwrap().clone();
+                id.iter()
+                    .map(|v| v.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let every: Vec<String> = (0..commits * 50).map(|i| format!("k{i:05}")).collect();
+    let live = table_files::live_since(&table, "t", None).await.unwrap();
+    // Per day: the compacted file, and the files of the two commits since.
+    assert_eq!(live.len(), 4, "{live:?}");
+    assert_eq!(
+        ids(table_files::read(&table, &live, None).await.unwrap()),
+        every
+    );
+    let unlimited = table_files::UnitLimit {
+        rows: u64::MAX,
+        bytes: u64::MAX,
+    };
+    let (appended, to) = table_files::appended_since(&table, "t", -1, latest, unlimited)
+        .await
+        .unwrap();
+    assert_eq!(to, latest);
+    assert_eq!(appended.len(), commits, "one file a data commit");
+    assert_eq!(
+        ids(table_files::read(&table, &appended, None).await.unwrap()),
+        every
+    );
+    assert_eq!(lake.txn_version(&table, "w").await.unwrap(), Some(9));
+    // The compacted files kept the bloom filter on id.
+    let compacted = (live.iter())
+        .filter(|f| !appended.iter().any(|a| a.path == f.path))
+        .collect::<Vec<_>>();
+    assert_eq!(compacted.len(), 2);
+    for file in compacted {
+        let bytes = std::fs::read(dir.path().join("bronze/t").join(file.path.as_ref())).unwrap();
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(Bytes::from(bytes))
+                .unwrap();
+        use parquet::file::reader::FileReader;
+        let row_group = reader.metadata().row_group(0);
+        let id = (0..row_group.num_columns())
+            .find(|&c| row_group.column(c).column_path().string() == "id")
+            .unwrap();
+        assert!(row_group.column(id).bloom_filter_offset().is_some());
+    }
 }

@@ -82,7 +82,7 @@ impl SilverJob {
             mode,
             vec![(txn_app_id(&self.table), bronze_version)],
             partition_by,
-            self.checkpoint_interval,
+            self.upkeep,
             Some(self.writer_properties()),
         )
         .await

@@ -64,6 +64,7 @@ use lakehouse_core::lookup;
 use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
+use lakehouse_core::storage::Upkeep;
 use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
@@ -142,7 +143,7 @@ pub struct SilverJob {
     engine: Engine,
     lake: Lake,
     quality: QualityLog,
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
     run_id: String,
     /// `--full-refresh`: the next unit starts from bronze version 0 and overwrites.
     refresh: bool,
@@ -212,7 +213,7 @@ impl SilverJob {
             engine: Engine::of(pipeline),
             quality: QualityLog::new(lake.clone()),
             lake,
-            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            upkeep: Upkeep::of(&pipeline.lake),
             run_id: String::new(),
             refresh: full_refresh,
             filters: Arc::default(),

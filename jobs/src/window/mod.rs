@@ -56,7 +56,7 @@ use deltalake::DeltaTable;
 use lakehouse_core::config::{WindowOutput, WindowTable, WINDOW_BOUNDS};
 use lakehouse_core::quality::{quote_ident, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::runner::crash_point;
-use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,7 @@ pub struct WindowJob {
     pipeline: String,
     run_id: String,
     quality: QualityLog,
-    checkpoint_interval: u64,
+    upkeep: Upkeep,
     /// Counts of every unit of this run, for the summary.
     pub report: QualityReport,
 }
@@ -206,7 +206,7 @@ impl WindowJob {
             caught_up_at: None,
             pipeline: pipeline.name.clone(),
             run_id: String::new(),
-            checkpoint_interval: pipeline.lake.checkpoint_interval,
+            upkeep: Upkeep::of(&pipeline.lake),
             report: QualityReport::default(),
         })
     }
@@ -394,7 +394,7 @@ impl WindowJob {
         };
         state.advance(to, watermarks, rows_in);
         if state.due(self.settings.batch_rows as u64) {
-            state.save(self.checkpoint_interval).await?;
+            state.save(self.upkeep).await?;
         }
         lakehouse_core::metrics::window_state(&self.name(), watermark, state_rows);
         debug!(window = %self.table, to, rows_in, rows_out, state_rows, watermark = ?watermark.map(time_text), "window unit");
@@ -871,7 +871,7 @@ impl WindowJob {
             SaveMode::Append,
             vec![(app_id, to)],
             &[],
-            self.checkpoint_interval,
+            self.upkeep,
             None,
         )
         .await?;
@@ -894,7 +894,7 @@ impl WindowJob {
                 SaveMode::Append,
                 txn,
                 &self.settings.partition_by,
-                self.checkpoint_interval,
+                self.upkeep,
                 None,
             )
             .await;
@@ -1116,7 +1116,7 @@ impl Job for WindowJob {
     async fn finish(&mut self) -> Result<()> {
         self.quality.flush().await;
         match &mut self.state {
-            Some(state) => state.save(self.checkpoint_interval).await,
+            Some(state) => state.save(self.upkeep).await,
             None => Ok(()),
         }
     }

@@ -16,7 +16,7 @@ use arrow::array::RecordBatch;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use lakehouse_core::runner::crash_point;
-use lakehouse_core::storage::write_with_txns;
+use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::table_files;
 use lakehouse_core::{Lake, Layer, Result};
 
@@ -121,7 +121,7 @@ impl State {
     }
 
     /// Replaces the lake's copy with this state, unless it is there.
-    pub async fn save(&mut self, checkpoint_interval: u64) -> Result<()> {
+    pub async fn save(&mut self, upkeep: Upkeep) -> Result<()> {
         let Some(open) = (self.version != self.saved_version)
             .then_some(self.open.as_ref())
             .flatten()
@@ -148,7 +148,7 @@ impl State {
             SaveMode::Overwrite,
             txns,
             &[],
-            checkpoint_interval,
+            upkeep,
             None,
         )
         .await?;
