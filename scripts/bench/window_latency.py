@@ -16,13 +16,12 @@ then the same as a sentence for the report."""
 import json
 import os
 import sys
+import urllib.parse
 
 import numpy as np
 import polars as pl
 import psycopg2
-import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 
 uri, url, table, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 silver = (pl.read_delta(uri).select(["_partition", "_offset", "_kafka_ts", "event_time", "event_type"])
@@ -47,12 +46,20 @@ def watermark_passed(end_us):
 
 def committed_at(table_uri, columns):
     """Each row's key (the `columns`) -> when the commit that added it was made (its file's
-    modification time, microseconds), over the table's live files."""
-    adds = pa.table(DeltaTable(table_uri).get_add_actions(flatten=True)).to_pylist()
+    modification time, microseconds), over the files the log's commits added with new rows
+    (auto compaction's rewrites, `dataChange: false`, would date rows to the rewrite)."""
+    log = os.path.join(table_uri, "_delta_log")
+    adds = []
+    for name in sorted(os.listdir(log)):
+        if name.endswith(".json"):
+            with open(os.path.join(log, name)) as f:
+                actions = [json.loads(line) for line in f if line.strip()]
+            adds += [a["add"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
     at = {}
     for add in adds:
-        mtime = add["modification_time"] * 1000  # milliseconds
-        keys = pq.read_table(os.path.join(table_uri, add["path"]), columns=columns).to_pylist()
+        mtime = add["modificationTime"] * 1000  # milliseconds
+        path = os.path.join(table_uri, urllib.parse.unquote(add["path"]))
+        keys = pq.read_table(path, columns=columns).to_pylist()
         for k in keys:
             key = tuple(k[c] for c in columns)
             at[key] = min(mtime, at.get(key, mtime))
