@@ -5,7 +5,6 @@ pub mod avro;
 pub mod config;
 pub mod error;
 pub mod kafka;
-pub mod local_listing;
 pub mod lookup;
 pub mod metrics;
 pub mod quality;

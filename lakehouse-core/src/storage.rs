@@ -176,17 +176,12 @@ impl Lake {
             url
         };
         // Building a client does no I/O: any failure here is the configuration's fault.
-        let store: Arc<dyn ObjectStore> = if root.url().scheme() == "file" {
-            Arc::new(crate::local_listing::LocalListing::default())
-        } else {
-            let (store, _) = object_store::parse_url_opts(&bucket_root, options.clone())
-                .map_err(|e| Error::Input(format!("lake {}: {e}", root.url())))?;
-            Arc::from(store)
-        };
+        let (store, _) = object_store::parse_url_opts(&bucket_root, options.clone())
+            .map_err(|e| Error::Input(format!("lake {}: {e}", root.url())))?;
         Ok(Lake {
             root,
             options,
-            store,
+            store: Arc::from(store),
             known: Arc::default(),
             upkeep: Upkeep {
                 checkpoint_interval: crate::config::DEFAULT_CHECKPOINT_INTERVAL,
