@@ -618,9 +618,7 @@ impl WindowJob {
                         }
                 });
                 let emitting = self.emitting(rows, new_from, expanded)?;
-                if let Some(w) = watermark {
-                    rows.remove_final_windows(w);
-                }
+                rows.remove_final_windows(watermark);
                 Ok(emitting)
             }
             Windows::Sessions { .. } => {
@@ -804,9 +802,7 @@ impl WindowJob {
         )
         .await?;
         let out = running.emit(watermark).await?;
-        if let Some(w) = watermark {
-            open.remove_final_windows(w);
-        }
+        open.remove_final_windows(watermark);
         Ok(Some(out))
     }
 

@@ -114,14 +114,7 @@ impl OpenRows {
                         ))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Index::Sessions(SessionIndex {
-                    rule: *rule,
-                    columns: key.clone(),
-                    converter: RowConverter::new(fields.clone())?,
-                    fields,
-                    keys: BTreeMap::new(),
-                    by_end: BTreeSet::new(),
-                })
+                Index::Sessions(SessionIndex::new(*rule, key.clone(), fields)?)
             }
         };
         Ok(OpenRows::empty(schema, index))
@@ -207,9 +200,11 @@ impl OpenRows {
         rows
     }
 
-    /// Fixed windows: marks gone the rows whose last window ends by `watermark`.
-    pub fn remove_final_windows(&mut self, watermark: i64) {
-        let Index::Fixed { windows, by_slide } = &mut self.index else {
+    /// Fixed windows: marks gone the rows whose last window ends by `watermark` (none
+    /// without one).
+    pub fn remove_final_windows(&mut self, watermark: Option<i64>) {
+        let (Index::Fixed { windows, by_slide }, Some(watermark)) = (&mut self.index, watermark)
+        else {
             return;
         };
         while let Some(entry) = by_slide.first_entry() {
@@ -295,20 +290,27 @@ impl Index {
                 windows: *windows,
                 by_slide: BTreeMap::new(),
             },
-            Index::Sessions(index) => Index::Sessions(SessionIndex {
-                rule: index.rule,
-                columns: index.columns.clone(),
-                fields: index.fields.clone(),
-                converter: RowConverter::new(index.fields.clone())
+            Index::Sessions(index) => Index::Sessions(
+                SessionIndex::new(index.rule, index.columns.clone(), index.fields.clone())
                     .expect("the fields made a converter before"),
-                keys: BTreeMap::new(),
-                by_end: BTreeSet::new(),
-            }),
+            ),
         }
     }
 }
 
 impl SessionIndex {
+    /// No rows yet; sessions of `rule` per key of the `columns` (of types `fields`).
+    fn new(rule: SessionRule, columns: Vec<String>, fields: Vec<SortField>) -> Result<Self> {
+        Ok(SessionIndex {
+            rule,
+            columns,
+            converter: RowConverter::new(fields.clone())?,
+            fields,
+            keys: BTreeMap::new(),
+            by_end: BTreeSet::new(),
+        })
+    }
+
     /// Adds a key's new rows (in the order they came).
     fn add(&mut self, key: &[u8], new: Vec<(i64, u32)>) {
         let rows = self.keys.entry(key.into()).or_default();
@@ -327,10 +329,11 @@ impl SessionIndex {
     /// Takes the sessions that end by `watermark` out of their keys.
     fn take_final(&mut self, watermark: i64) -> Vec<FinalSession> {
         let mut out = Vec::new();
-        while let Some((end, _)) = self.by_end.first() {
-            if *end > watermark {
-                break;
-            }
+        while self
+            .by_end
+            .first()
+            .is_some_and(|(end, _)| *end <= watermark)
+        {
             let (_, key) = self.by_end.pop_first().expect("a first entry");
             let rows = self.keys.get_mut(&key).expect("an indexed key has rows");
             let ending = (rows.sessions.iter())
@@ -511,7 +514,7 @@ mod tests {
                     );
                     spans += 1;
                 }
-                open.remove_final_windows(watermark);
+                open.remove_final_windows(Some(watermark));
                 removed_by = watermark;
             });
         assert!(spans > 0 && open.chunks.len() < 60, "compacted on the way");
