@@ -111,6 +111,9 @@ pub fn pipeline_tables(pipeline: &Pipeline) -> Vec<(Layer, String)> {
             .keys()
             .map(|t| (Layer::Quarantine, t.clone())),
     );
+    tables.extend(
+        (pipeline.load.keys()).map(|t| (Layer::Quarantine, crate::load::quarantine_table(t))),
+    );
     tables.push((Layer::System, RUNS_TABLE.to_string()));
     tables.push((Layer::System, QUALITY_TABLE.to_string()));
     tables

@@ -66,7 +66,7 @@ fn books_load_once_then_nothing_then_exactly_the_changed_row() {
     };
     let out = ok(load(&t, None));
     assert!(
-        out.stdout.contains("174 rows sent, 174 rows written"),
+        out.stdout.contains("174 rows read, 174 rows written"),
         "{}",
         out.stdout
     );
@@ -93,7 +93,7 @@ fn books_load_once_then_nothing_then_exactly_the_changed_row() {
     before.sort();
     let again = ok(load(&t, None));
     assert!(
-        again.stdout.contains("0 rows sent, 0 rows written"),
+        again.stdout.contains("0 rows read, 0 rows written"),
         "{}",
         again.stdout
     );

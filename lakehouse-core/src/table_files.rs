@@ -11,7 +11,8 @@ use arrow::array::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
+/// A data file's path under the table root.
+pub use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
@@ -60,7 +61,29 @@ pub async fn added_since(
     latest: i64,
     limit: UnitLimit,
 ) -> Result<(Vec<DataFile>, i64)> {
-    scan(table, table_name, after, latest, limit, false).await
+    scan(table, table_name, after, latest, limit, false, None).await
+}
+
+/// The data files of the loaded snapshot: every row the table holds, each once.
+pub fn live_paths(table: &DeltaTable) -> Result<HashSet<Path>> {
+    Ok((table.snapshot()?.log_data().iter())
+        .map(|f| f.object_store_path())
+        .collect())
+}
+
+/// The files of `live` (a snapshot's, [`live_paths`]) in the order of the commits that added
+/// them, commits `after + 1 ..= latest` up to `limit`: as [`added_since`] from a reader's
+/// start, but from the snapshot's files, so a rebuild works after `vacuum` deleted the files
+/// a compaction replaced. Returns the files and the last version taken.
+pub async fn live_by_commit(
+    table: &DeltaTable,
+    table_name: &str,
+    after: i64,
+    latest: i64,
+    limit: UnitLimit,
+    live: &HashSet<Path>,
+) -> Result<(Vec<DataFile>, i64)> {
+    scan(table, table_name, after, latest, limit, false, Some(live)).await
 }
 
 /// [`added_since`] for readers that need every row exactly once: a commit that removed rows
@@ -72,9 +95,11 @@ pub async fn appended_since(
     latest: i64,
     limit: UnitLimit,
 ) -> Result<(Vec<DataFile>, i64)> {
-    scan(table, table_name, after, latest, limit, true).await
+    scan(table, table_name, after, latest, limit, true, None).await
 }
 
+/// The files commits added, commit by commit: with new data, or — given `live` — the ones
+/// among `live`, whatever the commit.
 async fn scan(
     table: &DeltaTable,
     table_name: &str,
@@ -82,6 +107,7 @@ async fn scan(
     latest: i64,
     limit: UnitLimit,
     append_only: bool,
+    live: Option<&HashSet<Path>>,
 ) -> Result<(Vec<DataFile>, i64)> {
     let mut files = Vec::new();
     let (mut rows, mut bytes) = (0, 0);
@@ -100,7 +126,13 @@ async fn scan(
                 }
                 _ => continue,
             };
-            if !add.data_change {
+            let path = Path::from_url_path(&add.path)
+                .map_err(|e| Error::Internal(format!("bad path in the Delta log: {e}")))?;
+            let taken = match live {
+                Some(live) => live.contains(&path),
+                None => add.data_change,
+            };
+            if !taken {
                 continue;
             }
             let file_rows = add
@@ -113,8 +145,7 @@ async fn scan(
             commit_bytes += add.size.max(0) as u64;
             commit_files.push(DataFile {
                 version,
-                path: Path::from_url_path(&add.path)
-                    .map_err(|e| Error::Internal(format!("bad path in the Delta log: {e}")))?,
+                path,
                 rows: file_rows,
                 partition_values: add.partition_values.into_iter().collect(),
             });
@@ -153,9 +184,12 @@ pub async fn commit_actions(
     Ok(deltalake::logstore::get_actions(version as u64, &bytes)?)
 }
 
-/// The files of the loaded snapshot a reader that saw version `seen` has not read: all of
-/// them when `seen` is `None`, else those added after it. Rows rewritten by a MERGE or an
-/// update arrive in new files, so this covers every row that may have changed.
+/// The files of the loaded snapshot a reader that saw version `seen` has not read all of: all
+/// of them when `seen` is `None`. Rows rewritten by a MERGE or an update arrive in new
+/// files, and so do rows a compaction (`dataChange: false`) moved out of files the reader had
+/// not seen: a compaction's files count when it removed such a file. They may also hold rows
+/// the reader saw (a compaction mixes old and new files), so this suits readers that upsert
+/// by key; a reader that must see each row once follows the commits ([`appended_since`]).
 pub async fn live_since(
     table: &DeltaTable,
     name: &str,
@@ -176,12 +210,44 @@ pub async fn live_since(
     let Some(seen) = seen else {
         return Ok(live);
     };
-    let (added, _) = added_since(table, name, seen, version, UnitLimit::NONE).await?;
-    let live: HashSet<Path> = live.into_iter().map(|f| f.path).collect();
-    Ok(added
+    let unseen = unseen_paths(table, name, seen, version).await?;
+    Ok(live
         .into_iter()
-        .filter(|f| live.contains(&f.path))
+        .filter(|f| unseen.contains(&f.path))
         .collect())
+}
+
+/// The files commits `seen + 1 ..= latest` added that hold rows a reader at `seen` has not
+/// read: every file a commit added with new data, and every file a rewrite without new data
+/// (a compaction) added in a commit that removed one of those.
+async fn unseen_paths(
+    table: &DeltaTable,
+    name: &str,
+    seen: i64,
+    latest: i64,
+) -> Result<HashSet<Path>> {
+    let path_of = |p: &str| {
+        Path::from_url_path(p)
+            .map_err(|e| Error::Internal(format!("bad path in the Delta log: {e}")))
+    };
+    let mut unseen = HashSet::new();
+    for version in seen + 1..=latest {
+        let actions = commit_actions(table, name, version).await?;
+        let mut rewrites_unseen = false;
+        for action in &actions {
+            if let Action::Remove(remove) = action {
+                rewrites_unseen |= !remove.data_change && unseen.contains(&path_of(&remove.path)?);
+            }
+        }
+        for action in actions {
+            if let Action::Add(add) = action {
+                if add.data_change || rewrites_unseen {
+                    unseen.insert(path_of(&add.path)?);
+                }
+            }
+        }
+    }
+    Ok(unseen)
 }
 
 /// The rows of `files`, in order, `columns` only (all when `None`), typed as the table

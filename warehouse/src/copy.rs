@@ -116,8 +116,19 @@ fn json_values(array: &ArrayRef, name: &str) -> Result<Vec<Option<String>>> {
     Ok(values)
 }
 
-/// Appends the rows of `batch` to `out`.
-pub fn encode(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+/// A row Postgres would refuse, found before the COPY (which fails as a whole on one such
+/// row), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub row: usize,
+    pub reason: String,
+}
+
+/// Appends the rows of `batch` to `out`, except those Postgres would refuse, which are
+/// returned instead: text or JSON with a NUL character, a NULL in a `not_null` column (the
+/// target's key and NOT NULL columns), a date or timestamp outside Postgres' range, a decimal
+/// with more digits than its column's precision.
+pub fn encode(batch: &RecordBatch, not_null: &[String], out: &mut Vec<u8>) -> Result<Vec<Refused>> {
     let schema = batch.schema();
     let columns: Vec<Encoded> = batch
         .columns()
@@ -127,13 +138,123 @@ pub fn encode(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
         .collect::<Result<_>>()?;
     let width = i16::try_from(columns.len())
         .map_err(|_| Error::Schema("more than 32767 columns".into()))?;
+    let mut refused: Vec<Refused> = Vec::new();
+    for (column, field) in columns.iter().zip(schema.fields()) {
+        let required = not_null.iter().any(|c| c == field.name());
+        refuse(column, field.name(), required, &mut refused);
+    }
+    refused.sort_by_key(|r| r.row);
+    refused.dedup_by_key(|r| r.row);
+    let mut next_refused = refused.iter().map(|r| r.row).peekable();
     for row in 0..batch.num_rows() {
+        if next_refused.next_if_eq(&row).is_some() {
+            continue;
+        }
         out.extend_from_slice(&width.to_be_bytes());
         for column in &columns {
             write_value(column, row, out);
         }
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// Postgres' range of `date` in days since 2000-01-01: from 4713 BC to 5874897 AD.
+const PG_DAYS: std::ops::Range<i64> = -2_451_545..2_145_031_949;
+/// ... and of timestamps in microseconds since 2000-01-01: from 4713 BC to 294276 AD.
+const PG_MICROS: std::ops::Range<i64> = -211_813_488_000_000_000..9_223_371_331_200_000_000;
+
+/// Adds to `refused` the rows of `column` Postgres would not take.
+fn refuse(column: &Encoded, name: &str, required: bool, refused: &mut Vec<Refused>) {
+    let mut add = |row: usize, reason: String| refused.push(Refused { row, reason });
+    let array = match column {
+        Encoded::Json(values) => {
+            for (row, value) in values.iter().enumerate() {
+                match value {
+                    None if required => add(row, null_in(name)),
+                    // jsonb refuses the escaped NUL too ("unsupported Unicode escape sequence").
+                    Some(json) if json.contains("\\u0000") => add(row, nul_in(name, "JSON")),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        Encoded::Bool(a)
+        | Encoded::I16(a)
+        | Encoded::I32(a)
+        | Encoded::I64(a)
+        | Encoded::F32(a)
+        | Encoded::F64(a)
+        | Encoded::Numeric(a, _)
+        | Encoded::Text(a)
+        | Encoded::Bytes(a)
+        | Encoded::Date(a)
+        | Encoded::Timestamp(a) => a,
+    };
+    if required && array.null_count() > 0 {
+        (0..array.len())
+            .filter(|&row| array.is_null(row))
+            .for_each(|row| add(row, null_in(name)));
+    }
+    let valid = |row: &usize| array.is_valid(*row);
+    match column {
+        Encoded::Text(a) => {
+            let text = a.as_string::<i32>();
+            // Most batches hold no NUL at all: one scan of the bytes answers for every value.
+            if text.value_data().contains(&0) {
+                (0..text.len())
+                    .filter(valid)
+                    .filter(|&row| text.value(row).contains('\0'))
+                    .for_each(|row| add(row, nul_in(name, "text")));
+            }
+        }
+        Encoded::Date(a) => {
+            let days = a.as_primitive::<Date32Type>();
+            for row in (0..days.len()).filter(valid) {
+                let day = days.value(row) as i64 - PG_EPOCH_DAYS as i64;
+                if !PG_DAYS.contains(&day) {
+                    add(row, out_of_range(name, "date"));
+                }
+            }
+        }
+        Encoded::Timestamp(a) => {
+            let micros = a.as_primitive::<TimestampMicrosecondType>();
+            for row in (0..micros.len()).filter(valid) {
+                let pg = micros.value(row).checked_sub(PG_EPOCH_MICROS);
+                if !pg.is_some_and(|m| PG_MICROS.contains(&m)) {
+                    add(row, out_of_range(name, "timestamp"));
+                }
+            }
+        }
+        Encoded::Numeric(a, _) => {
+            let decimals = a.as_primitive::<Decimal128Type>();
+            let limit = 10u128.checked_pow(decimals.precision() as u32);
+            for row in (0..decimals.len()).filter(valid) {
+                if limit.is_some_and(|l| decimals.value(row).unsigned_abs() >= l) {
+                    add(
+                        row,
+                        format!(
+                            "column {name:?}: the value has more than the {} digits of its \
+                             numeric column",
+                            decimals.precision()
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn null_in(name: &str) -> String {
+    format!("column {name:?} is NULL, and the target's column is NOT NULL (a key column)")
+}
+
+fn nul_in(name: &str, what: &str) -> String {
+    format!("column {name:?}: {what} with a NUL character (U+0000), which Postgres cannot store")
+}
+
+fn out_of_range(name: &str, what: &str) -> String {
+    format!("column {name:?}: the {what} is outside the range Postgres stores (4713 BC to 294276 AD for timestamps, 5874897 AD for dates)")
 }
 
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -190,6 +311,7 @@ fn write_value(column: &Encoded, row: usize, out: &mut Vec<u8>) {
         Encoded::Text(a) => field(out, a.as_string::<i32>().value(row).as_bytes()),
         Encoded::Bytes(a) => field(out, a.as_binary::<i32>().value(row)),
         Encoded::Date(a) => {
+            // In range: refused rows are not written.
             let days = a.as_primitive::<Date32Type>().value(row) - PG_EPOCH_DAYS;
             field(out, &days.to_be_bytes())
         }
@@ -283,7 +405,7 @@ mod tests {
         )])
         .unwrap();
         let mut out = Vec::new();
-        encode(&batch, &mut out).unwrap();
+        assert_eq!(encode(&batch, &[], &mut out).unwrap(), []);
         assert_eq!(
             out,
             [

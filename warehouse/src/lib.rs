@@ -261,20 +261,25 @@ pub fn upsert_sql(target: &TableName, stage: &str, columns: &[String], key: &[St
     )
 }
 
-/// A binary COPY in progress: batches are encoded and sent in chunks of about 4 MiB.
+/// A binary COPY in progress: batches are encoded and sent in chunks of about 4 MiB. Rows
+/// Postgres would refuse are held back ([`copy::encode`]), so one of them cannot fail the
+/// COPY of all the others.
 pub struct Copier<'c> {
     copy: PgCopyIn<&'c mut PgConnection>,
     buffer: Vec<u8>,
+    not_null: Vec<String>,
 }
 
 const COPY_CHUNK: usize = 4 << 20;
 
 impl<'c> Copier<'c> {
     /// Starts `COPY <table> (<columns>) FROM STDIN` in binary; `table` is already quoted.
+    /// `not_null` names the target's columns that take no NULL.
     pub async fn start(
         conn: &'c mut PgConnection,
         table: &str,
         columns: &[String],
+        not_null: &[String],
     ) -> Result<Copier<'c>> {
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let copy = conn
@@ -285,15 +290,20 @@ impl<'c> Copier<'c> {
             .await?;
         let mut buffer = Vec::with_capacity(COPY_CHUNK + (1 << 20));
         copy::header(&mut buffer);
-        Ok(Copier { copy, buffer })
+        Ok(Copier {
+            copy,
+            buffer,
+            not_null: not_null.to_vec(),
+        })
     }
 
-    pub async fn send(&mut self, batch: &RecordBatch) -> Result<()> {
-        copy::encode(batch, &mut self.buffer)?;
+    /// Sends the rows of `batch` Postgres takes; returns those it would refuse, unsent.
+    pub async fn send(&mut self, batch: &RecordBatch) -> Result<Vec<copy::Refused>> {
+        let refused = copy::encode(batch, &self.not_null, &mut self.buffer)?;
         if self.buffer.len() >= COPY_CHUNK {
             self.flush().await?;
         }
-        Ok(())
+        Ok(refused)
     }
 
     async fn flush(&mut self) -> Result<()> {

@@ -30,6 +30,18 @@ async fn load(
     batch: &RecordBatch,
     key: &[String],
 ) -> warehouse::Result<u64> {
+    let (rows, refused) = load_refusing(conn, table, batch, key).await?;
+    assert_eq!(refused, [], "no row refused");
+    Ok(rows)
+}
+
+/// [`load`], returning the rows Postgres would have refused too.
+async fn load_refusing(
+    conn: &mut PgConnection,
+    table: &TableName,
+    batch: &RecordBatch,
+    key: &[String],
+) -> warehouse::Result<(u64, Vec<warehouse::copy::Refused>)> {
     let wanted = warehouse::types::columns_for(&batch.schema(), table)?;
     let existing = warehouse::existing_columns(conn, table).await?;
     let changes = warehouse::types::schema_changes(table, &wanted, existing.as_deref(), key)?;
@@ -38,11 +50,11 @@ async fn load(
         sqlx::query(&statement).execute(&mut *conn).await?;
     }
     let columns: Vec<String> = wanted.iter().map(|c| c.name.clone()).collect();
-    let mut copier = Copier::start(conn, &table.to_string(), &columns).await?;
-    copier.send(batch).await?;
+    let mut copier = Copier::start(conn, &table.to_string(), &columns, key).await?;
+    let refused = copier.send(batch).await?;
     let rows = copier.finish().await?;
     sqlx::query("COMMIT").execute(&mut *conn).await?;
-    Ok(rows)
+    Ok((rows, refused))
 }
 
 fn column(name: &str, array: ArrayRef) -> (Field, ArrayRef) {
@@ -289,6 +301,109 @@ async fn every_supported_type_round_trips_with_nulls_and_edges() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// Values Postgres refuses are held back, each row with its reason, and every other row loads:
+/// one of them failed the whole COPY, and so every later load of the table.
+#[tokio::test]
+async fn rows_postgres_would_refuse_are_held_back_and_the_rest_load() {
+    let Some(mut conn) = connect().await else {
+        return;
+    };
+    let table = TableName::parse(&format!("{}.refused", unique_name("wh")), "public");
+    let n = 8;
+    let nested = StructArray::from(vec![(
+        Arc::new(Field::new("s", DataType::Utf8, true)),
+        Arc::new(StringArray::from(
+            (0..n)
+                .map(|i| Some(if i == 6 { "a\0b" } else { "ok" }))
+                .collect::<Vec<_>>(),
+        )) as ArrayRef,
+    )]);
+    let columns = vec![
+        column(
+            "id",
+            Arc::new(Int32Array::from(
+                (1..=n).map(|i| (i != 3).then_some(i)).collect::<Vec<_>>(),
+            )),
+        ),
+        column(
+            "page",
+            Arc::new(StringArray::from(
+                (1..=n)
+                    .map(|i| if i == 2 { "/a\0b" } else { "/a" })
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        column(
+            "day",
+            Arc::new(Date32Array::from(
+                (1..=n)
+                    .map(|i| if i == 4 { i32::MAX } else { 20_000 })
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        column(
+            "at",
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    (1..=n)
+                        .map(|i| if i == 5 { i64::MIN } else { 0 })
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ),
+        column(
+            "amount",
+            Arc::new(
+                Decimal128Array::from(
+                    (1..=n)
+                        .map(|i| if i == 6 { 1_000_000 } else { 99_999 })
+                        .collect::<Vec<i128>>(),
+                )
+                .with_precision_and_scale(5, 2)
+                .unwrap(),
+            ),
+        ),
+        column("nested", Arc::new(nested)),
+    ];
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    let batch =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays).unwrap();
+    let (rows, refused) = load_refusing(&mut conn, &table, &batch, &["id".into()])
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "{refused:?}");
+    let reasons: Vec<(usize, &str)> = refused.iter().map(|r| (r.row, r.reason.as_str())).collect();
+    let expected = [
+        (1, "\"page\": text with a NUL"),
+        (2, "\"id\" is NULL"),
+        (3, "\"day\": the date is outside the range"),
+        (4, "\"at\": the timestamp is outside the range"),
+        (5, "\"amount\": the value has more than the 5 digits"),
+        (6, "\"nested\": JSON with a NUL"),
+    ];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:?}");
+    for ((row, reason), (want_row, want)) in reasons.iter().zip(expected) {
+        assert_eq!(*row, want_row);
+        assert!(
+            reason.contains(want),
+            "row {row}: {reason:?} should say {want:?}"
+        );
+    }
+    let ids: Vec<i32> = sqlx::query_scalar(&format!("SELECT id FROM {table} ORDER BY id"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 8]);
+    sqlx::query(&format!(
+        "DROP SCHEMA {} CASCADE",
+        warehouse::quote_ident(&table.schema)
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
