@@ -298,6 +298,8 @@ fn each_bad_record_ends_up_where_the_rules_say() {
         ["accepted_values(year)", "warn", "4", "3", "1"],
         // 10 of the 13 records failed a check (the superseded and the filtered one did not).
         ["all_checks", "score", "13", "3", "10"],
+        // The SQL computed for every record (none quarantined), and its WHERE removed one.
+        ["cleaning_sql", "quarantine", "7", "7", "0"],
         ["cleaning_sql", "drop", "7", "6", "1"],
         ["dedupe_key", "keep latest", "5", "4", "1"],
         ["key_not_null", "quarantine", "6", "5", "1"],
@@ -320,7 +322,7 @@ fn each_bad_record_ends_up_where_the_rules_say() {
     );
     assert!(
         out.stdout.contains(
-            "quality score: 23.1 % of records passed every check (0 of 5 checks without a failure)"
+            "quality score: 23.1 % of records passed every check (1 of 6 checks without a failure)"
         ),
         "{}",
         out.stdout

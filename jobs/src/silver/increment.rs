@@ -42,6 +42,14 @@ pub(super) struct Increment {
     pub(super) files: Vec<DataFile>,
 }
 
+/// A `--full-refresh` under way: it reads the files bronze had when it started (versions up
+/// to `until`) by the commits that added them, not the commits' own files: those a compaction
+/// replaced may be vacuumed, and their rows are in its files.
+pub(super) struct Rebuild {
+    pub(super) until: i64,
+    pub(super) files: HashSet<lakehouse_core::table_files::Path>,
+}
+
 /// The next bronze commits after `after`, up to `limit` (at least one commit).
 pub(super) async fn plan_increment(
     bronze: &DeltaTable,
@@ -49,9 +57,15 @@ pub(super) async fn plan_increment(
     after: i64,
     latest: i64,
     limit: UnitLimit,
+    rebuild: Option<&Rebuild>,
 ) -> Result<Increment> {
     let name = format!("bronze.{source}");
-    let (files, to) = table_files::added_since(bronze, &name, after, latest, limit).await?;
+    let (files, to) = if let Some(rebuild) = rebuild.filter(|r| after < r.until) {
+        let until = latest.min(rebuild.until);
+        table_files::live_by_commit(bronze, &name, after, until, limit, &rebuild.files).await?
+    } else {
+        table_files::added_since(bronze, &name, after, latest, limit).await?
+    };
     Ok(Increment { after, to, files })
 }
 

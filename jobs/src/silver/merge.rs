@@ -123,6 +123,8 @@ impl SilverJob {
                 )
                 .await;
         }
+        let declared = silver.snapshot()?.snapshot().arrow_schema();
+        let rows = lakehouse_core::delta_types::as_delta_types(rows, Some(&declared))?;
         let ctx = SessionContext::new();
         let columns: Vec<String> = rows
             .schema()
@@ -172,6 +174,26 @@ impl SilverJob {
             "silver merge"
         );
         Ok(table)
+    }
+
+    /// Empties silver (a refresh over commits without rows), recording `bronze_version`.
+    pub(super) async fn empty(
+        &self,
+        silver: DeltaTable,
+        bronze_version: i64,
+    ) -> Result<DeltaTable> {
+        if silver.version().is_none() {
+            return Ok(silver);
+        }
+        let schema = silver.snapshot()?.snapshot().arrow_schema();
+        self.commit(
+            silver,
+            RecordBatch::new_empty(schema),
+            bronze_version,
+            SaveMode::Overwrite,
+            &self.settings.partition_by,
+        )
+        .await
     }
 
     /// Advances the `txn` version without data, for increments that added no rows.

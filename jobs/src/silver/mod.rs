@@ -6,11 +6,14 @@
 //! 1. **parse**: each record's JSON `value` into the declared schema; a record that cannot be
 //!    typed goes to quarantine with the parse error.
 //! 2. **cleaning SQL** over the view `source` (DataFusion). It must keep one row per record;
-//!    the lineage columns are appended to its SELECT. Rows its WHERE removes are counted.
+//!    the lineage columns are appended to its SELECT. Rows its WHERE removes are counted. A
+//!    record the SQL cannot compute (a CAST that fails on its value) goes to quarantine with
+//!    the error, rule `cleaning_sql`, and the unit's other rows go on (`failing.rs`).
 //! 3. **key**: a row whose key is NULL cannot be merged: quarantine.
 //! 4. **dedupe**: one row per key, the latest by Kafka timestamp, then partition and offset.
 //! 5. **expectations**, each with its action (warn, drop, quarantine, fail). A `fail`
-//!    stops the unit before anything is written.
+//!    stops the unit before anything is written. A record an expectation's SQL cannot be
+//!    computed for goes to quarantine under that expectation's name, whatever its action.
 //! 6. **commit**: quarantine rows first, then the MERGE into silver, then the quality rows.
 //!
 //! Exactly-once: the silver commit carries a `txn` action, app id `lakectl-silver-<table>`,
@@ -37,6 +40,7 @@
 
 mod dedupe;
 mod expect;
+mod failing;
 mod increment;
 mod merge;
 mod parse;
@@ -44,7 +48,9 @@ mod parse;
 pub use increment::quarantine_schema;
 
 use dedupe::one_per_key;
-use increment::{origin_at, plan_increment, read_increment, BronzeRows, Origin, Quarantined};
+use increment::{
+    origin_at, plan_increment, read_increment, BronzeRows, Origin, Quarantined, Rebuild,
+};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,13 +71,16 @@ use lakehouse_core::quality::{Action, QualityLog, QualityReport, QualityScope};
 use lakehouse_core::registry::SchemaRegistry;
 use lakehouse_core::schema::ColumnType;
 use lakehouse_core::storage::Upkeep;
-use lakehouse_core::table_files::UnitLimit;
+use lakehouse_core::table_files::{self, UnitLimit};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Engine;
 use crate::stage;
 use tracing::info;
+
+/// The quality and quarantine rule of the cleaning SQL.
+const CLEANING_RULE: &str = "cleaning_sql";
 
 /// Lineage every cleaned row carries (`_silver_ts` is added at the end).
 const RECORD_LINEAGE: [&str; 4] = ["_bronze_version", "_partition", "_offset", "_kafka_ts"];
@@ -147,6 +156,8 @@ pub struct SilverJob {
     run_id: String,
     /// `--full-refresh`: the next unit starts from bronze version 0 and overwrites.
     refresh: bool,
+    /// The refresh under way, until it reaches the bronze version it started at.
+    rebuild: Option<Rebuild>,
     /// The bloom filters of silver's files that the key and `unique` lookups have read: each
     /// unit opens only the files a value passes.
     filters: Arc<lookup::FilterCache>,
@@ -216,34 +227,20 @@ impl SilverJob {
             upkeep: Upkeep::of(&pipeline.lake),
             run_id: String::new(),
             refresh: full_refresh,
+            rebuild: None,
             filters: Arc::default(),
             report: QualityReport::default(),
         })
     }
 
-    /// Step 2: the cleaning SQL, with lineage kept.
-    async fn clean(&self, ctx: &SessionContext, typed: RecordBatch) -> Result<RecordBatch> {
-        let schema = typed.schema();
-        ctx.register_table(
-            "source",
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![typed]])?),
-        )?;
-        let df = match &self.sql {
-            Some((sql, origin)) => {
-                let df = lakehouse_core::sql::read_only(ctx, sql)
-                    .await
-                    .map_err(|e| match e {
-                        Error::DataFusion(e) => {
-                            Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
-                        }
-                        refused => Error::Input(format!("{origin}: {refused}")),
-                    })?;
-                let plan = with_lineage(df.logical_plan().clone(), origin)?;
-                DataFrame::new(ctx.state(), plan)
-            }
-            None => ctx.table("source").await?,
-        };
-        let batches = self.engine.collect(df).await?;
+    /// Step 2: the cleaning SQL, with lineage kept; the records it cannot compute, by row.
+    async fn clean(
+        &self,
+        ctx: &SessionContext,
+        typed: RecordBatch,
+    ) -> Result<(RecordBatch, Vec<failing::FailedRow>)> {
+        let (batches, failed) =
+            failing::without_failing_rows(&typed, |rows| self.run_cleaning(ctx, rows)).await?;
         let out_schema = match batches.first() {
             Some(b) => b.schema(),
             None => return Err(Error::Internal("DataFusion returned no batches".into())),
@@ -269,7 +266,37 @@ impl SilverJob {
                     .join(", ")
             )));
         }
-        Ok(concat_batches(&out_schema, &batches)?)
+        Ok((concat_batches(&out_schema, &batches)?, failed))
+    }
+
+    /// The cleaning SQL over `typed` as the table `source`.
+    async fn run_cleaning(
+        &self,
+        ctx: &SessionContext,
+        typed: RecordBatch,
+    ) -> Result<Vec<RecordBatch>> {
+        let schema = typed.schema();
+        ctx.deregister_table("source")?;
+        ctx.register_table(
+            "source",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![typed]])?),
+        )?;
+        let df = match &self.sql {
+            Some((sql, origin)) => {
+                let df = lakehouse_core::sql::read_only(ctx, sql)
+                    .await
+                    .map_err(|e| match e {
+                        Error::DataFusion(e) => {
+                            Error::Input(format!("{origin}: the cleaning SQL does not plan: {e}"))
+                        }
+                        refused => Error::Input(format!("{origin}: {refused}")),
+                    })?;
+                let plan = with_lineage(df.logical_plan().clone(), origin)?;
+                DataFrame::new(ctx.state(), plan)
+            }
+            None => ctx.table("source").await?,
+        };
+        collect_or_empty(&self.engine, df).await
     }
 
     /// Steps 1–5 on one increment: the rows to merge, the records to quarantine and the counts.
@@ -293,11 +320,23 @@ impl SilverJob {
         );
 
         let parsed = typed.num_rows() as u64;
-        let cleaned = self.clean(&ctx, typed).await?;
+        let (cleaned, uncomputable) = self.clean(&ctx, typed.clone()).await?;
         if self.sql.is_some() {
-            let removed = parsed.saturating_sub(cleaned.num_rows() as u64);
-            report.count_step("cleaning_sql", Action::Drop.as_str(), parsed, removed);
+            let failed = uncomputable.len() as u64;
+            report.count(CLEANING_RULE, Action::Quarantine.as_str(), parsed, failed);
+            let removed = (parsed - failed).saturating_sub(cleaned.num_rows() as u64);
+            report.count_step(
+                CLEANING_RULE,
+                Action::Drop.as_str(),
+                parsed - failed,
+                removed,
+            );
         }
+        quarantined.extend(uncomputable.into_iter().map(|(row, error)| Quarantined {
+            origin: origin_at(&typed, row),
+            rule: CLEANING_RULE.into(),
+            error: format!("the cleaning SQL cannot be computed for this record: {error}"),
+        }));
 
         let key_nulls = self.key_nulls(&cleaned)?;
         let null_keys: Vec<Origin> = (0..cleaned.num_rows())
@@ -360,7 +399,17 @@ impl SilverJob {
             }
         };
 
-        let (rows, verdicts) = self.evaluate(&ctx, deduped, silver).await?;
+        let (rows, verdicts, uncomputable) = self.evaluate(&ctx, deduped.clone(), silver).await?;
+        for (row, rule, error) in uncomputable {
+            let origin = origin_at(&deduped, row);
+            failed.insert(origin);
+            report.count(&rule, Action::Quarantine.as_str(), 1, 1);
+            quarantined.push(Quarantined {
+                origin,
+                rule,
+                error: format!("the expectation's SQL cannot be computed for this record: {error}"),
+            });
+        }
         let n = rows.num_rows();
         let mut keep = vec![true; n];
         let mut first_quarantine: Vec<Option<usize>> = vec![None; n];
@@ -456,6 +505,12 @@ impl SilverJob {
                 ..Default::default()
             });
         }
+        if self.refresh {
+            self.rebuild = Some(Rebuild {
+                until: latest,
+                files: table_files::live_paths(&bronze)?,
+            });
+        }
         let increment = plan_increment(
             &bronze,
             &self.settings.source,
@@ -465,15 +520,30 @@ impl SilverJob {
                 rows: self.settings.batch_rows as u64,
                 bytes: self.settings.batch_bytes,
             },
+            self.rebuild.as_ref(),
         )
         .await?;
+        if self
+            .rebuild
+            .as_ref()
+            .is_some_and(|r| increment.to >= r.until)
+        {
+            self.rebuild = None;
+        }
         let bronze_rows = BronzeRows {
             batches: read_increment(&bronze, &increment).await?,
         };
         let rows_in = bronze_rows.rows();
         if rows_in == 0 {
-            // Commits that added no rows (OPTIMIZE, empty writes): record progress alone.
-            let silver = self.record_progress(silver, increment.to).await?;
+            // Commits that added no rows (OPTIMIZE, empty writes): record progress alone; a
+            // refresh empties the tables it rebuilds.
+            let silver = if self.refresh {
+                self.write_quarantine(&[], &bronze_rows, &increment, true)
+                    .await?;
+                self.empty(silver, increment.to).await?
+            } else {
+                self.record_progress(silver, increment.to).await?
+            };
             self.refresh = false;
             return Ok(UnitReport {
                 version_read: Some(increment.to),
@@ -528,6 +598,18 @@ impl SilverJob {
             ..Default::default()
         })
     }
+}
+
+/// `df`'s rows; an empty batch of its columns when there are none (DataFusion may return no
+/// batch at all, and a step over rows that all left still has columns).
+pub(super) async fn collect_or_empty(engine: &Engine, df: DataFrame) -> Result<Vec<RecordBatch>> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = engine.collect(df).await?;
+    Ok(if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    })
 }
 
 fn with_silver_ts(batch: RecordBatch) -> Result<RecordBatch> {

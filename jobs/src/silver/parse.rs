@@ -180,9 +180,23 @@ impl AvroSource {
                 self.registry.url()
             ))
         })?;
+        // Looked up once a unit each; a record whose id has no usable schema is quarantined
+        // (a registry that does not answer fails the unit, to be retried).
         let mut writers = BTreeMap::new();
         for id in ids {
-            writers.insert(id, self.registry.schema_by_id(id).await?);
+            let writer = if id > i32::MAX as u32 {
+                Err(format!(
+                    "schema id {id} is past the 31-bit ids a registry gives"
+                ))
+            } else {
+                match self.registry.schema_by_id(id).await {
+                    Ok(Some(schema)) => Ok(schema),
+                    Ok(None) => Err(format!("schema id {id} is not in the schema registry")),
+                    Err(Error::Input(why)) => Err(format!("schema id {id}: {why}")),
+                    Err(e) => return Err(e),
+                }
+            };
+            writers.insert(id, writer);
         }
         AvroDecoder::new(&reader.schema, &writers)
     }
