@@ -9,7 +9,9 @@
 //! the versions recorded.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
@@ -150,7 +152,12 @@ impl GoldJob {
                 });
             }
         }
-        let batches = self.engine.collect(df).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut batches = self.engine.collect(df).await?;
+        if batches.is_empty() {
+            // No rows is a result too: the table holds none, with the SQL's columns.
+            batches.push(RecordBatch::new_empty(schema));
+        }
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let txns = inputs
             .iter()

@@ -13,7 +13,12 @@
 //!    delivery, then records the unit's last version as sent.
 //!
 //! A crash anywhere re-reads the unsent versions and skips what already landed, partition by
-//! partition. The topic must be the sink's own: another writer's records break step 2.
+//! partition. The topic must be the sink's own: another writer's records break step 2, and so
+//! would a second sink process: a sink holds a claim in the lake while it runs
+//! ([`lakehouse_core::lease`]) and a second one is refused. What landed is a prefix only if
+//! the producer never skips a record: its messages never time out (`message.timeout.ms` 0,
+//! whatever `kafka.options` say; a broker away for minutes fails the unit, which is retried)
+//! and `enable.gapless.guarantee` makes any other gap a fatal error of that producer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use async_trait::async_trait;
 use deltalake::protocol::SaveMode;
 use lakehouse_core::config::{KafkaConfig, SinkTopic};
 use lakehouse_core::kafka::{client_config, key_partition};
+use lakehouse_core::lease::Lease;
 use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::table_files::UnitLimit;
 use lakehouse_core::{table_files, Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
@@ -56,6 +62,8 @@ pub struct SinkJob {
     lake: Lake,
     kafka: KafkaConfig,
     upkeep: Upkeep,
+    /// This process's claim on the sink, taken by its first unit.
+    lease: Option<Lease>,
 }
 
 impl SinkJob {
@@ -75,10 +83,17 @@ impl SinkJob {
             lake: Lake::from_config(&pipeline.lake)?,
             kafka: pipeline.kafka.clone(),
             upkeep: Upkeep::of(&pipeline.lake),
+            lease: None,
         })
     }
 
     async fn process(&mut self) -> Result<UnitReport> {
+        let lease = match self.lease.take() {
+            Some(lease) => lease,
+            None => Lease::acquire(&self.lake, &format!("sink-{}", self.name)).await?,
+        };
+        let lease = self.lease.insert(lease);
+        lease.check().await?;
         let Some(source) = self
             .lake
             .load_table(self.source_layer, &self.source_table)
@@ -143,6 +158,9 @@ impl SinkJob {
         let kafka = self.kafka.clone();
         let topic = self.settings.topic.clone();
         if sent_now > 0 {
+            if let Some(lease) = &self.lease {
+                lease.check().await?;
+            }
             tokio::task::spawn_blocking(move || send(&kafka, &topic, records))
                 .await
                 .map_err(|e| Error::Internal(format!("send task: {e}")))??;
@@ -254,7 +272,7 @@ struct Outgoing {
 
 /// Sends `records` and waits until the broker confirmed every one.
 fn send(kafka: &KafkaConfig, topic: &str, records: Vec<Outgoing>) -> Result<()> {
-    let mut producer = TopicProducer::new(kafka, topic, None, &[])?;
+    let mut producer = TopicProducer::without_gaps(kafka, topic)?;
     let mut outcome = Ok(());
     for r in &records {
         let (version, row) = (r.position.0.to_string(), r.position.1.to_string());
@@ -352,6 +370,13 @@ impl Job for SinkJob {
     async fn run_unit(&mut self, _cancel: &CancellationToken) -> Result<UnitReport> {
         // A unit is bounded by batch_rows; cancellation is honoured between units.
         self.process().await
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+        Ok(())
     }
 }
 

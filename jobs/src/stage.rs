@@ -28,8 +28,9 @@ pub fn table_names<'p>(
 
 /// Runs one job per table until a signal stops them: `--once` runs them in turn and stops at
 /// the first failure; continuous runs them side by side, each on a task of its own (until
-/// stopped), so that one's long unit does not hold back another's. `report` prints what a
-/// finished run did, failed runs included.
+/// stopped), so that one's long unit does not hold back another's, and when one fails stops
+/// the others after their units and returns its error. `report` prints what a finished run
+/// did, failed runs included.
 pub async fn run_each<J: Job + 'static>(
     pipeline: &Pipeline,
     names: &[String],
@@ -46,24 +47,32 @@ pub async fn run_each<J: Job + 'static>(
     };
     if mode == Mode::Continuous {
         let jobs = names.iter().map(|n| make(n)).collect::<Result<Vec<J>>>()?;
-        let runs = jobs.into_iter().map(|mut job| {
-            let runner = runner();
-            tokio::spawn(async move {
-                let result = runner.run(&mut job).await;
-                (job, result)
+        let mut runs: futures::stream::FuturesUnordered<_> = jobs
+            .into_iter()
+            .map(|mut job| {
+                let runner = runner();
+                tokio::spawn(async move {
+                    let result = runner.run(&mut job).await;
+                    (job, result)
+                })
             })
-        });
-        let mut results = Vec::new();
-        for finished in futures::future::join_all(runs).await {
+            .collect();
+        let mut first_error = None;
+        while let Some(finished) = futures::StreamExt::next(&mut runs).await {
             let (job, result) = finished
                 .map_err(|e| Error::Internal(format!("a job's task ended abnormally: {e}")))?;
             report(&job, &result);
-            results.push(result);
+            if let Err(e) = result {
+                // One job stopped: the others finish their units and the process exits
+                // non-zero, so that a supervisor restarts it whole.
+                if first_error.is_none() {
+                    tracing::error!(job = %job.name(), "stopping the other jobs of this process");
+                    cancel.cancel();
+                }
+                first_error.get_or_insert(e);
+            }
         }
-        return results
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err);
+        return first_error.map_or(Ok(()), Err);
     }
     for name in names {
         let mut job = make(name)?;

@@ -98,6 +98,17 @@ impl TopicProducer {
         rate: Option<f64>,
         extra: &[(&str, &str)],
     ) -> Result<TopicProducer> {
+        TopicProducer::configured(kafka, topic, rate, extra, &[])
+    }
+
+    /// [`TopicProducer::new`] with settings `fixed` that beat the pipeline's `kafka.options`.
+    fn configured(
+        kafka: &KafkaConfig,
+        topic: &str,
+        rate: Option<f64>,
+        extra: &[(&str, &str)],
+        fixed: &[(&str, &str)],
+    ) -> Result<TopicProducer> {
         let mut config = lakehouse_core::kafka::client_config(kafka);
         // Larger batches: +10 % records/s into Nisshi on 2 cores, for at most 20 ms of latency.
         // One request in flight: with more, librdkafka's broker thread spins between the small
@@ -113,6 +124,9 @@ impl TopicProducer {
         ];
         lakehouse_core::kafka::set_defaults(&mut config, kafka, ours.iter().chain(extra).copied());
         config.set("enable.idempotence", "true").set("acks", "all");
+        for (key, value) in fixed {
+            config.set(*key, *value);
+        }
         let producer = config
             .create_with_context(DeliveryCounter::default())
             .map_err(Error::from)?;
@@ -122,6 +136,23 @@ impl TopicProducer {
             pace: Pace::new(rate),
             sent: 0,
         })
+    }
+
+    /// A producer that never leaves a gap in a partition: its messages never time out (a
+    /// message that times out while later ones land is a gap), and any other gap is a fatal
+    /// error that fails every message after it. For the sink, which trusts that each
+    /// partition holds a prefix of what it sent; these two settings beat `kafka.options`.
+    pub fn without_gaps(kafka: &KafkaConfig, topic: &str) -> Result<TopicProducer> {
+        TopicProducer::configured(
+            kafka,
+            topic,
+            None,
+            &[],
+            &[
+                ("message.timeout.ms", "0"),
+                ("enable.gapless.guarantee", "true"),
+            ],
+        )
     }
 
     pub fn sent(&self) -> u64 {

@@ -167,6 +167,10 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 /// Jobs of the run that have not finished a unit yet; `/readyz` answers 200 at zero.
 static NOT_READY: AtomicUsize = AtomicUsize::new(0);
 static SERVING: AtomicBool = AtomicBool::new(false);
+/// Whether a job of the run has started: before, there is nothing to be ready.
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// Jobs of the run that stopped with an error, and why; `/readyz` fails while there is one.
+static FAILED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
@@ -213,6 +217,7 @@ pub fn serving() -> bool {
 /// A job starts: not ready until its first unit ends.
 pub fn job_started() {
     NOT_READY.fetch_add(1, Ordering::Relaxed);
+    STARTED.store(true, Ordering::Relaxed);
 }
 
 /// What the runner learns from each finished unit of `name`; `first` marks the job ready.
@@ -231,6 +236,28 @@ pub fn unit_finished(name: &str, unit: &UnitReport, first: bool) {
     }
     if first {
         NOT_READY.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `name` stopped with `error`: the process is no longer ready (its other jobs finish their
+/// units and it exits non-zero).
+pub fn job_failed(name: &str, error: &str) {
+    FAILED
+        .lock()
+        .expect("failed jobs lock")
+        .push(format!("{name} stopped: {error}"));
+}
+
+/// Why the process is not ready, if it is not.
+pub(crate) fn not_ready() -> Option<String> {
+    let failed = FAILED.lock().expect("failed jobs lock");
+    if !failed.is_empty() {
+        return Some(failed.join("\n") + "\n");
+    }
+    match NOT_READY.load(Ordering::Relaxed) {
+        0 if STARTED.load(Ordering::Relaxed) => None,
+        0 => Some("no job has started yet\n".to_string()),
+        n => Some(format!("{n} job(s) have not finished a unit yet\n")),
     }
 }
 
@@ -319,12 +346,9 @@ pub async fn serve(addr: SocketAddr) -> Result<()> {
         .route(
             "/readyz",
             get(|| async {
-                match NOT_READY.load(Ordering::Relaxed) {
-                    0 => (StatusCode::OK, "ready\n".to_string()),
-                    n => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("{n} job(s) have not finished a unit yet\n"),
-                    ),
+                match not_ready() {
+                    None => (StatusCode::OK, "ready\n".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         );

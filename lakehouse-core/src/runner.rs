@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::RunnerConfig;
 use crate::error::{Error, Result};
@@ -221,6 +221,8 @@ impl Runner {
             Err(e) => {
                 record.outcome = Outcome::Failed;
                 record.error = Some(e.to_string());
+                error!(job = %record.job, error = %e, fault = ?e.fault(), "the job stopped");
+                crate::metrics::job_failed(&record.job, &e.to_string());
             }
         }
         info!(
@@ -421,6 +423,11 @@ mod tests {
         assert!(
             job.finished,
             "a failed run is finished too: its committed units' rows"
+        );
+        let why = crate::metrics::not_ready().unwrap_or_default();
+        assert!(
+            why.contains("test:scripted stopped: bad file"),
+            "/readyz says which job stopped and why: {why:?}"
         );
     }
 
