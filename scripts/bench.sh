@@ -344,7 +344,8 @@ TOML
       while port_open $((port + 1)); do port=$(free_port); done
       mkdir -p "$WORK/executor-$e"
       "$LAKECTL" cluster executor --slots 2 --scheduler "127.0.0.1:$sched_port" \
-        --bind "127.0.0.1:$port" --work-dir "$WORK/executor-$e" >"$WORK/executor-$e.log" 2>&1 &
+        --bind "127.0.0.1:$port" --work-dir "$WORK/executor-$e" --file-root "$WORK/cl-lake" \
+        >"$WORK/executor-$e.log" 2>&1 &
       execs+=($!)
       PIDS+=($!)
       wait_port "$port"

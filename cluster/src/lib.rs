@@ -128,6 +128,7 @@ pub async fn run_scheduler(bind: SocketAddr, executor_timeout_seconds: u64) -> R
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await?;
+    tracing::info!(%bind, executor_timeout_seconds, "ballista scheduler listening");
     start_server(cluster, bind, Arc::new(config)).await?;
     Ok(())
 }
@@ -146,10 +147,14 @@ pub struct ExecutorOptions {
     /// Tasks at once.
     pub slots: usize,
     pub heartbeat_seconds: u64,
+    /// The folder of a `file://` lake this executor may read; `None`: `s3://` lakes only.
+    pub file_root: Option<std::path::PathBuf>,
 }
 
 /// `lakectl cluster executor`: serves the scheduler until the process is stopped.
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    let file_root = options.file_root.clone();
+    let stores = Arc::new(stores::FromEnvironment::new(file_root.clone()));
     let functions = BallistaFunctionRegistry::from(&with_lakectl_functions(
         SessionStateBuilder::new().with_default_features().build(),
     )?);
@@ -171,13 +176,21 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         grpc_max_encoding_message_size: MAX_MESSAGE_BYTES as u32,
         override_logical_codec: Some(Arc::new(LakectlCodec::default())),
         override_function_registry: Some(Arc::new(functions)),
-        override_runtime_producer: Some(Arc::new(|_config: &SessionConfig| {
+        override_runtime_producer: Some(Arc::new(move |_config: &SessionConfig| {
             RuntimeEnvBuilder::new()
-                .with_object_store_registry(Arc::new(stores::FromEnvironment::default()))
+                .with_object_store_registry(stores.clone())
                 .build_arc()
         })),
         ..Default::default()
     };
+    tracing::info!(
+        flight = %options.bind,
+        grpc = options.bind.port() + 1,
+        scheduler = %format!("{}:{}", config.scheduler_host, config.scheduler_port),
+        slots = options.slots,
+        file_root = ?file_root,
+        "ballista executor starting"
+    );
     start_executor_process(Arc::new(config)).await?;
     Ok(())
 }

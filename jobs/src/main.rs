@@ -153,6 +153,11 @@ enum ClusterNode {
         /// Tasks at once [default: the number of cores].
         #[arg(long, value_name = "N")]
         slots: Option<usize>,
+        /// The folder of a file:// lake: the only files it reads from the local disk. Without
+        /// it, it reads s3:// lakes only (a plan names its files: whoever can reach the
+        /// scheduler could otherwise read any file the executor can).
+        #[arg(long, value_name = "DIR")]
+        file_root: Option<PathBuf>,
     },
 }
 
@@ -447,6 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     advertise,
                     work_dir,
                     slots,
+                    file_root,
                 } => {
                     let scheduler = cluster::host_port(scheduler).map_err(|e| {
                         lakehouse_core::Error::Input(format!("--scheduler {scheduler:?}: {e}"))
@@ -460,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             std::thread::available_parallelism().map_or(1, |n| n.get())
                         }),
                         heartbeat_seconds: 2,
+                        file_root: file_root.clone(),
                     })
                     .await
                 }

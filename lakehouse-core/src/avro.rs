@@ -56,18 +56,28 @@ pub struct Decoded {
     pub bad: Vec<(usize, String)>,
 }
 
+/// The id the reader schema is kept under as a writer schema of its own, so a decoder can be
+/// built when no record's writer schema resolves to it. Registry ids are 31-bit: no record's.
+const READER_ID: u32 = u32::MAX;
+
 impl AvroDecoder {
     /// `reader`: the reader schema; `writers`: every schema id the records may carry, with its
-    /// schema, or `None` for an id the registry does not have.
-    pub fn new(reader: &str, writers: &BTreeMap<u32, Option<String>>) -> Result<AvroDecoder> {
+    /// schema, or why there is none (an id the registry does not have, say).
+    pub fn new(
+        reader: &str,
+        writers: &BTreeMap<u32, std::result::Result<String, String>>,
+    ) -> Result<AvroDecoder> {
         let mut usable = BTreeMap::new();
         let mut unusable = BTreeMap::new();
         for (&id, writer) in writers {
             match writer {
-                None => {
-                    unusable.insert(id, format!("schema id {id} is not in the schema registry"));
+                Err(why) => {
+                    unusable.insert(id, why.clone());
                 }
-                Some(schema) => {
+                Ok(_) if id == READER_ID => {
+                    unusable.insert(id, format!("schema id {id} is not one a registry gives"));
+                }
+                Ok(schema) => {
                     match build(reader, [(id, schema.as_str())]) {
                         Ok(_) => {
                             usable.insert(id, schema.clone());
@@ -82,7 +92,7 @@ impl AvroDecoder {
                 }
             }
         }
-        let probe = build(reader, usable.iter().map(|(id, s)| (*id, s.as_str())))
+        let probe = build(reader, writer_schemas(reader, &usable))
             .map_err(|e| Error::Input(format!("the reader schema cannot be used: {e}")))?;
         Ok(AvroDecoder {
             reader: reader.to_string(),
@@ -98,11 +108,8 @@ impl AvroDecoder {
     }
 
     fn decoder(&self) -> Result<Decoder> {
-        build(
-            &self.reader,
-            self.usable.iter().map(|(id, s)| (*id, s.as_str())),
-        )
-        .map_err(|e| Error::Internal(format!("an Avro decoder that built once failed: {e}")))
+        build(&self.reader, writer_schemas(&self.reader, &self.usable))
+            .map_err(|e| Error::Internal(format!("an Avro decoder that built once failed: {e}")))
     }
 
     /// Decodes `records` in order; `None` is a record without a value.
@@ -215,6 +222,14 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The usable writer schemas and the reader's own (see [`READER_ID`]).
+fn writer_schemas<'s>(
+    reader: &'s str,
+    usable: &'s BTreeMap<u32, String>,
+) -> impl Iterator<Item = (u32, &'s str)> {
+    (usable.iter().map(|(id, s)| (*id, s.as_str()))).chain([(READER_ID, reader)])
+}
+
 fn build<'s>(
     reader: &str,
     writers: impl IntoIterator<Item = (u32, &'s str)>,
@@ -278,4 +293,40 @@ fn to_table_types(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
         .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Apache Avro's `missing_field_no_default`: the reader has a field without a default that
+    /// the writer lacks. Such records are bad records; the decoder (and the unit) stand.
+    #[test]
+    fn records_whose_writer_schema_does_not_resolve_are_bad_not_the_unit() {
+        let reader = r#"{"type":"record","name":"r","fields":[
+            {"name":"a","type":"string"},{"name":"b","type":"long"}]}"#;
+        let writer = r#"{"type":"record","name":"r","fields":[{"name":"a","type":"string"}]}"#;
+        let writers = BTreeMap::from([
+            (7, Ok(writer.to_string())),
+            (
+                1 << 31,
+                Err("schema id 2147483648 is past the 31-bit ids".to_string()),
+            ),
+        ]);
+        let decoder = AvroDecoder::new(reader, &writers).unwrap();
+        assert_eq!(decoder.schema().fields().len(), 2);
+        let old_writer = [0u8, 0, 0, 0, 7, 2, b'x'];
+        let huge_id = [0u8, 0x80, 0, 0, 0, 2, b'x'];
+        let decoded = decoder
+            .decode([Some(&old_writer[..]), Some(&huge_id[..])])
+            .unwrap();
+        assert_eq!(decoded.batch.num_rows(), 0);
+        let bad: Vec<(usize, &str)> = decoded.bad.iter().map(|(i, e)| (*i, e.as_str())).collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            bad[0].1.contains("cannot be read as the table's schema"),
+            "{bad:?}"
+        );
+        assert!(bad[1].1.contains("31-bit"), "{bad:?}");
+    }
 }

@@ -48,7 +48,9 @@ pub enum ConfigError {
 }
 
 /// A whole pipeline: where the lake is, how to reach the services, and its tables per layer.
-#[derive(Debug, Clone, Deserialize)]
+/// Its `Debug` leaves out what may hold a secret (the Postgres URL's password, storage keys,
+/// a registry URL's credentials).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub name: String,
@@ -88,7 +90,7 @@ pub struct Pipeline {
     pub postgres_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
     /// `file://./lake` (relative to the working directory), `s3://bucket/prefix` or `memory://`.
@@ -123,7 +125,7 @@ fn default_query_timeout() -> Span {
 }
 
 /// A Confluent-compatible schema registry, for Avro topics.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
     /// `http://host:8081`; `LAKECTL_SCHEMA_REGISTRY_URL` overrides it.
@@ -719,7 +721,76 @@ const AWS_ENV_OPTIONS: &[&str] = &[
     "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
 ];
 
-const SECRET_WORDS: &[&str] = &["secret", "access_key", "token", "password"];
+/// Words in an option's name that say its value is a secret (`ssl.key.pem` is a private key,
+/// `aws_sse_customer_key_base64` an encryption key).
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "access_key",
+    "token",
+    "password",
+    "key.pem",
+    "customer_key",
+    "account_key",
+    "private_key",
+];
+
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("source_file", &self.source_file)
+            .field("lake", &self.lake)
+            .field("kafka", &self.kafka)
+            .field("postgres", &self.postgres)
+            .field(
+                "postgres_url",
+                &self
+                    .postgres_url
+                    .as_deref()
+                    .map(crate::redact::without_password),
+            )
+            .field("schema_registry", &self.schema_registry)
+            .field("engine", &self.engine)
+            .field("runner", &self.runner)
+            .field("producer", &self.producer)
+            .field("generate", &self.generate)
+            .field("bronze", &self.bronze)
+            .field("silver", &self.silver)
+            .field("gold", &self.gold)
+            .field("window", &self.window)
+            .field("sink", &self.sink)
+            .field("load", &self.load)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = (self.storage_options.iter())
+            .map(|(k, v)| (k.as_str(), if looks_secret(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("LakeConfig")
+            .field("uri", &self.uri)
+            .field("storage_options", &options)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("compact_every", &self.compact_every)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = (self.url.as_deref()).map(crate::redact::without_credentials);
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &url)
+            .finish()
+    }
+}
 
 impl Pipeline {
     /// Reads the file and applies the env and CLI layers. `env` is a lookup so tests can
@@ -733,7 +804,7 @@ impl Pipeline {
             file: file.to_path_buf(),
             source,
         })?;
-        Pipeline::layered(&text, file, env, cli)
+        Pipeline::from_text(&text, file, env, cli)
     }
 
     /// A pipeline without a file: built-in defaults < env < CLI, for commands that need only
@@ -742,7 +813,7 @@ impl Pipeline {
         env: &dyn Fn(&str) -> Option<String>,
         cli: &[(String, String)],
     ) -> Result<Pipeline, ConfigError> {
-        Pipeline::layered(
+        Pipeline::from_text(
             "name = \"lakectl\"",
             Path::new("(no pipeline file)"),
             env,
@@ -750,7 +821,9 @@ impl Pipeline {
         )
     }
 
-    fn layered(
+    /// [`Pipeline::load`] of a file's text already read; `file` names it in errors and is
+    /// where relative paths in it resolve.
+    pub fn from_text(
         text: &str,
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
@@ -788,11 +861,7 @@ impl Pipeline {
             }
         })?;
         pipeline.source_file = file.to_path_buf();
-        let looks_secret = |k: &&String| {
-            SECRET_WORDS
-                .iter()
-                .any(|w| k.to_ascii_lowercase().contains(w))
-        };
+        let looks_secret = |k: &&String| looks_secret(k);
         let secret = (pipeline.lake.storage_options.keys().find(looks_secret))
             .map(|k| format!("lake.storage_options.{k}"))
             .or_else(|| {
@@ -1638,12 +1707,40 @@ topic = "books"
             "sasl.password",
             "ssl.key.password",
             "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
         ] {
             let text = format!("{MINIMAL}\n[kafka.options]\n\"{secret}\" = \"hunter2\"\n");
             let err = load_with(&text, &[], &[]).unwrap_err().to_string();
             assert!(err.contains(secret) && err.contains("secret"), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn storage_keys_in_the_file_are_refused_and_debug_output_shows_no_secret() {
+        let text = format!(
+            "{MINIMAL}\n[lake.storage_options]\naws_sse_customer_key_base64 = \"hunter2\"\n"
+        );
+        let err = load_with(&text, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("aws_sse_customer_key_base64"), "{err}");
+        let text =
+            format!("{MINIMAL}\n[schema_registry]\nurl = \"http://u:hunter2@registry:8081\"\n");
+        let p = load_with(
+            &text,
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@db/lakectl"),
+                ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+                ("AWS_REGION", "eu-west-1"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("eu-west-1") && shown.contains("db/lakectl"),
+            "{shown}"
+        );
     }
 
     #[test]

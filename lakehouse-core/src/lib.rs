@@ -3,11 +3,14 @@
 
 pub mod avro;
 pub mod config;
+pub mod delta_types;
 pub mod error;
 pub mod kafka;
+pub mod lease;
 pub mod lookup;
 pub mod metrics;
 pub mod quality;
+pub mod redact;
 pub mod registry;
 pub mod run_log;
 pub mod runner;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::redact::without_credentials;
 use crate::{Error, Result};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -46,6 +47,9 @@ struct ErrorBody {
 }
 
 pub struct SchemaRegistry {
+    /// Where requests go: the URL as configured, credentials included.
+    address: String,
+    /// The URL without credentials: what messages, run records and metrics show.
     url: String,
     http: reqwest::Client,
     by_id: Mutex<HashMap<u32, String>>,
@@ -57,13 +61,16 @@ impl SchemaRegistry {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        let address = url.trim_end_matches('/').to_string();
         Ok(SchemaRegistry {
-            url: url.trim_end_matches('/').to_string(),
+            url: without_credentials(&address),
+            address,
             http,
             by_id: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The registry's URL without credentials.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -76,7 +83,7 @@ impl SchemaRegistry {
         }
         let found: Option<SchemaById> = self
             .send(
-                |http| http.get(format!("{}/schemas/ids/{id}", self.url)),
+                |http| http.get(format!("{}/schemas/ids/{id}", self.address)),
                 40403,
             )
             .await?;
@@ -94,7 +101,7 @@ impl SchemaRegistry {
     pub async fn latest(&self, subject: &str) -> Result<Option<SubjectVersion>> {
         let url = format!(
             "{}/subjects/{}/versions/latest",
-            self.url,
+            self.address,
             path_segment(subject)
         );
         self.send(|http| http.get(url.clone()), 40401).await
@@ -103,7 +110,11 @@ impl SchemaRegistry {
     /// Registers `schema` (Avro JSON) under `subject` and returns its global id; the same
     /// schema again gives the same id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32> {
-        let url = format!("{}/subjects/{}/versions", self.url, path_segment(subject));
+        let url = format!(
+            "{}/subjects/{}/versions",
+            self.address,
+            path_segment(subject)
+        );
         let body = serde_json::json!({ "schema": schema }).to_string();
         let registered: Option<Registered> = self
             .send(
@@ -141,7 +152,7 @@ impl SchemaRegistry {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    last = error_chain(&e);
+                    last = error_chain(&e.without_url());
                     continue;
                 }
             };
@@ -149,7 +160,7 @@ impl SchemaRegistry {
             let body = match response.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    last = error_chain(&e);
+                    last = error_chain(&e.without_url());
                     continue;
                 }
             };
@@ -201,4 +212,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The password reached error messages, run records (their text) and the `service`
+    /// label of `lakectl_retries_total`.
+    #[tokio::test]
+    async fn a_registry_that_does_not_answer_is_named_without_its_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let registry =
+            SchemaRegistry::new(&format!("http://reader:hunter2@127.0.0.1:{port}")).unwrap();
+        let err = registry.schema_by_id(1).await.unwrap_err();
+        let said = format!("{err} | {err:?} | {}", err.service());
+        assert!(err.is_retryable(), "{said}");
+        assert!(!said.contains("hunter2"), "{said}");
+        assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    }
 }

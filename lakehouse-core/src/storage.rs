@@ -490,6 +490,14 @@ pub async fn write_with_txns(
     use deltalake::kernel::transaction::CommitProperties;
     use deltalake::kernel::Transaction;
     let creating = table.version().is_none();
+    // An overwrite may change the schema: only an append keeps the declared types.
+    let declared = match mode {
+        SaveMode::Append if !creating => Some(table.snapshot()?.snapshot().arrow_schema()),
+        _ => None,
+    };
+    let batches = (batches.into_iter())
+        .map(|b| crate::delta_types::as_delta_types(b, declared.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
     let evolves = !creating && mode == SaveMode::Append && adds_columns(&table, &batches)?;
     let txns = txns
         .into_iter()

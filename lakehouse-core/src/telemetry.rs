@@ -17,12 +17,15 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `RUST_LOG` refines the default filter.
 pub fn init_logging(format: LogFormat, verbose: bool) {
-    // Our crates at info (debug with -v); dependencies (delta_kernel is chatty) at warn.
+    // Our crates at info (debug with -v); dependencies (delta_kernel is chatty) at warn, but
+    // for the lines a cluster node's operator needs: each job the scheduler runs, each task
+    // an executor runs.
     let ours = if verbose { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "warn,lakectl={ours},jobs={ours},lakehouse_core={ours},warehouse={ours},\
-             deltalake_core::writer::stats=error"
+             cluster={ours},ballista_scheduler::scheduler_server::query_stage_scheduler=info,\
+             ballista_executor::executor_server=info,deltalake_core::writer::stats=error"
         ))
     });
     let builder = tracing_subscriber::fmt()

@@ -895,6 +895,10 @@ impl WindowJob {
             )
             .await;
         }
+        let declared = output.snapshot()?.snapshot().arrow_schema();
+        let rows = (rows.into_iter())
+            .map(|b| lakehouse_core::delta_types::as_delta_types(b, Some(&declared)))
+            .collect::<Result<Vec<_>>>()?;
         let ctx = lakehouse_core::sql::context();
         let schema = rows[0].schema();
         let source = ctx.read_batches(rows)?;
