@@ -43,14 +43,17 @@ fn avro_records_decode_like_confluents_deserializer_and_bad_ones_are_quarantined
     if roundtrip(&t, &["produce"]).is_none() {
         return;
     }
-    // Not framed, and framed with a schema id nobody registered.
+    // Not framed, framed with a schema id nobody registered, and with one past the 31-bit
+    // ids registries give (looked up, a registry that refused it failed the unit).
     let unknown_id = [0u8, 0x7f, 0xff, 0xff, 0xff, 0x02];
+    let huge_id = [0u8, 0x80, 0, 0, 0x05, 0x02];
     t.produce_raw(&[
         (
             Some(b"x1".as_slice()),
             Some(b"{\"event_id\": \"json\"}".as_slice()),
         ),
         (Some(b"x2".as_slice()), Some(unknown_id.as_slice())),
+        (Some(b"x3".as_slice()), Some(huge_id.as_slice())),
     ]);
     ok(run(t.lakectl().args(["run", "bronze", "--once"])));
     let out = ok(run(t.lakectl().args(["run", "silver"])));
@@ -79,7 +82,7 @@ fn avro_records_decode_like_confluents_deserializer_and_bad_ones_are_quarantined
         .map(|r| r[1].as_deref().unwrap())
         .collect();
     assert!(quarantined.iter().all(|r| r[0].as_deref() == Some("parse")));
-    assert_eq!(errors.len(), 7, "{errors:#?}\n{}", out.stdout);
+    assert_eq!(errors.len(), 8, "{errors:#?}\n{}", out.stdout);
     let count = |text: &str| errors.iter().filter(|e| e.contains(text)).count();
     assert_eq!(
         count("cannot be read as the table's schema"),
@@ -89,6 +92,11 @@ fn avro_records_decode_like_confluents_deserializer_and_bad_ones_are_quarantined
     assert_eq!(count("not Confluent-framed Avro"), 1, "{errors:#?}");
     assert_eq!(
         count("schema id 2147483647 is not in the schema registry"),
+        1,
+        "{errors:#?}"
+    );
+    assert_eq!(
+        count("schema id 2147483653 is past the 31-bit ids"),
         1,
         "{errors:#?}"
     );

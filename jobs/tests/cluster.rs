@@ -22,8 +22,9 @@ impl Cluster {
         let scheduler = Command::new(env!("CARGO_BIN_EXE_lakectl"))
             .args(["cluster", "scheduler", "--executor-timeout", "5", "--bind"])
             .arg(format!("127.0.0.1:{port}"))
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("scheduler.log")).unwrap())
             .spawn()
             .unwrap();
         wait_for_port(port);
@@ -45,8 +46,12 @@ impl Cluster {
                     .arg(format!("127.0.0.1:{flight}"))
                     .arg("--work-dir")
                     .arg(&dir)
+                    .env_remove("RUST_LOG")
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(work.path().join(format!("executor-{i}.log")))
+                            .unwrap(),
+                    )
                     .spawn()
                     .unwrap();
                 wait_for_port(flight);
@@ -61,6 +66,13 @@ impl Cluster {
             scheduler,
             _work: work,
         }
+    }
+}
+
+impl Cluster {
+    /// What a node logged so far at the default level (`scheduler`, `executor-0`, …).
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self._work.path().join(format!("{node}.log"))).unwrap_or_default()
     }
 }
 
@@ -147,6 +159,21 @@ fn books_silver_and_gold_on_the_cluster_equal_in_process() {
     let mut q = remote.lakectl();
     q.env("LAKECTL_ENGINE_URL", &cluster.url);
     assert_eq!(ok(run(q.args(["query", query]))).stdout, local_query);
+    // At the default log level an operator sees where each node listens and the jobs run.
+    let scheduler = cluster.log("scheduler");
+    assert!(
+        scheduler.contains("ballista scheduler listening"),
+        "{scheduler}"
+    );
+    assert!(
+        scheduler.contains("Job finished successfully"),
+        "{scheduler}"
+    );
+    let executor = cluster.log("executor-0");
+    assert!(
+        executor.contains("ballista executor starting"),
+        "{executor}"
+    );
 }
 
 /// The e-commerce pipeline with silver's SQL on the cluster (seven checks, one of them SQL,

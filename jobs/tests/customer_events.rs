@@ -18,6 +18,7 @@ fn avro_customer_events_match_the_generated_events_end_to_end() {
     };
     check_pipeline(&t, true);
     marts_agree_on_postgres_and_duckdb(&t);
+    assert_every_table_reads_alike(&t);
 }
 
 #[test]
@@ -36,6 +37,7 @@ fn json_customer_events_become_struct_and_list_columns_end_to_end() {
         return;
     };
     check_pipeline(&t, false);
+    assert_every_table_reads_alike(&t);
 }
 
 /// 4,000 nested events with 1 % broken and 1 % re-sent: silver holds each clean event once,

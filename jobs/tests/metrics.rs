@@ -3,24 +3,12 @@
 //! generated record count and the consumer lag rise with the backlog and fall back to zero.
 
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::util::*;
-
-/// `curl` a URL: (HTTP status, body).
-fn get(url: &str, query: Option<&str>) -> (u16, String) {
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "-G", "-w", "\n%{http_code}", url]);
-    if let Some(q) = query {
-        curl.arg("--data-urlencode").arg(format!("query={q}"));
-    }
-    let out = curl.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 /// A Prometheus server scraping `target` every second, killed when dropped.
 struct Prometheus {
@@ -56,7 +44,7 @@ impl Prometheus {
             .expect("prometheus is not installed: run scripts/install-deps.sh");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while get(&format!("{url}/-/ready"), None).0 != 200 {
+        while http_get(&format!("{url}/-/ready"), None).0 != 200 {
             assert!(Instant::now() < deadline, "prometheus did not get ready");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -69,7 +57,7 @@ impl Prometheus {
 
     /// The values of an instant query, one per series.
     fn query(&self, promql: &str) -> Vec<f64> {
-        let (code, body) = get(&format!("{}/api/v1/query", self.url), Some(promql));
+        let (code, body) = http_get(&format!("{}/api/v1/query", self.url), Some(promql));
         assert_eq!(code, 200, "{promql}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         v["data"]["result"]
@@ -153,9 +141,9 @@ fn prometheus_sees_records_commits_and_lag_move() {
 
     // The endpoint itself: OpenMetrics text, live and ready.
     let base = format!("http://{addr}");
-    assert_eq!(get(&format!("{base}/healthz"), None).0, 200);
-    assert_eq!(get(&format!("{base}/readyz"), None).0, 200);
-    let (code, text) = get(&format!("{base}/metrics"), None);
+    assert_eq!(http_get(&format!("{base}/healthz"), None).0, 200);
+    assert_eq!(http_get(&format!("{base}/readyz"), None).0, 200);
+    let (code, text) = http_get(&format!("{base}/metrics"), None);
     assert_eq!(code, 200);
     assert!(text.ends_with("# EOF\n"), "{text}");
 

@@ -14,4 +14,5 @@ mod pipeline;
 mod produce;
 mod shop;
 mod silver;
+mod trust;
 mod window;

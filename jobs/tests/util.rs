@@ -61,6 +61,19 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// `curl` a URL: (HTTP status, body).
+pub fn http_get(url: &str, query: Option<&str>) -> (u16, String) {
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-s", "-G", "-w", "\n%{http_code}", url]);
+    if let Some(q) = query {
+        curl.arg("--data-urlencode").arg(format!("query={q}"));
+    }
+    let out = curl.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// True when every service of the stack is exported (panics under CI when one is not).
 pub fn services_up() -> bool {
     ["LAKECTL_KAFKA_BROKERS", "AWS_ENDPOINT_URL", "DATABASE_URL"]
@@ -857,4 +870,117 @@ pub fn quarantine_rules(t: &TestPipeline, table: &str) -> Vec<((i32, i64), Strin
         ((n(0) as i32, n(1)), r[2].clone().unwrap())
     })
     .collect()
+}
+
+/// Every Delta table in `t`'s lake (data, quarantine, lakectl's own state and logs), by its
+/// folder under the lake root, e.g. `silver/orders`, `_lakectl/state/sink/out`.
+pub fn lake_tables(t: &TestPipeline) -> Vec<String> {
+    use futures::TryStreamExt;
+    let lake = t.lake();
+    let root = lake.path("");
+    let listed: Vec<object_store::ObjectMeta> =
+        block_on(async { lake.store().list(Some(&root)).try_collect().await.unwrap() });
+    let prefix = format!("{}/", root.as_ref());
+    let tables: BTreeSet<String> = listed
+        .iter()
+        .filter_map(|m| {
+            let relative = m.location.as_ref().strip_prefix(&prefix)?;
+            Some(relative.split_once("/_delta_log/")?.0.to_string())
+        })
+        .collect();
+    tables.into_iter().collect()
+}
+
+/// Reads every table of `t`'s lake with Python `deltalake` and with Polars (which refuses a
+/// file whose physical types differ from the Delta schema, e.g. `UInt64` for `long`) and
+/// asserts both count the rows lakectl does: `lakectl query` for the tables its catalog names,
+/// its own reader for the rest. Returns how many tables were read.
+pub fn assert_every_table_reads_alike(t: &TestPipeline) -> usize {
+    let tables = lake_tables(t);
+    assert!(!tables.is_empty(), "no tables in {}", t.lake_uri);
+    let lake = t.lake();
+    let ours: BTreeMap<String, usize> = block_on(async {
+        let mut counts = BTreeMap::new();
+        for table in &tables {
+            let (folder, name) = table.split_once('/').unwrap();
+            let layer = Layer::from_folder(folder).unwrap_or(Layer::System);
+            let delta = lake.load_table(layer, name).await.unwrap().unwrap();
+            let files = lakehouse_core::table_files::live_since(&delta, table, None)
+                .await
+                .unwrap();
+            let rows: usize = lakehouse_core::table_files::read(&delta, &files, None)
+                .await
+                .unwrap()
+                .iter()
+                .flat_map(|(_, batches)| batches.iter().map(|b| b.num_rows()))
+                .sum();
+            counts.insert(table.clone(), rows);
+        }
+        counts
+    });
+    // The catalog's names: <layer>.<table> for the data layers, _lakectl.runs and .quality.
+    let named: Vec<(&String, String)> = tables
+        .iter()
+        .filter_map(|table| {
+            let (folder, name) = table.split_once('/')?;
+            let plain = !name.contains('/');
+            (plain && (Layer::from_folder(folder).is_some() || ["runs", "quality"].contains(&name)))
+                .then(|| (table, format!("\"{folder}\".\"{name}\"")))
+        })
+        .collect();
+    let sql = named
+        .iter()
+        .map(|(table, name)| format!("SELECT '{table}' AS t, count(*) AS n FROM {name}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let out = ok(run(t.lakectl().args(["query", &sql])));
+    for (table, _) in &named {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| {
+                l.split('|')
+                    .nth(1)
+                    .is_some_and(|c| c.trim() == table.as_str())
+            })
+            .unwrap_or_else(|| panic!("lakectl query has no count of {table}:\n{}", out.stdout));
+        let n: usize = line.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert_eq!(
+            n, ours[*table],
+            "{table}: lakectl query and lakectl's reader"
+        );
+    }
+    let body = r#"
+import polars
+out = {}
+for table in sys.argv[2:]:
+    uri = sys.argv[1] + table
+    got = {}
+    try:
+        got["deltalake"] = deltalake.DeltaTable(uri, storage_options=opts).to_pyarrow_table().num_rows
+    except Exception as e:
+        got["deltalake"] = f"error: {e}"
+    try:
+        got["polars"] = polars.read_delta(uri, storage_options=opts).height
+    except Exception as e:
+        got["polars"] = f"error: {e}"
+    out[table] = got
+print(json.dumps(out))
+"#;
+    let mut args = vec![t.lake_uri.as_str()];
+    args.extend(tables.iter().map(String::as_str));
+    let Some(read) = python_delta(body, &args) else {
+        return 0;
+    };
+    let read: serde_json::Value = serde_json::from_str(&read).unwrap();
+    for table in &tables {
+        for engine in ["deltalake", "polars"] {
+            assert_eq!(
+                read[table][engine],
+                serde_json::json!(ours[table]),
+                "{table} read by {engine}"
+            );
+        }
+    }
+    tables.len()
 }

@@ -272,6 +272,7 @@ fn windows_and_sessions_equal_an_independent_computation() {
         assert!(!lake.is_empty(), "{table}");
         assert_eq!(pg, lake, "{table}: Postgres holds the lake's rows");
     }
+    assert_every_table_reads_alike(&t);
 }
 
 /// `kill -9` at the crash points between the quarantine, output and state commits, and at
