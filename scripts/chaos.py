@@ -27,7 +27,17 @@ import confluent_kafka
 import deltalake
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAULTS = ["kill", "broker", "s3", "postgres"]
+FAULTS = ["kill", "broker", "broker_long", "s3", "postgres", "optimize", "hostile"]
+# Jobs' producers give up on a message after this long (kafka.options of the jobs' pipeline
+# files); the long broker outage lasts longer. The generator and the producer keep the
+# default (a failed delivery there is the harness's loss, not a stage's).
+MESSAGE_TIMEOUT_MS = 4000
+# Tables `lakectl optimize` compacts at random moments, besides the writers' own compaction
+# (LAKECTL_LAKE_COMPACT_EVERY below).
+OPTIMIZED = ["bronze.user_activity", "silver.user_activity", "window.page_view_counts",
+             "window.active_users", "window.user_sessions", "window.enriched_activity",
+             "quarantine.user_activity"]
+BOOKS_OPTIMIZED = ["bronze.books", "silver.books", "gold.sales_by_genre"]
 WINDOWS = ["page_view_counts", "active_users", "user_sessions", "enriched_activity"]
 
 
@@ -197,32 +207,107 @@ def run_stages(command, env, stages):
         lakectl(command + ["run", stage] + (["--once"] if stage == "bronze" else []), env)
 
 
-def pipeline_copy(work, shipped, name, replacements):
-    """pipelines/`shipped` as pipeline `name` in `work`, with each (old, new) text replaced."""
+def pipeline_copy(work, shipped, file, replacements, name=None):
+    """pipelines/`shipped` as pipeline `name` (default `file`) in `work`/`file`.toml, with each
+    (old, new) text replaced."""
     text = open(os.path.join(ROOT, "pipelines", shipped)).read()
-    text = re.sub(r'^name = "[^"]*"', f'name = "{name}"', text, count=1, flags=re.M)
+    text = re.sub(r'^name = "[^"]*"', f'name = "{name or file}"', text, count=1, flags=re.M)
     for old, new in replacements:
+        assert old in text, f"{shipped} has no {old!r}"
         text = text.replace(old, new)
-    path = os.path.join(work, f"{name}.toml")
+    path = os.path.join(work, f"{file}.toml")
     open(path, "w").write(text)
     return path
 
 
-def pipeline_file(work, name, topic, sink_topic):
-    return pipeline_copy(work, "user_activity.toml", name, [
+# Short producer timeouts for the jobs (the sink's producer must not lose a row to them).
+JOB_KAFKA = f'[kafka]\noptions = {{ "message.timeout.ms" = "{MESSAGE_TIMEOUT_MS}" }}\n'
+# A cleaning SQL with a CAST that fails on a hostile page ("cast:abc"): CASE evaluates the CAST
+# for those rows only.
+CAST_SQL = ('on_existing_key = "keep"\n'
+            'sql = "SELECT *, CASE WHEN page LIKE \'cast:%\' THEN CAST(substr(page, 6) AS INT) END '
+            'AS cast_check FROM source"')
+
+
+def pipeline_file(work, name, topic, sink_topic, jobs=True):
+    return pipeline_copy(work, "user_activity.toml", name + ("" if jobs else "_gen"), [
         ('topic = "user_activity"', f'topic = "{topic}"'),
         ('topic = "enriched_activity"', f'topic = "{sink_topic}"'),
-        ('target = "activity.', f'target = "{name}.')])
+        ('target = "activity.', f'target = "{name}.'),
+        ('on_existing_key = "keep"', CAST_SQL),
+        ("[kafka]\n", JOB_KAFKA if jobs else "[kafka]\n")], name=name)
 
 
-def books_file(work, name, topic):
+def books_file(work, name, topic, jobs=True):
     """The shipped books pipeline on `topic`, producing 2 records a second (174 in all)."""
-    return pipeline_copy(work, "books.toml", name, [
+    return pipeline_copy(work, "books.toml", name + ("" if jobs else "_produce"), [
         ('topic = "books"', f'topic = "{topic}"'),
         ('"../data/', f'"{ROOT}/data/'),
         ('sql_file = "books.silver.sql"', f'sql_file = "{ROOT}/pipelines/books.silver.sql"'),
         ('target = "silver.books"', f'target = "{name}.books"'),
-        ("[producer]\n", "[producer]\nrate = 2\n")])
+        ("[kafka]\n", JOB_KAFKA if jobs else "[kafka]\n"),
+        ("[producer]\n", "[producer]\nrate = 2\n")], name=name)
+
+
+class Hostile:
+    """Records that have stopped a table before, sent into the running pipelines' topics; each
+    is remembered with where it landed and where it must end up."""
+
+    def __init__(self, brokers):
+        # Quiet: the broker is killed now and then, and librdkafka would log every reconnect.
+        self.producer = confluent_kafka.Producer({"bootstrap.servers": brokers, "acks": "all",
+                                                  "log_level": 0})
+        self.sent = []  # {"topic", "kind", "want", "partition", "offset"}
+        self.count = 0
+
+    def _send(self, topic, kind, want, value, key=b"hostile"):
+        entry = {"topic": topic, "kind": kind, "want": want}
+
+        def delivered(err, msg):
+            if err is None:
+                entry.update(partition=msg.partition(), offset=msg.offset())
+                self.sent.append(entry)
+        self.producer.produce(topic, value=value, key=key, on_delivery=delivered)
+
+    def inject(self, activity_topic, books_topic, brokers):
+        """One record of each kind into each topic. Activity events are dated where the stream is
+        (2 events a second of event time from its start), so the NUL page reaches a window."""
+        n = self.count = self.count + 1
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": brokers, "group.id": f"chaos-hostile-{os.getpid()}"})
+        parts = consumer.list_topics(activity_topic, timeout=10).topics[activity_topic].partitions
+        total = sum(consumer.get_watermark_offsets(confluent_kafka.TopicPartition(activity_topic, p), timeout=10)[1]
+                    for p in parts)
+        consumer.close()
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1767225600 + total // 2))
+
+        def event(kind, page, event_type="page_view"):
+            return json.dumps({"event_id": f"hostile-{kind}-{n}", "user_id": f"hostile-{n}",
+                               "session_id": "s", "event_type": event_type, "page": page,
+                               "referrer": None, "device": "desktop", "event_time": at}).encode()
+        deep = lambda field: (f'{{"{field}":' + "[" * 5000 + "]" * 5000 + "}").encode()
+        avro = b"\x00\x7f\xff\xff\xfe\x02x"
+        sends = [
+            ("cast", "quarantine:cleaning_sql", event("cast", "cast:abc")),
+            ("nul", "load:page_view_counts", event("nul", f"/nul\x00{n}")),
+            ("types", "quarantine:parse", json.dumps({"event_id": n, "user_id": ["x"], "event_time": "yesterday"}).encode()),
+            ("number", "quarantine:parse", (f'{{"event_id":"hostile-number-{n}","event_time":' + "9" * 5000 + "}").encode()),
+            ("nested", "quarantine:parse", deep("event_id")),
+            ("avro", "quarantine:parse", avro),
+            ("huge", "silver", event("huge", "/" + "h" * 200_000)),
+        ]
+        for kind, want, value in sends:
+            self._send(activity_topic, kind, want, value)
+        book = {"Author(s)": "Hostile", "Original language": "English", "First published": 2000,
+                "Approximate sales in millions": 1.5, "Genre": "Test"}
+        for kind, want, value, key in [
+            ("types", "quarantine:parse", json.dumps(dict(book, **{"Book": f"Hostile types {n}", "Approximate sales in millions": "abc"})).encode(), f"Hostile types {n}"),
+            ("nul", "load:books", json.dumps(dict(book, Book=f"Hostile\x00{n}")).encode(), f"Hostile nul {n}"),
+            ("nested", "quarantine:parse", deep("Book"), f"Hostile nested {n}"),
+            ("avro", "quarantine:parse", avro, f"Hostile avro {n}"),
+        ]:
+            self._send(books_topic, kind, want, value, key.encode())
+        if self.producer.flush(30) != 0:
+            raise RuntimeError("hostile records were not delivered")
 
 
 def topic_records(brokers, topic):
@@ -327,20 +412,25 @@ def main():
                # Outages here last seconds: retry from 200 ms up to 5 s apart, 12 times (about
                # a minute), then exit and be restarted; poll every 200 ms when idle.
                LAKECTL_RUNNER_MAX_RETRIES="12", LAKECTL_RUNNER_INITIAL_BACKOFF_MS="200",
-               LAKECTL_RUNNER_MAX_BACKOFF_MS="5000", LAKECTL_RUNNER_IDLE_POLL_MS="200")
+               LAKECTL_RUNNER_MAX_BACKOFF_MS="5000", LAKECTL_RUNNER_IDLE_POLL_MS="200",
+               # Writers compact their tables every few commits: several times a minute.
+               LAKECTL_LAKE_COMPACT_EVERY="10")
     pipeline = pipeline_file(work, "chaos", topic, sink_topic)
     cmd = [args.lakectl, "-p", pipeline]
     generator = spawn(
         # Two events a second of event time: hours of it, so sessions end and windows close.
         # It runs until the faults are over, so that every fault meets a flowing stream.
-        cmd + ["generate", "--topic", topic, "--forever", "--rate", str(args.rate),
-               "--event-rate", "2", "--seed", str(args.seed)],
+        [args.lakectl, "-p", pipeline_file(work, "chaos", topic, sink_topic, jobs=False),
+         "generate", "--topic", topic, "--forever", "--rate", str(args.rate),
+         "--event-rate", "2", "--seed", str(args.seed)],
         env=env, stdout=open(os.path.join(logs, "generate.log"), "w"), stderr=subprocess.STDOUT)
     books_topic = f"chaos_{run_id}_books"
     books = [args.lakectl, "-p", books_file(work, "chaos_books", books_topic)]
     books_env = dict(env, LAKECTL_LAKE_URI=f"s3://lake/chaos-{run_id}-books/")
-    producer = spawn(books + ["produce"], env=books_env, stderr=subprocess.STDOUT,
-                                stdout=open(os.path.join(logs, "produce.log"), "w"))
+    producer = spawn([args.lakectl, "-p", books_file(work, "chaos_books", books_topic, jobs=False), "produce"],
+                     env=books_env, stderr=subprocess.STDOUT,
+                     stdout=open(os.path.join(logs, "produce.log"), "w"))
+    hostile = Hostile(f"127.0.0.1:{broker.port}")
     jobs = {name: Job(name, command + ["run", stage], job_env, logs)
             for name, (command, job_env, stage) in {
                 "bronze-1": (cmd, env, "bronze"), "bronze-2": (cmd, env, "bronze"),
@@ -352,10 +442,15 @@ def main():
     faults = {kind: [] for kind in FAULTS}  # recovery seconds per fault
     started = time.time()
 
+    # Exit codes of the exits the harness did not cause: 69 (a service stayed away past the
+    # retries) is expected; 2 or 70 would be a job stopped by what it read.
+    exit_codes = {name: [] for name in jobs}
+
     def watch_exits():
         for job in jobs.values():
             if job.proc.poll() is not None:
                 job.exits += 1
+                exit_codes[job.name].append(job.proc.returncode)
                 log(f"{job.name} exited ({job.proc.returncode}); restarting it")
                 job.start()
 
@@ -399,11 +494,21 @@ def main():
                 time.sleep(max(0.0, delay - (time.time() - fault_start)))
                 jobs[name].start()
             what = f"kill -9 {', '.join(names)}"
-        elif kind == "broker":
+        elif kind in ("broker", "broker_long"):
             broker.kill()
-            time.sleep(rng.uniform(0.5, 3))
+            # The long one outlasts the jobs' message.timeout.ms.
+            pause = rng.uniform(0.5, 3) if kind == "broker" else MESSAGE_TIMEOUT_MS / 1000 + rng.uniform(2, 5)
+            time.sleep(pause)
             broker.start()
-            what = "broker killed and restarted"
+            what = f"broker killed and restarted after {pause:.1f} s"
+        elif kind == "optimize":
+            command, target_env, target = rng.choice(
+                [(cmd, env, t) for t in OPTIMIZED] + [(books, books_env, t) for t in BOOKS_OPTIMIZED])
+            out = lakectl(command + ["optimize", target], target_env, check=False)
+            what = f"lakectl optimize {target} (exit {out.returncode})"
+        elif kind == "hostile":
+            hostile.inject(topic, books_topic, f"127.0.0.1:{broker.port}")
+            what = "hostile records sent to both topics"
         elif kind == "s3":
             proxy.cut()
             pause = rng.uniform(1, 5)
@@ -460,10 +565,12 @@ def main():
     with open(os.path.join(logs, "generate.log")) as f:
         summary = re.search(r"sent (\d+), delivered (\d+), failed (\d+)", f.read())
     sent, delivered, failed = map(int, summary.groups()) if summary else (None, None, None)
-    check("the generator stopped cleanly and the topic holds what it delivered",
-          generator.returncode == 0 and failed == 0 and delivered == sent == len(produced),
+    injected = sum(h["topic"] == topic for h in hostile.sent)
+    check("the generator stopped cleanly and the topic holds what it delivered (and the hostile records)",
+          generator.returncode == 0 and failed == 0 and delivered == sent and
+          delivered + injected == len(produced),
           f"exit {generator.returncode}, sent {sent}, delivered {delivered}, failed {failed}, "
-          f"{len(produced)} records in the topic (duplicates by design included)")
+          f"{injected} hostile, {len(produced)} records in the topic (duplicates by design included)")
 
     counts = {"topic": len(produced), "bronze": len(bronze)}
     for layer, name in [("silver", "user_activity"), ("quarantine", "user_activity")] + \
@@ -482,10 +589,16 @@ def main():
         cols = keys.split(", ")
         pg = sorted(psql(pg_url, f"SELECT {', '.join(f'(extract(epoch FROM {c}) * 1000000)::bigint' if c.startswith('window_') else c for c in cols)} FROM chaos.{w}"))
         lake_rows = table(lake, "window", w, cols)
+        # A row Postgres cannot take (a NUL in text) is kept in quarantine.load_<w> instead.
+        refused = [r for r in lake_rows if any("\x00" in str(r[c]) for c in cols)]
         mine = sorted("|".join(str(int(r[c].timestamp() * 1_000_000)) if c.startswith("window_") else str(r[c]) for c in cols)
-                      for r in lake_rows)
+                      for r in lake_rows if r not in refused)
+        kept = (table(lake, "quarantine", f"load_{w}", ["row"])
+                if quarantined_or_not(lake, "quarantine", f"load_{w}") else [])
         counts[f"postgres.chaos.{w}"] = len(pg)
-        check(f"postgres chaos.{w} holds the lake's rows", pg == mine, f"{len(pg)} rows, lake {len(mine)}")
+        check(f"postgres chaos.{w} holds the lake's rows but those Postgres refuses, kept once each in quarantine.load_{w}",
+              pg == mine and len(kept) == len(refused),
+              f"{len(pg)} rows, lake {len(mine)} + {len(refused)} refused, {len(kept)} kept")
 
     enriched = topic_records(brokers, sink_topic)
     clean_enriched = topic_records(brokers, sink_topic + "_clean")
@@ -512,9 +625,47 @@ def main():
         check(f"books: {layer}.{name} equals the clean run's", got == clean,
               f"{len(got)} rows, clean run {len(clean)}, {len(set(got) ^ set(clean))} differ")
     pg_titles = sorted(psql(pg_url, "SELECT book_title FROM chaos_books.books"))
-    lake_titles = sorted(r["book_title"] for r in table(books_lake, "silver", "books", ["book_title"]))
-    check("books: postgres chaos_books.books holds silver's rows", pg_titles == lake_titles,
-          f"{len(pg_titles)} rows, silver {len(lake_titles)}")
+    all_titles = [r["book_title"] for r in table(books_lake, "silver", "books", ["book_title"])]
+    lake_titles = sorted(t for t in all_titles if "\x00" not in t)
+    refused_titles = len(all_titles) - len(lake_titles)
+    kept = (table(books_lake, "quarantine", "load_books", ["row"])
+            if quarantined_or_not(books_lake, "quarantine", "load_books") else [])
+    check("books: postgres chaos_books.books holds silver's rows but those Postgres refuses, kept once each",
+          pg_titles == lake_titles and len(kept) == refused_titles,
+          f"{len(pg_titles)} rows, silver {len(lake_titles)} + {refused_titles} refused, {len(kept)} kept")
+
+    # Every hostile record ended where the rules say, with its reason.
+    lost = []
+    quarantines = {
+        topic: {(r["_partition"], r["_offset"]): r["rule"] for r in table(lake, "quarantine", "user_activity")},
+        books_topic: {(r["_partition"], r["_offset"]): r["rule"] for r in table(books_lake, "quarantine", "books")},
+    }
+    silver_ids = {r["event_id"] for r in table(lake, "silver", "user_activity", ["event_id"])}
+    late = {(r["_partition"], r["_offset"]) for r in table(lake, "quarantine", "page_view_counts")
+            if r["rule"] == "late"} if quarantined_or_not(lake, "quarantine", "page_view_counts") else set()
+    silver_positions = {(r["_partition"], r["_offset"]) for r in table(lake, "silver", "user_activity", ["_partition", "_offset"])}
+    pv_refused = (table(lake, "quarantine", "load_page_view_counts", ["row"])
+                  if quarantined_or_not(lake, "quarantine", "load_page_view_counts") else [])
+    for h in hostile.sent:
+        where, _, what = h["want"].partition(":")
+        position = (h["partition"], h["offset"])
+        if where == "quarantine":
+            ok_ = quarantines[h["topic"]].get(position) == what
+        elif where == "silver":
+            ok_ = position in silver_positions
+        elif what == "page_view_counts":
+            # Counted in its window and kept from Postgres, or late for it (its window final).
+            ok_ = position in silver_positions and (position in late or any(
+                "\\u0000" in r["row"] for r in pv_refused))
+        else:
+            ok_ = any("\\u0000" in r["row"] for r in kept)
+        if not ok_:
+            lost.append(f"{h['topic']} {h['kind']} at {position} (want {h['want']})")
+    check("every hostile record ended where the rules say (a quarantine with its reason)",
+          hostile.sent and not lost, f"{len(hostile.sent)} sent; " + ("; ".join(lost[:5]) or "all found"))
+    stopped = {name: [c for c in codes if c in (2, 70)] for name, codes in exit_codes.items()}
+    check("no stage stopped on what it read (no exit 2 or 70)", not any(stopped.values()),
+          ", ".join(f"{k}: {v}" for k, v in stopped.items() if v) or "none")
 
     recoveries = [t for v in faults.values() for t in v]
     slow = [t for t in recoveries if t is None or t >= 60]
@@ -527,6 +678,8 @@ def main():
                        "not_recovered": sum(t is None for t in v)} for k, v in faults.items()},
         "rounds": rounds, "kills": kills, "kill_groups": args.kill_groups or "one job per fault",
         "job_exits": {name: job.exits for name, job in jobs.items()},
+        "job_exit_codes": exit_codes,
+        "hostile_records": len(hostile.sent),
         "records": counts, "checks": checks, "verdict": "pass" if verdict else "fail",
     }
     with open(args.report, "w") as f:

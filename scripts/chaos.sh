@@ -5,21 +5,27 @@
 # while a seeded scheduler injects faults one after another at random moments, in rounds: each
 # round kills --kills-per-round job processes (default all ten) with kill -9 (restarted after
 # a random pause), one fault per job or, with --kill-groups G, in G faults that each kill a
-# random group of them at once; kills and
-# restarts the broker, cuts the S3 server off for a few seconds (a proxy in front of it) and
-# restarts PostgreSQL with pg_ctl restart -m immediate, in a random order. After each fault it measures how long until every job finished
+# random group of them at once; kills and restarts the broker (once briefly, once for longer
+# than the jobs' message.timeout.ms), cuts the S3 server off for a few seconds (a proxy in front
+# of it), restarts PostgreSQL with pg_ctl restart -m immediate, runs `lakectl optimize` on a
+# random table, and sends hostile records into both topics (a CAST the cleaning SQL cannot
+# compute, a NUL Postgres refuses, wrong types, a 5,000-digit number, 5,000-deep nesting, an
+# unknown Avro schema id, a 200 KB value), in a random order; writers compact their own tables
+# every 10 commits all along. After each fault it measures how long until every job finished
 # a unit again (each job serves --metrics-addr). When the time is up and the rounds are done,
 # it stops the faults, drains every stage with --once, and checks from
 # outside: every record of each topic exactly once in bronze; silver, quarantine, every window
 # table and the books gold tables equal one clean run over the same topics; Postgres holds the
-# lake's rows; the enriched topic holds each row once; every recovery under 60 s. Exit 0 only
+# lake's rows but those it refuses, which are in the load quarantine once each; every hostile
+# record ended in the quarantine its kind calls for; the enriched topic holds each row once;
+# no job exited 2 or 70 (stopped by what it read); every recovery under 60 s. Exit 0 only
 # when all hold.
 #
 #   bash scripts/chaos.sh [--minutes M] [--rounds N] [--kills-per-round K] [--kill-groups G]
 #                         [--seed S] [--rate EVENTS_PER_S]
 #                         [--report PATH]          (default bench/results/chaos-<date>-<seed>.json)
 #
-# The test command runs --minutes 3 --rounds 5 --kills-per-round 2 (5 faults of each kind);
+# The test command runs --minutes 2 --rounds 2 --kills-per-round 2 (2 faults of each kind);
 # the long run in bench/results/ is --minutes 30 --rounds 20 --kill-groups 2 (20 kills of every
 # job, each round's ten kills in two faults of five jobs at once) with a release build
 # (LAKECTL_BIN=$CARGO_TARGET_DIR/release/lakectl).

@@ -26,5 +26,5 @@ echo "[test] services ready in $((SECONDS - started)) s"
 cargo test --workspace --locked --no-fail-fast
 echo "[test] cargo tests passed in $((SECONDS - started)) s"
 # The whole chain under faults (it restarts the stack's Postgres: after the cargo tests).
-bash scripts/chaos.sh --minutes 3 --rounds 5 --kills-per-round 2 --report "$ROOT/.lakectl/chaos.json"
+bash scripts/chaos.sh --minutes 2 --rounds 2 --kills-per-round 2 --report "$ROOT/.lakectl/chaos.json"
 echo "[test] all tests passed in $((SECONDS - started)) s"
