@@ -15,7 +15,8 @@ const { chromium } = require('playwright-core');
   await page.fill('input[name="password"], #password', 'admin');
   await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
   await page.goto(`${base}/superset/dashboard/${slug}/?standalone=1`, { waitUntil: 'networkidle' });
-  await page.waitForSelector('.dashboard-chart', { timeout: 60000 });
+  // A loaded machine (the test command runs tests side by side on 2 cores) can take minutes.
+  await page.waitForSelector('.dashboard-chart', { timeout: 180000 });
   await page.waitForTimeout(5000); // let the charts finish drawing
   await page.screenshot({ path: out, fullPage: true });
   await browser.close();
