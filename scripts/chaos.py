@@ -452,6 +452,11 @@ def main():
                 job.exits += 1
                 exit_codes[job.name].append(job.proc.returncode)
                 log(f"{job.name} exited ({job.proc.returncode}); restarting it")
+                if job.proc.returncode in (2, 70):  # a failed check: say why where CI shows it
+                    with open(os.path.join(job.logs, f"{job.name}.log"), errors="replace") as f:
+                        errors = [line for line in f.readlines()[-200:] if "ERROR" in line]
+                    for line in errors[-3:]:
+                        log(f"  {job.name}: {line.strip()[:1000]}")
                 job.start()
 
     def recovered_after(fault_end, baseline):

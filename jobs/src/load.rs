@@ -168,14 +168,13 @@ impl LoadJob {
         let wanted = warehouse::types::columns_for(&schema, target)?;
         let existing = warehouse::existing_columns(&mut tx, target).await?;
         let created = existing.is_none();
-        for statement in warehouse::types::schema_changes(
+        let changes = warehouse::types::schema_changes(
             target,
             &wanted,
             existing.as_deref(),
             &self.settings.key,
-        )? {
-            warehouse::execute(&mut tx, &statement).await?;
-        }
+        )?;
+        warehouse::change_catalog(&mut tx, changes).await?;
         let mode = self.settings.mode;
         let files = self.unread_files(&source, version, recorded).await?;
         let columns: Vec<String> = wanted.iter().map(|c| c.name.clone()).collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use lakehouse_core::Fault;
 use sqlx::postgres::{PgConnectOptions, PgCopyIn, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod copy;
 pub mod types;
@@ -131,7 +131,10 @@ pub async fn execute(conn: &mut PgConnection, sql: &str) -> Result<u64> {
 
 /// Creates `lakectl.load_state` when missing: one row per target, the source version it holds.
 pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
-    for statement in [
+    let mut tx = conn.begin().await?;
+    change_catalog(
+        &mut tx,
+        [
         "CREATE SCHEMA IF NOT EXISTS lakectl",
         "CREATE TABLE IF NOT EXISTS lakectl.load_state (\
            target text PRIMARY KEY, \
@@ -139,8 +142,30 @@ pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
            source_version bigint NOT NULL, \
            rows_loaded bigint NOT NULL, \
            loaded_at timestamp with time zone NOT NULL DEFAULT now())",
-    ] {
-        execute(conn, statement).await?;
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs catalog statements (`CREATE SCHEMA`, `CREATE TABLE`, `ALTER TABLE`) inside the caller's
+/// transaction, one lakectl process at a time until it ends: `IF NOT EXISTS` does not hold
+/// against a concurrent create of the same name (the loser fails on a unique index of
+/// `pg_namespace` or `pg_type`), which two loads into one new schema do at their first run.
+pub async fn change_catalog<S: AsRef<str>>(
+    conn: &mut PgConnection,
+    statements: impl IntoIterator<Item = S>,
+) -> Result<()> {
+    let mut locked = false;
+    for statement in statements {
+        if !locked {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('lakectl.catalog'))")
+                .execute(&mut *conn)
+                .await?;
+            locked = true;
+        }
+        execute(conn, statement.as_ref()).await?;
     }
     Ok(())
 }

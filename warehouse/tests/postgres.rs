@@ -46,9 +46,7 @@ async fn load_refusing(
     let existing = warehouse::existing_columns(conn, table).await?;
     let changes = warehouse::types::schema_changes(table, &wanted, existing.as_deref(), key)?;
     sqlx::query("BEGIN").execute(&mut *conn).await?;
-    for statement in changes {
-        sqlx::query(&statement).execute(&mut *conn).await?;
-    }
+    warehouse::change_catalog(conn, changes).await?;
     let columns: Vec<String> = wanted.iter().map(|c| c.name.clone()).collect();
     let mut copier = Copier::start(conn, &table.to_string(), &columns, key).await?;
     let refused = copier.send(batch).await?;
@@ -305,6 +303,30 @@ async fn every_supported_type_round_trips_with_nulls_and_edges() {
 
 /// Values Postgres refuses are held back, each row with its reason, and every other row loads:
 /// one of them failed the whole COPY, and so every later load of the table.
+#[tokio::test]
+async fn loads_creating_tables_in_one_new_schema_at_once_all_succeed() {
+    // Each load runs `CREATE SCHEMA IF NOT EXISTS` for the same new schema: without the catalog
+    // lock one of them loses on pg_namespace's unique index (seen in a chaos run).
+    let schema = unique_name("wh_race");
+    let mut loads = Vec::new();
+    for i in 0..12 {
+        let Some(mut conn) = connect().await else {
+            return;
+        };
+        let table = TableName::parse(&format!("{schema}.t{i}"), "public");
+        loads.push(tokio::spawn(async move {
+            let (field, array) = column("n", Arc::new(Int64Array::from(vec![i])));
+            let batch =
+                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(vec![field])), vec![array])
+                    .unwrap();
+            load(&mut conn, &table, &batch, &[]).await
+        }));
+    }
+    for load in loads {
+        assert_eq!(load.await.unwrap().unwrap(), 1);
+    }
+}
+
 #[tokio::test]
 async fn rows_postgres_would_refuse_are_held_back_and_the_rest_load() {
     let Some(mut conn) = connect().await else {
