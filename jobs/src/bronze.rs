@@ -54,6 +54,12 @@ pub fn txn_app_id(topic: &str, partition: i32) -> String {
     format!("lakectl-bronze-{topic}-{partition}")
 }
 
+/// The app id of the `txn` action in bronze's commits whose version is the topic's partition
+/// count: what silver records for the windows, whose watermark waits on every partition.
+pub fn partitions_app_id(topic: &str) -> String {
+    format!("lakectl-bronze-{topic}:partitions")
+}
+
 pub fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
@@ -438,6 +444,9 @@ pub struct BronzeJob {
     upkeep: Upkeep,
     consumer: Arc<BaseConsumer<BronzeContext>>,
     delta: Option<DeltaTable>,
+    kafka: lakehouse_core::config::KafkaConfig,
+    /// The topic's partition count, asked once by the first commit.
+    partitions: Option<i32>,
 }
 
 impl BronzeJob {
@@ -491,6 +500,8 @@ impl BronzeJob {
             upkeep: Upkeep::of(&pipeline.lake),
             consumer: Arc::new(consumer),
             delta: None,
+            kafka: pipeline.kafka.clone(),
+            partitions: None,
         })
     }
 
@@ -543,9 +554,16 @@ impl BronzeJob {
             }
         }
         let creating = table.version().is_none();
+        if self.partitions.is_none() {
+            // Recorded when the broker answers; a commit without it is still a commit.
+            self.partitions = lakehouse_core::kafka::partition_count(&self.kafka, &topic)
+                .await
+                .ok();
+        }
         let txns: Vec<Transaction> = ranges
             .iter()
             .map(|(p, (_, last))| Transaction::new(txn_app_id(&topic, *p), *last))
+            .chain((self.partitions).map(|n| Transaction::new(partitions_app_id(&topic), n as i64)))
             .collect();
         let mut write = table
             .write(vec![batch])

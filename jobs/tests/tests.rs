@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod customer_events;
 mod generate;
+mod golden;
 mod load;
 mod metrics;
 mod pipeline;

@@ -1,15 +1,16 @@
 //! Where the lake lives. The lake URI picks the object store: a local folder (`file://`),
 //! S3 or any S3-compatible server (`s3://bucket/prefix`, configured by `AWS_*`), or
-//! `memory://` for unit tests. Every Delta table of a pipeline is opened through one
-//! shared store, so a `memory://` lake keeps its tables for the life of the process.
+//! `memory://` for tests. Every Delta table of a pipeline is opened through one shared store,
+//! and every `memory://` lake of a process is the same store, kept for the life of the process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use arrow::array::RecordBatch;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
@@ -175,13 +176,20 @@ impl Lake {
             url.set_path("/");
             url
         };
-        // Building a client does no I/O: any failure here is the configuration's fault.
-        let (store, _) = object_store::parse_url_opts(&bucket_root, options.clone())
-            .map_err(|e| Error::Input(format!("lake {}: {e}", root.url())))?;
+        let store: Arc<dyn ObjectStore> = if root.0.scheme() == "memory" {
+            // One store per process: a job and the test that checks it open their own handles.
+            static MEMORY: OnceLock<Arc<InMemory>> = OnceLock::new();
+            MEMORY.get_or_init(Arc::default).clone()
+        } else {
+            // Building a client does no I/O: any failure here is the configuration's fault.
+            let (store, _) = object_store::parse_url_opts(&bucket_root, options.clone())
+                .map_err(|e| Error::Input(format!("lake {}: {e}", root.url())))?;
+            Arc::from(store)
+        };
         Ok(Lake {
             root,
             options,
-            store: Arc::from(store),
+            store,
             known: Arc::default(),
             upkeep: Upkeep {
                 checkpoint_interval: crate::config::DEFAULT_CHECKPOINT_INTERVAL,

@@ -80,7 +80,7 @@ impl SilverJob {
             table,
             vec![batch],
             mode,
-            vec![(txn_app_id(&self.table), bronze_version)],
+            self.txns(bronze_version),
             partition_by,
             self.upkeep,
             Some(self.writer_properties()),
@@ -94,9 +94,21 @@ impl SilverJob {
         lookup::bloom_writer_properties(&self.settings.lookup_columns(), Compression::SNAPPY)
     }
 
+    /// The `txn` actions of a commit covering bronze up to `bronze_version`: that version,
+    /// and the topic's partition count when bronze recorded it (for the windows).
+    fn txns(&self, bronze_version: i64) -> Vec<(String, i64)> {
+        let mut txns = vec![(txn_app_id(&self.table), bronze_version)];
+        if let Some(n) = self.partitions {
+            txns.push((super::partitions_app_id(&self.table), n));
+        }
+        txns
+    }
+
     fn commit_properties(&self, bronze_version: i64) -> CommitProperties {
-        CommitProperties::default()
-            .with_application_transaction(Transaction::new(txn_app_id(&self.table), bronze_version))
+        let txns = (self.txns(bronze_version).into_iter())
+            .map(|(app_id, version)| Transaction::new(app_id, version))
+            .collect();
+        CommitProperties::default().with_application_transactions(txns)
     }
 
     /// Step 6, silver part: MERGE by key; a row is replaced only by a record not older.

@@ -90,6 +90,13 @@ pub fn txn_app_id(table: &str) -> String {
     format!("lakectl-silver-{table}")
 }
 
+/// The app id of the `txn` action in silver's commits whose version is the partition count of
+/// the topic behind it, as bronze recorded it: a window over silver waits on every partition,
+/// and learns how many there are here, not from the broker.
+pub fn partitions_app_id(table: &str) -> String {
+    format!("{}:partitions", txn_app_id(table))
+}
+
 pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
@@ -161,6 +168,10 @@ pub struct SilverJob {
     /// The bloom filters of silver's files that the key and `unique` lookups have read: each
     /// unit opens only the files a value passes.
     filters: Arc<lookup::FilterCache>,
+    /// The topic behind bronze, and its partition count as bronze recorded it (with every
+    /// commit, for the windows).
+    topic: Option<String>,
+    partitions: Option<i64>,
     /// Counts of the whole run, printed at its end.
     pub report: QualityReport,
 }
@@ -188,6 +199,7 @@ impl SilverJob {
             (None, None) => None,
         };
         let lake = Lake::from_config(&pipeline.lake)?;
+        let topic = (pipeline.bronze.get(&settings.source)).map(|b| b.topic.clone());
         let avro = match settings.format {
             RecordFormat::Json => None,
             RecordFormat::Avro => {
@@ -228,6 +240,8 @@ impl SilverJob {
             run_id: String::new(),
             refresh: full_refresh,
             rebuild: None,
+            topic,
+            partitions: None,
             filters: Arc::default(),
             report: QualityReport::default(),
         })
@@ -489,6 +503,10 @@ impl SilverJob {
             });
         };
         let latest = bronze.version().expect("loaded tables have a version") as i64;
+        if let Some(topic) = &self.topic {
+            let app_id = crate::bronze::partitions_app_id(topic);
+            self.partitions = self.lake.txn_version(&bronze, &app_id).await?;
+        }
         let silver = self.lake.table_or_new(Layer::Silver, &self.table).await?;
         let done = if self.refresh {
             -1

@@ -87,12 +87,12 @@ impl Grouped {
     }
 }
 
-/// Each of `rows` (row, event time) in each of its windows whose end `wanted` accepts,
-/// window after window by start (rows in input order within one).
+/// Each of `rows` (row, event time) in each of its windows `wanted` accepts (given the row
+/// and the window's end), window after window by start (rows in input order within one).
 pub fn expand(
     rows: impl IntoIterator<Item = (u32, i64)>,
     windows: Fixed,
-    wanted: impl Fn(i64) -> bool,
+    wanted: impl Fn(u32, i64) -> bool,
 ) -> Grouped {
     let rows = rows.into_iter();
     let per_row = (windows.size + windows.slide - 1) / windows.slide;
@@ -100,7 +100,7 @@ pub fn expand(
     let most = rows.size_hint().1.unwrap_or(0);
     let mut pairs: Vec<(i64, u32)> = Vec::with_capacity(most * per_row as usize);
     for (row, t) in rows {
-        let starts = windows.starts(t).filter(|s| wanted(s + windows.size));
+        let starts = windows.starts(t).filter(|s| wanted(row, s + windows.size));
         pairs.extend(starts.map(|start| (start, row)));
     }
     let (Some(lo), Some(hi)) = (
@@ -204,22 +204,18 @@ impl SessionRule {
 }
 
 /// Event-time progress per Kafka partition: each partition is an ordered stream of its own,
-/// so each has its own watermark, `delay` behind the largest event time it has shown.
+/// with its own watermark `delay` behind the largest event time it has shown. A row is judged
+/// by its partition's watermark; windows are emitted by the slowest partition's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Watermarks {
     pub max_seen: BTreeMap<i32, i64>,
-    /// The watermark windows were last emitted by: no later row may fall below it.
+    /// The watermark windows were last emitted by: the slowest partition's at the end of the
+    /// last unit, never going back.
     pub floor: Option<i64>,
     pub delay: i64,
 }
 
 impl Watermarks {
-    /// What a row of `partition` is judged against.
-    fn of(&self, partition: i32) -> Option<i64> {
-        let own = self.max_seen.get(&partition).map(|max| max - self.delay);
-        own.max(self.floor)
-    }
-
     /// The watermark windows are final by: the slowest of the `partitions` partitions', never
     /// going back. It waits until every partition has shown a row: one that has not may
     /// still bring rows of any age.
@@ -231,27 +227,30 @@ impl Watermarks {
         slowest.max(self.floor)
     }
 
-    /// Judges a unit's rows, in arrival order: a row that `counts` and is older than its
-    /// partition's watermark is late, and its entry is the watermark it missed. `None` times
-    /// are never late (the caller quarantines them) and move nothing.
-    pub fn judge(
+    /// Takes a unit's rows in, in arrival order (rows of partition `partition[i]` with event
+    /// times `times[i]`, of a source of `partitions` partitions). Returns the watermark each
+    /// row met: its partition's, as the rows of that partition before it made it (never below
+    /// the `floor`, which is at most every partition's). A row counts in its windows not final
+    /// by it. It depends on nothing but the partition's own rows: not on how rows were cut
+    /// into units, nor on how partitions interleave. Then moves the floor to the slowest
+    /// partition's watermark. `None` times move nothing.
+    pub fn arrive(
         &mut self,
         times: &[Option<i64>],
-        partitions: &[i32],
-        counts: &[bool],
+        partition: &[i32],
+        partitions: i32,
     ) -> Vec<Option<i64>> {
-        let mut late = Vec::with_capacity(times.len());
-        for ((&t, &p), &counts) in times.iter().zip(partitions).zip(counts) {
-            late.push(match (t, self.of(p)) {
-                (Some(t), Some(w)) if counts && t < w => Some(w),
-                _ => None,
-            });
+        let mut met = Vec::with_capacity(times.len());
+        for (&t, &p) in times.iter().zip(partition) {
+            let own = self.max_seen.get(&p).map(|max| max - self.delay);
+            met.push(own.max(self.floor));
             if let Some(t) = t {
                 let max = self.max_seen.entry(p).or_insert(t);
                 *max = (*max).max(t);
             }
         }
-        late
+        self.floor = self.global(partitions);
+        met
     }
 }
 
@@ -346,7 +345,7 @@ mod tests {
                 .flat_map(|(row, &t)| five_by_one.starts(t).map(move |s| (s, row)))
                 .collect();
             expected.sort();
-            let got = expand(numbered(&times), five_by_one, |_| true);
+            let got = expand(numbered(&times), five_by_one, |_, _| true);
             let mut flat = Vec::new();
             let mut from = 0;
             for w in &got.windows {
@@ -364,7 +363,9 @@ mod tests {
             size: 5 * MIN,
             slide: MIN,
         };
-        let got = expand(numbered(&[0, 2 * MIN]), five_by_one, |end| end <= 5 * MIN);
+        let got = expand(numbered(&[0, 2 * MIN]), five_by_one, |_, end| {
+            end <= 5 * MIN
+        });
         assert_eq!(got.rows, [0, 0, 0, 1, 0, 1, 0, 1]);
         let bounds: Vec<(usize, i64, i64)> = got
             .windows
@@ -442,35 +443,45 @@ mod tests {
         assert_eq!(bounds, [(0, 40, 60), (60, 100, 120), (120, 120, 150)]);
     }
 
+    /// A row meets its partition's watermark as that partition's rows before it made it,
+    /// whatever the units and however partitions interleave; the floor follows the slowest.
     #[test]
-    fn each_partition_has_its_watermark_and_only_counted_rows_are_late() {
-        let mut marks = Watermarks {
+    fn each_row_meets_its_partitions_watermark_whatever_the_units() {
+        let marks = Watermarks {
             delay: 10,
             ..Default::default()
         };
         let times = [
             Some(100),
-            Some(95),
-            Some(89),
-            Some(90),
+            Some(50),
             None,
+            Some(95),
             Some(200),
-            Some(150),
+            Some(60),
+            Some(40),
         ];
-        let counts = [true, true, true, true, true, false, true];
-        let late = marks.judge(&times, &[0; 7], &counts);
-        assert_eq!(late, [None, None, Some(90), None, None, None, Some(190)]);
-        assert_eq!(marks.global(1), Some(190));
-        assert_eq!(marks.global(2), None, "partition 1 has shown nothing yet");
-        // Another partition behind the first: on time by its own watermark, and it holds
-        // the global watermark back.
-        let late = marks.judge(&[Some(50), Some(45), Some(39)], &[1; 3], &[true; 3]);
-        assert_eq!(late, [None, None, Some(40)]);
-        assert_eq!(marks.global(2), Some(40));
-        // The floor (what windows were emitted by) holds for every partition.
-        marks.floor = Some(100);
-        assert_eq!(marks.global(2), Some(100));
-        let late = marks.judge(&[Some(99), Some(5)], &[1, 2], &[true; 2]);
-        assert_eq!(late, [Some(100), Some(100)]);
+        let partition = [0, 1, 1, 0, 0, 1, 1];
+        let mut whole = marks.clone();
+        let all = whole.arrive(&times, &partition, 2);
+        assert_eq!(
+            all,
+            [None, None, Some(40), Some(90), Some(90), Some(40), Some(50)]
+        );
+        assert_eq!(whole.floor, Some(50), "the slower partition's: 60 - 10");
+        // Cut into units, or with the partitions' rows in another interleaving: the same.
+        let mut cut = marks.clone();
+        let mut got = Vec::new();
+        for (from, to) in [(0, 3), (3, 4), (4, 7)] {
+            got.extend(cut.arrive(&times[from..to], &partition[from..to], 2));
+        }
+        assert_eq!(got, all);
+        let order = [1, 2, 5, 6, 0, 3, 4];
+        let mut other = marks.clone();
+        let reordered = other.arrive(&order.map(|i| times[i]), &order.map(|i| partition[i]), 2);
+        assert_eq!(order.map(|i| all[i]).to_vec(), reordered);
+        // A partition with no row yet holds the floor back; the floor never goes back.
+        assert_eq!(whole.global(3), Some(50));
+        whole.arrive(&[Some(0)], &[1], 2);
+        assert_eq!(whole.floor, Some(50));
     }
 }

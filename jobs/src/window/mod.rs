@@ -7,12 +7,17 @@
 //! 2. **filter**: rows the `filter` predicate rejects take no part (they still move the
 //!    watermark: it follows the stream, not one window's share of it);
 //! 3. **watermark**: each Kafka partition's, `watermark` behind the largest event time the
-//!    partition has shown; a row older than its partition's is late, a row without an event
-//!    time is bad: both go to quarantine. Windows are final by the slowest partition's;
-//! 4. **assign**: the open state's rows and the on-time new rows into their windows
-//!    (`assign.rs`): tumbling and hopping windows aligned to the epoch, sessions per key.
-//!    The open rows stay in memory in chunks (`open.rs`): a unit copies only the rows it
-//!    emits, not the rows it keeps;
+//!    partition has shown. A row counts in each of its windows not final by its partition's
+//!    watermark when it arrives (the rule of Flink, Spark and Arroyo, judged per partition);
+//!    a session row first closes its key's sessions final by it, then counts unless the
+//!    session it joins or starts is final. A row late for every window it belongs to, and a
+//!    row without an event time, go to quarantine; a row late for some of its hopping
+//!    windows counts in the others. Windows are emitted when the slowest partition's
+//!    watermark passes them; sessions a row closed, at the end of its unit;
+//! 4. **assign**: the open state's rows and the new rows into the windows they count in
+//!    (`assign.rs`, `open.rs`): tumbling and hopping windows aligned to the epoch, sessions
+//!    per key. The open rows stay in memory in chunks (`open.rs`): a unit copies only the
+//!    rows it emits, not the rows it keeps;
 //! 5. **aggregate**: the `aggregates` SQL over each window's rows, for the windows this unit
 //!    emits: in `append` mode those the watermark passed in this unit (final), in `update`
 //!    mode those that got new rows. The SQL runs over slices of whole windows (or sessions),
@@ -30,7 +35,7 @@
 //! unit. A process that dies leaves the quarantine and the output ahead of the state's copy
 //! (by the units since it, or by half a unit when it died between two commits). The next
 //! run replays those units from the copy, which gives the same rows, windows and late rows
-//! whatever the units' bounds (a row is late by its partition's watermark, which does not
+//! whatever the units' bounds (a row is judged by its partition's watermark, which does not
 //! depend on them), and writes only what is missing: a replayed unit ends at the quarantine's
 //! or the output's version when it reaches one, and each of them skips a range it has.
 
@@ -66,7 +71,7 @@ use crate::catalog::Engine;
 use crate::silver::{quarantine_schema, timestamp_type, with_column};
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
-use open::OpenRows;
+use open::{Arrived, FinalSession, OpenRows};
 use running::Running;
 use state::{txn_app_id, State};
 
@@ -77,6 +82,8 @@ const NEW: &str = "__new";
 /// The name the aggregates' SQL reads the window rows under.
 const ROWS: &str = "window_rows";
 const LATE_RULE: &str = "late";
+/// Rows late for some of their (hopping) windows and counted in the others.
+const PARTLY_LATE_RULE: &str = "late_for_some_windows";
 /// Step 5 runs its SQL over slices of whole windows, each copied out when its turn comes,
 /// of about this many rows: a row is copied into each of its windows (five times for a
 /// 5-minute window sliding by 1 minute), and copying all at once held ~100 MB a unit.
@@ -114,8 +121,9 @@ pub struct WindowJob {
     /// until their SQL turns out to be one the accumulators cannot follow.
     incremental: bool,
     kafka: lakehouse_core::config::KafkaConfig,
-    /// The topic silver's rows came from, and its partition count once asked.
-    topic: String,
+    /// The topic silver's rows came from (asked for its partition count only when silver
+    /// did not record it), and the partition count once known.
+    topic: Option<String>,
     partitions: Option<i32>,
     /// The state after the last unit (`state.rs`); `None` before the first, and after a
     /// unit that failed.
@@ -133,8 +141,15 @@ pub struct WindowJob {
 
 /// One unit's source rows, split by step 3.
 struct Arrivals {
-    /// On-time rows that pass the filter, in arrival order.
-    on_time: RecordBatch,
+    /// Rows the filter keeps.
+    checked: u64,
+    /// Those with an event time, in arrival order; each counts in its windows that were not
+    /// final when it arrived.
+    candidates: RecordBatch,
+    /// Where each candidate is among `all`.
+    candidate_rows: Vec<u32>,
+    /// The watermark each candidate met when it arrived.
+    arrived_at: Vec<Option<i64>>,
     /// Late rows and rows without an event time, with their rule and reason.
     quarantined: Vec<(u32, &'static str, String)>,
     /// All new rows, in arrival order (what quarantine rows index).
@@ -183,8 +198,7 @@ impl WindowJob {
         let lake = Lake::from_config(&pipeline.lake)?;
         let topic = (pipeline.silver.get(&settings.source))
             .and_then(|silver| pipeline.bronze.get(&silver.source))
-            .map(|bronze| bronze.topic.clone())
-            .ok_or_else(|| Error::Internal("window sources are checked with the config".into()))?;
+            .map(|bronze| bronze.topic.clone());
         let engine = Engine::of(pipeline);
         let incremental = settings.output == WindowOutput::Update
             && matches!(windows, Windows::Fixed(_))
@@ -256,12 +270,30 @@ impl WindowJob {
         Ok(rows.project(&wanted)?)
     }
 
-    /// The partition count of the topic behind the source: the watermark waits for each.
-    async fn partitions(&mut self) -> Result<i32> {
+    /// The partition count of the topic behind the source, as silver recorded it with the
+    /// rows it wrote (from bronze's commits): the watermark waits for each partition. Only a
+    /// silver table written before silver recorded it asks the broker.
+    async fn partitions(&mut self, source: &DeltaTable) -> Result<i32> {
         if let Some(n) = self.partitions {
             return Ok(n);
         }
-        let n = lakehouse_core::kafka::partition_count(&self.kafka, &self.topic).await?;
+        let app_id = crate::silver::partitions_app_id(&self.settings.source);
+        let n = match self.lake.txn_version(source, &app_id).await? {
+            Some(n) => n as i32,
+            None => match &self.topic {
+                Some(topic) => lakehouse_core::kafka::partition_count(&self.kafka, topic).await?,
+                None => {
+                    return Err(self.setting_error(
+                        "source",
+                        format!(
+                            "silver.{} does not record its topic's partition count yet (run \
+                             silver once more)",
+                            self.settings.source
+                        ),
+                    ))
+                }
+            },
+        };
         self.partitions = Some(n);
         Ok(n)
     }
@@ -358,24 +390,41 @@ impl WindowJob {
 
         let mut report = QualityReport::default();
         let mut watermarks = state.watermarks.clone();
-        let arrivals = self
-            .arrivals(new_rows, &mut watermarks, &mut report)
-            .await?;
-        let watermark_before = state.watermarks.floor;
-        let watermark = watermarks.global(self.partitions().await?);
-        watermarks.floor = watermark;
+        let watermark_before = watermarks.floor;
+        let partitions = self.partitions(&source).await?;
+        let mut arrivals = self.arrivals(new_rows, &mut watermarks, partitions).await?;
+        let watermark = watermarks.floor;
         let open = self.open_rows(state, &source_schema)?;
-        let new_times = self.times_of(&arrivals.on_time)?;
-        let new_from = (open.push(arrivals.on_time.clone(), new_times))
-            .map_err(|e| self.columns_changed(e))?;
+        let new_times = self.times_of(&arrivals.candidates)?;
+        let arrived = (open.arrive(
+            arrivals.candidates.clone(),
+            new_times.clone(),
+            &arrivals.arrived_at,
+        ))
+        .map_err(|e| self.columns_changed(e))?;
+        let new_from = arrived.first;
+        let finals = self.judge(&mut arrivals, arrived, &new_times, &mut report);
         let out = match self
-            .aggregate_running(state, new_from, watermark_before, watermark)
+            .aggregate_running(
+                state,
+                new_from,
+                &arrivals.arrived_at,
+                watermark_before,
+                watermark,
+            )
             .await?
         {
             Some(out) => out,
             None => {
                 let open = state.open.as_mut().expect("indexed above");
-                let emitting = self.assign(open, new_from, watermark_before, watermark)?;
+                let emitting = self.assign(
+                    open,
+                    new_from,
+                    &arrivals.arrived_at,
+                    finals,
+                    watermark_before,
+                    watermark,
+                )?;
                 self.aggregate(emitting).await?
             }
         };
@@ -456,63 +505,97 @@ impl WindowJob {
             .collect())
     }
 
-    /// Steps 2 and 3: the filter, then the watermark.
+    /// Steps 2 and 3: the filter, then the watermark each row met (the rows before it made
+    /// it). Rows without an event time go to quarantine; the others are candidates.
     async fn arrivals(
         &self,
         rows: RecordBatch,
         watermarks: &mut Watermarks,
-        report: &mut QualityReport,
+        partitions: i32,
     ) -> Result<Arrivals> {
         let counts = self.filter(&rows).await?;
         let times = self.event_times(&rows)?;
-        let partitions = self
+        let partition = self
             .column(&rows, "source", ORDER[1])?
             .as_primitive::<arrow::datatypes::Int32Type>()
             .values()
             .to_vec();
-        let late = watermarks.judge(&times, &partitions, &counts);
-        let mut on_time = Vec::new();
-        let mut quarantined = Vec::new();
+        let met = watermarks.arrive(&times, &partition, partitions);
+        let (mut candidates, mut arrived_at, mut quarantined) =
+            (Vec::new(), Vec::new(), Vec::new());
         let time = &self.settings.time;
-        for (i, (t, watermark)) in times.iter().zip(&late).enumerate() {
-            if !counts[i] {
-                continue;
-            }
-            match (t, watermark) {
-                (None, _) => quarantined.push((
+        for (i, (t, met)) in times.iter().zip(met).enumerate() {
+            match (counts[i], t) {
+                (false, _) => {}
+                (true, None) => quarantined.push((
                     i as u32,
                     "not_null",
                     format!("{time} is NULL: the row has no event time"),
                 )),
-                (Some(t), Some(watermark)) => quarantined.push((
-                    i as u32,
-                    LATE_RULE,
-                    format!(
-                        "{time} {} is older than the watermark {} ({} behind the largest event time its Kafka partition had shown)",
-                        time_text(*t),
-                        time_text(*watermark),
-                        humantime_micros(self.delay)
-                    ),
-                )),
-                (Some(_), None) => on_time.push(i as u32),
+                (true, Some(_)) => {
+                    candidates.push(i as u32);
+                    arrived_at.push(met);
+                }
             }
         }
-        let checked = counts.iter().filter(|c| **c).count() as u64;
-        if checked > 0 {
-            let nulls = quarantined.iter().filter(|q| q.1 == "not_null").count() as u64;
-            report.count(&format!("not_null({time})"), "quarantine", checked, nulls);
-            report.count(
-                LATE_RULE,
-                "quarantine",
-                checked - nulls,
-                quarantined.len() as u64 - nulls,
-            );
-        }
         Ok(Arrivals {
-            on_time: take_record_batch(&rows, &UInt32Array::from(on_time))?,
+            checked: counts.iter().filter(|c| **c).count() as u64,
+            candidates: take_record_batch(&rows, &UInt32Array::from(candidates.clone()))?,
+            candidate_rows: candidates,
+            arrived_at,
             quarantined,
             all: rows,
         })
+    }
+
+    /// Step 3, the rest: the candidates late for every window they belong to go to
+    /// quarantine, with those windows and the watermark they were final by; both kinds of
+    /// lateness are counted. Returns the sessions that rows' watermarks closed.
+    fn judge(
+        &self,
+        arrivals: &mut Arrivals,
+        arrived: Arrived,
+        times: &[i64],
+        report: &mut QualityReport,
+    ) -> Vec<FinalSession> {
+        let time = &self.settings.time;
+        let nulls = arrivals.quarantined.len() as u64;
+        for late in &arrived.late {
+            let windows: Vec<String> = (late.windows.iter())
+                .map(|&(start, end)| format!("[{}, {})", time_text(start), time_text(end)))
+                .collect();
+            let what = match (&self.windows, windows.len()) {
+                (Windows::Sessions { .. }, _) => "the session it would join or start",
+                (Windows::Fixed(_), 1) => "its window",
+                (Windows::Fixed(_), _) => "every window it belongs to",
+            };
+            arrivals.quarantined.push((
+                arrivals.candidate_rows[late.row],
+                LATE_RULE,
+                format!(
+                    "{time} {} arrived after {what} was final: {} by the watermark {} of its \
+                     Kafka partition ({} behind the largest event time the partition had shown)",
+                    time_text(times[late.row]),
+                    windows.join(", "),
+                    time_text(late.watermark),
+                    humantime_micros(self.delay)
+                ),
+            ));
+        }
+        if arrivals.checked > 0 {
+            report.count(
+                &format!("not_null({time})"),
+                "quarantine",
+                arrivals.checked,
+                nulls,
+            );
+            let timed = arrivals.checked - nulls;
+            report.count(LATE_RULE, "quarantine", timed, arrived.late.len() as u64);
+            if matches!(&self.windows, Windows::Fixed(f) if f.slide != f.size) {
+                report.count(PARTLY_LATE_RULE, "warn", timed, arrived.partly_late);
+            }
+        }
+        arrived.finals
     }
 
     /// Which rows the `filter` keeps (all without one).
@@ -573,35 +656,40 @@ impl WindowJob {
     }
 
     /// Step 4: the rows of the windows this unit emits, with their bounds and the new-row
-    /// flag (rows from `new_from` on are the unit's); the rows of windows now final leave
-    /// `rows`. Only the emitting rows are copied.
+    /// flag (rows from `new_from` on are the unit's, each counting only in its windows not
+    /// final by the watermark it met, `arrived_at`); the rows of windows now final leave
+    /// `rows`. Only the emitting rows are copied. `closed`: sessions rows' watermarks closed
+    /// during the unit.
     fn assign(
         &self,
         rows: &mut OpenRows,
         new_from: usize,
+        arrived_at: &[Option<i64>],
+        closed: Vec<FinalSession>,
         watermark_before: Option<i64>,
         watermark: Option<i64>,
     ) -> Result<Emitting> {
         let final_by = |end: i64| watermark.is_some_and(|w| end <= w);
+        let counts = &counts_in(new_from, arrived_at, watermark_before);
         match &self.windows {
             Windows::Fixed(windows) => {
                 let append = self.settings.output == WindowOutput::Append;
                 // `update`: a window without new rows keeps the row it was last written with,
-                // so only the windows this unit's rows fall in are aggregated again (those
+                // so only the windows this unit's rows count in are aggregated again (those
                 // waiting for the watermark hold the most rows and get none).
                 let mut touched: Vec<i64> = Vec::new(); // ends; a few, searched per row
                 if !append {
-                    touched.extend(
-                        (new_from..rows.len())
-                            .flat_map(|i| windows.starts(rows.time(i)))
-                            .map(|start| start + windows.size),
-                    );
+                    touched.extend(rows.live_from(new_from).flat_map(|i| {
+                        (windows.starts(rows.time(i)))
+                            .map(|start| start + windows.size)
+                            .filter(move |&end| counts(i as u32, end))
+                    }));
                     touched.sort_unstable();
                     touched.dedup();
                 }
                 // The rows of the windows emitted: those the watermark passed in this unit
                 // (windows that ended by the last unit's were emitted final then), or those
-                // the new rows fall in.
+                // the new rows count in.
                 let times = if append {
                     watermark.and_then(|w| windows.times_ending_in(watermark_before, w))
                 } else {
@@ -609,8 +697,8 @@ impl WindowJob {
                         .map(|(first, last)| first - windows.size..*last)
                 };
                 let candidates = times.map_or_else(Vec::new, |times| rows.rows_in(times));
-                let expanded = assign::expand(candidates, *windows, |end| {
-                    watermark_before.is_none_or(|w| end > w)
+                let expanded = assign::expand(candidates, *windows, |row, end| {
+                    counts(row, end)
                         && if append {
                             final_by(end)
                         } else {
@@ -622,11 +710,14 @@ impl WindowJob {
                 Ok(emitting)
             }
             Windows::Sessions { .. } => {
-                let mut grouped = assign::Grouped::default();
+                let mut sessions = closed;
                 if let Some(w) = watermark {
-                    for session in rows.take_final_sessions(w) {
-                        grouped.push(session.rows, session.start, session.end);
-                    }
+                    sessions.extend(rows.take_final_sessions(w));
+                }
+                sessions.sort_by(|a, b| (&a.key, a.start).cmp(&(&b.key, b.start)));
+                let mut grouped = assign::Grouped::default();
+                for session in sessions {
+                    grouped.push(session.rows, session.start, session.end);
                 }
                 self.emitting(rows, new_from, grouped)
             }
@@ -750,6 +841,7 @@ impl WindowJob {
         &mut self,
         state: &mut State,
         new_from: usize,
+        arrived_at: &[Option<i64>],
         watermark_before: Option<i64>,
         watermark: Option<i64>,
     ) -> Result<Option<Vec<RecordBatch>>> {
@@ -777,37 +869,23 @@ impl WindowJob {
             };
             // The open rows of the last process (or none): counted, not emitted again.
             let old = open.live().filter(|&i| i < new_from).collect::<Vec<_>>();
-            self.feed(
-                &mut running,
-                open,
-                old,
-                new_from,
-                windows,
-                watermark_before,
-                false,
-            )
-            .await?;
+            let counts = counts_in(new_from, &[], watermark_before);
+            self.feed(&mut running, open, old, new_from, windows, counts, false)
+                .await?;
             state.running = Some(running);
         }
         let running = state.running.as_mut().expect("made above");
-        let new = (new_from..open.len()).collect::<Vec<_>>();
-        self.feed(
-            running,
-            open,
-            new,
-            new_from,
-            windows,
-            watermark_before,
-            true,
-        )
-        .await?;
+        let new = open.live_from(new_from).collect::<Vec<_>>();
+        let counts = counts_in(new_from, arrived_at, watermark_before);
+        self.feed(running, open, new, new_from, windows, counts, true)
+            .await?;
         let out = running.emit(watermark).await?;
         open.remove_final_windows(watermark);
         Ok(Some(out))
     }
 
-    /// `rows` of `open` into the accumulators of their windows not final by
-    /// `watermark_before`, a slice of whole windows at a time.
+    /// `rows` of `open` into the accumulators of the windows they `counts` in, a slice of
+    /// whole windows at a time.
     #[allow(clippy::too_many_arguments)]
     async fn feed(
         &self,
@@ -816,13 +894,11 @@ impl WindowJob {
         rows: Vec<usize>,
         new_from: usize,
         windows: Fixed,
-        watermark_before: Option<i64>,
+        counts: impl Fn(u32, i64) -> bool,
         touched: bool,
     ) -> Result<()> {
         let rows = rows.into_iter().map(|i| (i as u32, open.time(i)));
-        let grouped = assign::expand(rows, windows, |end| {
-            watermark_before.is_none_or(|w| end > w)
-        });
+        let grouped = assign::expand(rows, windows, counts);
         let emitting = self.emitting(open, new_from, grouped)?;
         for windows in emitting.grouped.runs(ROWS_PER_SLICE, WINDOWS_PER_SLICE) {
             running.update(emitting.slice(windows)?, touched).await?;
@@ -950,6 +1026,22 @@ fn select_list(exprs: &indexmap::IndexMap<String, String>) -> String {
         .map(|(name, sql)| format!("{sql} AS {}", quote_ident(name)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether row `row` of the open rows counts in the window ending at `end`: a window final
+/// by the last unit's watermark is done, and a unit's row (from `new_from` on) counts only
+/// in the windows not final by the watermark it met (`arrived_at`, by place among them).
+fn counts_in(
+    new_from: usize,
+    arrived_at: &[Option<i64>],
+    watermark_before: Option<i64>,
+) -> impl Fn(u32, i64) -> bool + '_ {
+    move |row, end| {
+        let met = (row as usize)
+            .checked_sub(new_from)
+            .and_then(|k| arrived_at.get(k).copied().flatten());
+        watermark_before.max(met).is_none_or(|w| end > w)
+    }
 }
 
 /// The first source version a unit's files came from (its last when it had none).
@@ -1160,7 +1252,7 @@ mod tests {
             size: 5 * MIN,
             slide: MIN,
         };
-        let grouped = assign::expand(assign::numbered(&times), five_by_one, |_| true);
+        let grouped = assign::expand(assign::numbered(&times), five_by_one, |_, _| true);
         let emitting = Emitting { rows, grouped };
         let runs = emitting.grouped.runs(7, 3);
         assert!(runs.len() > 10, "the test wants many slices");

@@ -89,9 +89,31 @@ impl KeyRows {
     }
 }
 
+/// What [`OpenRows::arrive`] made of a unit's rows.
+pub struct Arrived {
+    /// The index of the unit's first row.
+    pub first: usize,
+    /// The rows (by place among the unit's) late for every window they belong to: not
+    /// counted in any, gone at once.
+    pub late: Vec<Late>,
+    /// How many rows were late for some of their windows only (hopping windows): they count
+    /// in the others.
+    pub partly_late: u64,
+    /// Sessions final by the watermark some row met, taken out when it met it.
+    pub finals: Vec<FinalSession>,
+}
+
+/// A row late for every window it belongs to: those windows (a session: the one it would
+/// have joined or started), and the watermark they were final by when it arrived.
+pub struct Late {
+    pub row: usize,
+    pub windows: Vec<(i64, i64)>,
+    pub watermark: i64,
+}
+
 /// A session the watermark passed: its rows, in time order, and its bounds.
 pub struct FinalSession {
-    key: Box<[u8]>,
+    pub key: Box<[u8]>,
     pub rows: Vec<u32>,
     pub start: i64,
     pub end: i64,
@@ -147,7 +169,12 @@ impl OpenRows {
 
     /// The live rows, in index order.
     pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.len()).filter(|&i| !self.gone[i])
+        self.live_from(0)
+    }
+
+    /// The live rows from `first` on, in index order.
+    pub fn live_from(&self, first: usize) -> impl Iterator<Item = usize> + '_ {
+        (first..self.len()).filter(|&i| !self.gone[i])
     }
 
     /// Adds `chunk` (its rows' event times `times`) and returns the index of its first row.
@@ -180,6 +207,96 @@ impl OpenRows {
         self.starts.push(self.times.len());
         self.chunks.push(chunk);
         Ok(first)
+    }
+
+    /// Adds a unit's rows `chunk` (event times `times`, in arrival order), each of which met
+    /// the watermark `arrived_at` (its partition's: [`Watermarks::arrive`]). A row counts in
+    /// each of its windows not final by that watermark, and is late for the others. A session
+    /// row first closes its key's sessions final by it (they are taken out: it cannot join
+    /// them, nor can any later row of the key), then is late when the session it joins or
+    /// starts, after merging with the key's open sessions, is final by it. So what counts
+    /// where depends on the rows of each partition alone, not on how rows were cut into units.
+    /// Late rows are gone at once.
+    ///
+    /// [`Watermarks::arrive`]: super::assign::Watermarks::arrive
+    pub fn arrive(
+        &mut self,
+        chunk: RecordBatch,
+        times: Vec<i64>,
+        arrived_at: &[Option<i64>],
+    ) -> Result<Arrived> {
+        let chunk = RecordBatch::try_new(self.schema.clone(), chunk.columns().to_vec())?;
+        let first = self.len();
+        let session_keys = match &self.index {
+            Index::Sessions(index) => Some(
+                index
+                    .converter
+                    .convert_columns(&key_columns(&chunk, &index.columns)?)?,
+            ),
+            Index::Fixed { .. } => None,
+        };
+        self.times.extend(&times);
+        self.gone.resize(self.times.len(), false);
+        self.starts.push(self.times.len());
+        self.chunks.push(chunk);
+        let mut arrived = Arrived {
+            first,
+            late: Vec::new(),
+            partly_late: 0,
+            finals: Vec::new(),
+        };
+        for (k, (&t, &watermark)) in times.iter().zip(arrived_at).enumerate() {
+            let row = first + k;
+            let late_windows = match &mut self.index {
+                Index::Fixed { windows, by_slide } => {
+                    let all: Vec<(i64, i64)> =
+                        windows.starts(t).map(|s| (s, s + windows.size)).collect();
+                    let final_ = |&(_, end): &(i64, i64)| watermark.is_some_and(|w| end <= w);
+                    // Windows start latest first: the first ends last.
+                    if final_(&all[0]) {
+                        Some(all.into_iter().rev().collect())
+                    } else {
+                        if final_(all.last().expect("a row is in a window")) {
+                            arrived.partly_late += 1;
+                        }
+                        by_slide
+                            .entry(windows.last_start(t))
+                            .or_default()
+                            .push(row as u32);
+                        None
+                    }
+                }
+                Index::Sessions(index) => {
+                    let key = session_keys.as_ref().expect("made for sessions").row(k);
+                    if let Some(w) = watermark {
+                        arrived.finals.extend(index.take_final_of(key.data(), w));
+                    }
+                    let (start, end) = index.session_with(key.data(), t);
+                    if watermark.is_some_and(|w| end <= w) {
+                        Some(vec![(start, end)])
+                    } else {
+                        index.add(key.data(), vec![(t, row as u32)]);
+                        None
+                    }
+                }
+            };
+            if let Some(windows) = late_windows {
+                self.gone[row] = true;
+                self.gone_rows += 1;
+                arrived.late.push(Late {
+                    row: k,
+                    windows,
+                    watermark: watermark.expect("late by a watermark"),
+                });
+            }
+        }
+        for session in &arrived.finals {
+            for &row in &session.rows {
+                self.gone[row as usize] = true;
+            }
+            self.gone_rows += session.rows.len();
+        }
+        Ok(arrived)
     }
 
     /// Fixed windows: the live rows with event times in `times`, in index order.
@@ -311,9 +428,41 @@ impl SessionIndex {
         })
     }
 
+    /// The bounds of the session a row of `key` at `t` would be in, with the key's open
+    /// sessions: the last one extended, a new one, or (a row out of order) the sessions of
+    /// the key's rows and it.
+    fn session_with(&self, key: &[u8], t: i64) -> (i64, i64) {
+        let alone = Session {
+            rows: 0..1,
+            first: t,
+            last: t,
+        };
+        let bounds = |s: &Session| (s.first, self.rule.end(s));
+        let Some(rows) = self.keys.get(key) else {
+            return bounds(&alone);
+        };
+        if rows.rows.last().is_none_or(|&(last, _)| t >= last) {
+            let mut sessions: Vec<Session> = rows.sessions.last().cloned().into_iter().collect();
+            self.rule.add(&mut sessions, rows.rows.len(), t);
+            return bounds(sessions.last().expect("the row's session"));
+        }
+        // Equal times: the row comes after the ones already here.
+        let at = rows.rows.partition_point(|&(time, _)| time <= t);
+        let mut times: Vec<i64> = rows.rows.iter().map(|&(time, _)| time).collect();
+        times.insert(at, t);
+        let sessions = self.rule.sessions(times);
+        let session = (sessions.iter())
+            .find(|s| s.rows.contains(&at))
+            .expect("every row is in a session");
+        bounds(session)
+    }
+
     /// Adds a key's new rows (in the order they came).
     fn add(&mut self, key: &[u8], new: Vec<(i64, u32)>) {
-        let rows = self.keys.entry(key.into()).or_default();
+        if !self.keys.contains_key(key) {
+            self.keys.insert(key.into(), KeyRows::default());
+        }
+        let rows = self.keys.get_mut(key).expect("inserted above");
         let before = rows.first_end(self.rule);
         rows.add(new, self.rule);
         let after = rows.first_end(self.rule);
@@ -329,37 +478,55 @@ impl SessionIndex {
     /// Takes the sessions that end by `watermark` out of their keys.
     fn take_final(&mut self, watermark: i64) -> Vec<FinalSession> {
         let mut out = Vec::new();
-        while self
-            .by_end
-            .first()
-            .is_some_and(|(end, _)| *end <= watermark)
-        {
-            let (_, key) = self.by_end.pop_first().expect("a first entry");
-            let rows = self.keys.get_mut(&key).expect("an indexed key has rows");
-            let ending = (rows.sessions.iter())
-                .take_while(|s| self.rule.end(s) <= watermark)
-                .count();
-            let gone = rows.sessions[ending - 1].rows.end;
-            let mut taken = rows.rows.drain(..gone).map(|(_, row)| row);
-            for session in rows.sessions.drain(..ending) {
-                out.push(FinalSession {
-                    key: key.clone(),
-                    rows: taken.by_ref().take(session.rows.len()).collect(),
-                    start: session.first,
-                    end: self.rule.end(&session),
-                });
+        while let Some((end, key)) = self.by_end.first().cloned() {
+            if end > watermark {
+                break;
             }
-            drop(taken);
-            for session in &mut rows.sessions {
-                session.rows = session.rows.start - gone..session.rows.end - gone;
+            let taken = self.take_final_of(&key, watermark);
+            if taken.is_empty() {
+                // Not the key's first end (cannot be): do not loop on it.
+                self.by_end.remove(&(end, key));
             }
-            match rows.first_end(self.rule) {
-                Some(end) => {
-                    self.by_end.insert((end, key));
-                }
-                None => {
-                    self.keys.remove(&key);
-                }
+            out.extend(taken);
+        }
+        out
+    }
+
+    /// Takes `key`'s sessions that end by `watermark` out of it.
+    fn take_final_of(&mut self, key: &[u8], watermark: i64) -> Vec<FinalSession> {
+        let Some(rows) = self.keys.get_mut(key) else {
+            return Vec::new();
+        };
+        let ending = (rows.sessions.iter())
+            .take_while(|s| self.rule.end(s) <= watermark)
+            .count();
+        if ending == 0 {
+            return Vec::new();
+        }
+        let key: Box<[u8]> = key.into();
+        let first_end = rows.first_end(self.rule).expect("a key with sessions");
+        self.by_end.remove(&(first_end, key.clone()));
+        let gone = rows.sessions[ending - 1].rows.end;
+        let mut taken = rows.rows.drain(..gone).map(|(_, row)| row);
+        let mut out = Vec::with_capacity(ending);
+        for session in rows.sessions.drain(..ending) {
+            out.push(FinalSession {
+                key: key.clone(),
+                rows: taken.by_ref().take(session.rows.len()).collect(),
+                start: session.first,
+                end: self.rule.end(&session),
+            });
+        }
+        drop(taken);
+        for session in &mut rows.sessions {
+            session.rows = session.rows.start - gone..session.rows.end - gone;
+        }
+        match rows.first_end(self.rule) {
+            Some(end) => {
+                self.by_end.insert((end, key));
+            }
+            None => {
+                self.keys.remove(&key);
             }
         }
         out
