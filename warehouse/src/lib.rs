@@ -135,8 +135,8 @@ pub async fn ensure_load_state(conn: &mut PgConnection) -> Result<()> {
     change_catalog(
         &mut tx,
         [
-        "CREATE SCHEMA IF NOT EXISTS lakectl",
-        "CREATE TABLE IF NOT EXISTS lakectl.load_state (\
+            "CREATE SCHEMA IF NOT EXISTS lakectl",
+            "CREATE TABLE IF NOT EXISTS lakectl.load_state (\
            target text PRIMARY KEY, \
            source text NOT NULL, \
            source_version bigint NOT NULL, \

@@ -316,9 +316,11 @@ async fn loads_creating_tables_in_one_new_schema_at_once_all_succeed() {
         let table = TableName::parse(&format!("{schema}.t{i}"), "public");
         loads.push(tokio::spawn(async move {
             let (field, array) = column("n", Arc::new(Int64Array::from(vec![i])));
-            let batch =
-                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(vec![field])), vec![array])
-                    .unwrap();
+            let batch = RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(vec![field])),
+                vec![array],
+            )
+            .unwrap();
             load(&mut conn, &table, &batch, &[]).await
         }));
     }
