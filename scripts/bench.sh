@@ -26,8 +26,9 @@
 #
 # windows: the user-activity windows (pipelines/user_activity.toml: 1-minute page views, 5-minute
 # active users sliding by 1 minute, 30-minute sessions) over the same N generated events, by
-# `lakectl run window` and by Spark Structured Streaming (PySpark, local[2], the silver rows as
-# a stream of JSON files, the same 2-minute watermark).
+# `lakectl run window`, by Spark Structured Streaming (PySpark, local[2], the silver rows as
+# a stream of JSON files, the same 2-minute watermark) and by Flink SQL's window table
+# functions (PyFlink's local mini-cluster, parallelism 2, the same files).
 #
 # window_freshness: the user-activity pipeline continuous (generate at BENCH_WINDOW_RATE events/s
 # with event time = now, bronze, silver, windows, load) for BENCH_WINDOW_SECONDS; how soon a
@@ -297,6 +298,20 @@ if section windows; then
   ROWS+=("windows|spark (structured streaming, local[2])|$(median 1)|$(median 2)|$(median 3)")
   WIN_SPARK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/spark.json")
   log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
+  # Flink reads the same JSON files, with its window table functions, in one job.
+  FLINK_PY=$(bash scripts/python-env.sh flink)
+  : >"$WORK/times"
+  for ((i = 1; i <= REPEAT; i++)); do
+    rm -rf "$WORK/flink-out"
+    /usr/bin/time -f '%e' -o "$WORK/time" "$FLINK_PY" scripts/bench/flink_windows.py \
+      "$WORK/win-json" "$WORK/flink-out" >"$WORK/flink.json" 2>"$WORK/err" || {
+      log "windows/flink failed:"; tail -20 "$WORK/err" >&2; exit 1
+    }
+    echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/flink.json")" >>"$WORK/times"
+  done
+  ROWS+=("windows|flink (sql window functions, parallelism 2)|$(median 1)|$(median 2)|$(median 3)")
+  WIN_FLINK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/flink.json")
+  log "windows/flink: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
 fi
 
 CLUSTER_ROWS=${BENCH_CLUSTER_ROWS:-10000000}
@@ -575,7 +590,7 @@ mkdir -p "$RESULTS"
     esac
     rate=$(calc %.0f "$records / $wall")
     mbs=$(calc %.1f "$stage_bytes / 1048576 / $wall")
-    peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^(python|spark)/ {print $3}')
+    peer=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v s="$stage" '$1 == s && $2 ~ /^(python|spark)/ {print $3; exit}')
     ratio=-
     [[ -n $peer ]] && ratio="$(calc %.2f "$peer / $wall")x"
     echo "| $stage | $engine | $wall | $rate | $mbs | $cpu | $((rss / 1024)) | $ratio |"
@@ -598,7 +613,15 @@ mkdir -p "$RESULTS"
     echo
   fi
   if section windows; then
-    echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ)."
+    flink_line=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$1 == "windows" && $2 ~ /^flink/')
+    lakectl_line=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$1 == "windows" && $2 == "lakectl"')
+    if [[ -n $flink_line && -n $lakectl_line ]]; then
+      IFS='|' read -r _ _ l_wall _ l_rss <<<"$lakectl_line"
+      IFS='|' read -r _ _ f_wall _ f_rss <<<"$flink_line"
+      echo "Windows against Flink: lakectl $(calc %.2f "$f_wall / $l_wall")x the throughput at $(calc %.2f "$l_rss / $f_rss")x the peak memory."
+      echo
+    fi
+    echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included), Flink its three in one job at parallelism 2 (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ); Flink $WIN_FLINK_ROWS (it fires every window left at the end of its input; lakectl leaves the open ones open)."
     echo
   fi
   if section cluster; then

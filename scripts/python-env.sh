@@ -7,9 +7,10 @@
 #   dbt       dbt-core and dbt-postgres for books_analytics (scripts/dbt.sh)
 #   superset  Superset 6.1 for the dashboards (scripts/superset.sh)
 #   spark     PySpark, the windows peer in scripts/bench.sh
+#   flink     PyFlink, the windows' second oracle (tests) and a peer (scripts/bench.sh)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NAME=${1:?usage: python-env.sh test|bench|dbt|superset|spark}
+NAME=${1:?usage: python-env.sh test|bench|dbt|superset|spark|flink}
 REQ="$ROOT/scripts/python/$NAME.txt"
 CONSTRAINTS="$ROOT/scripts/python/$NAME.constraints.txt"
 [[ -f $REQ ]] || { echo "no $REQ" >&2; exit 2; }

@@ -15,6 +15,9 @@ bash scripts/install-deps.sh
 # The Python that reads our Delta tables as "another engine" in the tests.
 LAKECTL_TEST_PYTHON=$(bash scripts/python-env.sh test)
 export LAKECTL_TEST_PYTHON
+# Apache Flink, the windows' second oracle.
+LAKECTL_FLINK_PYTHON=$(bash scripts/python-env.sh flink)
+export LAKECTL_FLINK_PYTHON
 
 started=$SECONDS
 bash scripts/services.sh up --fresh
