@@ -4,7 +4,7 @@
 //! Both are safe next to a running writer: optimize commits a rewrite that conflicts with no
 //! append, and the `txn` versions bronze positions itself from live on in the log.
 
-use lakehouse_core::{lookup, Error, Lake, Layer, Pipeline, Result};
+use lakehouse_core::{lookup, storage, Error, Lake, Layer, Pipeline, Result};
 use parquet::basic::{Compression, ZstdLevel};
 
 /// Parses `bronze.books` into its layer and table.
@@ -43,16 +43,18 @@ async fn existing(
 /// new files keep the bloom filters its lookups skip row groups by.
 pub async fn optimize(pipeline: &Pipeline, table: &str) -> Result<()> {
     let (layer, name, delta) = existing(pipeline, table).await?;
-    let mut optimize = delta.optimize();
-    if let (Layer::Silver, Some(silver)) = (layer, pipeline.silver.get(&name)) {
-        // delta-rs' own compression for optimize, with the filters added.
-        let zstd = Compression::ZSTD(ZstdLevel::try_new(4).expect("a valid zstd level"));
-        optimize = optimize.with_writer_properties(lookup::bloom_writer_properties(
-            &silver.lookup_columns(),
-            zstd,
-        ));
-    }
-    let (delta, metrics) = optimize.await?;
+    let properties = match (layer, pipeline.silver.get(&name)) {
+        (Layer::Silver, Some(silver)) => {
+            // delta-rs' own compression for optimize, with the filters added.
+            let zstd = Compression::ZSTD(ZstdLevel::try_new(4).expect("a valid zstd level"));
+            Some(lookup::bloom_writer_properties(
+                &silver.lookup_columns(),
+                zstd,
+            ))
+        }
+        _ => None,
+    };
+    let (delta, metrics) = storage::compact(delta, None, properties).await?;
     println!(
         "{table}: {} files compacted into {}, table version {}",
         metrics.num_files_removed,

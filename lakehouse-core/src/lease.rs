@@ -1,6 +1,6 @@
 //! A claim, kept in the lake, that one process runs a job: for jobs whose output two
 //! processes would each write in full (a Kafka sink sends every row it finds unsent, so two
-//! sinks at once send rows twice).
+//! sinks at once send rows twice; two compactions of one table each add its rows again).
 //!
 //! Claims are numbered files `<lake>/_lakectl/leases/<job>/<epoch>.json`, each written with a
 //! create-only PUT (one winner among racing writers, on S3 and on a local disk). The newest
@@ -79,8 +79,12 @@ impl Lease {
     /// Takes the claim on `job`, or fails (the user's to resolve) naming the process that
     /// holds it.
     pub async fn acquire(lake: &Lake, job: &str) -> Result<Lease> {
-        let store = lake.store().clone();
         let folder = lake.path(&format!("_lakectl/leases/{job}"));
+        Lease::acquire_in(lake.store().clone(), folder, job).await
+    }
+
+    /// [`Lease::acquire`] with the claims in `folder` of `store`.
+    pub async fn acquire_in(store: Arc<dyn ObjectStore>, folder: Path, job: &str) -> Result<Lease> {
         let epoch = match newest(&store, &folder).await? {
             None => 0,
             Some((epoch, claim)) if !claim.held() => epoch + 1,
@@ -164,6 +168,11 @@ impl Lease {
         if let Err(e) = written {
             warn!(job = %self.job, error = %e, "could not release the claim; it expires by itself");
         }
+        // Only the newest claim counts: the one before it goes, so a claim taken often (a
+        // table's compactions) keeps its folder at two files.
+        if let Some(before) = self.epoch.checked_sub(1) {
+            let _ = self.store.delete(&file(&self.folder, before)).await;
+        }
     }
 }
 
@@ -227,8 +236,8 @@ async fn newest(store: &Arc<dyn ObjectStore>, folder: &Path) -> Result<Option<(u
 
 fn held_by(job: &str, claim: &Claim) -> Error {
     Error::Input(format!(
-        "{job} is already running: process {} on host {} holds it (renewed {}); two would \
-         send rows twice — stop that one first, or wait {} s after it stopped",
+        "{job} is already running: process {} on host {} holds it (renewed {}); two at once \
+         would write rows twice — stop that one first, or wait {} s after it stopped",
         claim.pid,
         claim.host,
         DateTime::<Utc>::from_timestamp_millis(claim.renewed_at)

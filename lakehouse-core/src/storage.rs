@@ -16,6 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::lease::Lease;
 
 /// The medallion layers; each is a folder under the lake root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,14 +438,50 @@ impl Upkeep {
 /// compaction takes a fraction of a second; `lakectl optimize` makes the large files.
 const COMPACT_TARGET_BYTES: u64 = 8 << 20;
 
+/// Rewrites `table`'s small files into fewer (delta-rs' `optimize`; up to `target` bytes each,
+/// its default without; `writer_properties` for the new files), one process at a time: the
+/// compaction claims the table (a [`Lease`] in `<table>/_lakectl_compaction/`) and works from
+/// the table's latest version once it holds the claim. Two compactions from one version
+/// would each commit their rewrite of the same files — delta-rs does not count two removes
+/// with `dataChange: false` as a conflict — and the second would add every row again (seen
+/// in a chaos run: a writer's auto compaction and `lakectl optimize` 1.5 s apart). A claim
+/// another process holds is an error ([`Error::Input`] naming it).
+pub async fn compact(
+    mut table: DeltaTable,
+    target: Option<u64>,
+    writer_properties: Option<parquet::file::properties::WriterProperties>,
+) -> Result<(DeltaTable, deltalake::operations::optimize::Metrics)> {
+    let job = format!("compaction of {}", table.table_url());
+    let claim = Lease::acquire_in(
+        table.object_store(),
+        StorePath::from("_lakectl_compaction"),
+        &job,
+    )
+    .await?;
+    let compacted = async {
+        table.update_incremental(None).await?;
+        let mut optimize = table.optimize();
+        if let Some(target) = target.and_then(std::num::NonZeroU64::new) {
+            optimize = optimize.with_target_size(target);
+        }
+        if let Some(properties) = writer_properties {
+            optimize = optimize.with_writer_properties(properties);
+        }
+        Ok::<_, Error>(optimize.await?)
+    }
+    .await;
+    claim.release().await;
+    compacted
+}
+
 /// Auto compaction, as Delta's `autoCompact`: after a commit whose version is a multiple of
 /// `compact_every`, the table's files under [`COMPACT_TARGET_BYTES`] are rewritten into
-/// fewer (delta-rs' `optimize`, `writer_properties` for the new files). Why: every reader and
-/// writer of a table re-lists its files (and parses their statistics) after each commit it
-/// meets, so a stream that adds a file per commit made every stage slower as the run went
-/// on. The rewrite changes no row (`dataChange: false`): readers of the table's commits skip
-/// it, and it conflicts with no append. It is upkeep: a failure (another writer compacting
-/// the same files, say) only warns, and the table is returned as it was.
+/// fewer ([`compact`]). Why: every reader and writer of a table re-lists its files (and parses
+/// their statistics) after each commit it meets, so a stream that adds a file per commit made
+/// every stage slower as the run went on. The rewrite changes no row (`dataChange: false`):
+/// readers of the table's commits skip it, and it conflicts with no append. It is upkeep: a
+/// failure (another process compacting the table, say) only warns, and the table is returned
+/// as it was.
 pub async fn compact_if_due(
     table: DeltaTable,
     upkeep: Upkeep,
@@ -458,12 +495,7 @@ pub async fn compact_if_due(
         return table;
     }
     let started = std::time::Instant::now();
-    let target = std::num::NonZeroU64::new(COMPACT_TARGET_BYTES).expect("non-zero");
-    let mut optimize = table.clone().optimize().with_target_size(target);
-    if let Some(properties) = writer_properties {
-        optimize = optimize.with_writer_properties(properties);
-    }
-    match optimize.await {
+    match compact(table.clone(), Some(COMPACT_TARGET_BYTES), writer_properties).await {
         Ok((compacted, metrics)) => {
             tracing::debug!(
                 table = %compacted.table_url(),
