@@ -78,7 +78,7 @@ impl AvroDecoder {
                     unusable.insert(id, format!("schema id {id} is not one a registry gives"));
                 }
                 Ok(schema) => {
-                    match build(reader, [(id, schema.as_str())]) {
+                    match build(reader, [(id, schema.as_str())], 1) {
                         Ok(_) => {
                             usable.insert(id, schema.clone());
                         }
@@ -92,7 +92,7 @@ impl AvroDecoder {
                 }
             }
         }
-        let probe = build(reader, writer_schemas(reader, &usable))
+        let probe = build(reader, writer_schemas(reader, &usable), ROWS_PER_BATCH)
             .map_err(|e| Error::Input(format!("the reader schema cannot be used: {e}")))?;
         Ok(AvroDecoder {
             reader: reader.to_string(),
@@ -107,9 +107,13 @@ impl AvroDecoder {
         self.schema.clone()
     }
 
-    fn decoder(&self) -> Result<Decoder> {
-        build(&self.reader, writer_schemas(&self.reader, &self.usable))
-            .map_err(|e| Error::Internal(format!("an Avro decoder that built once failed: {e}")))
+    fn decoder(&self, rows_per_batch: usize) -> Result<Decoder> {
+        build(
+            &self.reader,
+            writer_schemas(&self.reader, &self.usable),
+            rows_per_batch,
+        )
+        .map_err(|e| Error::Internal(format!("an Avro decoder that built once failed: {e}")))
     }
 
     /// Decodes `records` in order; `None` is a record without a value.
@@ -117,15 +121,35 @@ impl AvroDecoder {
         &self,
         records: impl IntoIterator<Item = Option<&'a [u8]>>,
     ) -> Result<Decoded> {
+        let records: Vec<Option<&[u8]>> = records.into_iter().collect();
+        if let Some(decoded) = self.decode_in(&records, ROWS_PER_BATCH)? {
+            return Ok(decoded);
+        }
+        // A value arrow-avro decodes but cannot build an array of (an enum index past its
+        // symbols) fails the whole batch it is in: again one row per batch, to find its record.
+        self.decode_in(&records, 1)?.ok_or_else(|| {
+            Error::Internal("a one-row Avro batch failed without naming its record".into())
+        })
+    }
+
+    /// Decodes `records` in batches of `rows_per_batch`; `None` when a batch of more than one
+    /// row could not be built.
+    fn decode_in(
+        &self,
+        records: &[Option<&[u8]>],
+        rows_per_batch: usize,
+    ) -> Result<Option<Decoded>> {
         let mut run = Run {
-            decoder: self.decoder()?,
+            decoder: self.decoder(rows_per_batch)?,
+            schema: &self.schema,
             batches: Vec::new(),
             unflushed: 0,
             since_flush: Vec::new(),
+            unbuildable: false,
         };
         let mut bad = Vec::new();
-        for (i, record) in records.into_iter().enumerate() {
-            let Some(record) = record else {
+        for (i, record) in records.iter().enumerate() {
+            let Some(record) = *record else {
                 bad.push((i, crate::schema::TOMBSTONE.into()));
                 continue;
             };
@@ -139,10 +163,14 @@ impl AvroDecoder {
                 continue;
             }
             if let Err(why) = run.push(record) {
+                if run.unbuildable && rows_per_batch > 1 {
+                    return Ok(None);
+                }
                 bad.push((i, format!("the Avro body does not decode: {why}")));
                 // The decoder may hold part of this record: start again from the last flush.
-                run.decoder = self.decoder()?;
+                run.decoder = self.decoder(rows_per_batch)?;
                 run.unflushed = 0;
+                run.unbuildable = false;
                 for good in std::mem::take(&mut run.since_flush) {
                     run.push(good).map_err(|e| {
                         Error::Internal(format!("a record decoded twice differently: {e}"))
@@ -150,34 +178,53 @@ impl AvroDecoder {
                 }
             }
         }
-        run.flush()?;
-        let decoded: Vec<RecordBatch> = run
-            .batches
-            .iter()
-            .map(|b| to_table_types(b, &self.schema))
-            .collect::<Result<_>>()?;
-        Ok(Decoded {
-            batch: concat_batches(&self.schema, &decoded)?,
+        if let Err(why) = run.flush() {
+            return match rows_per_batch {
+                1 => Err(Error::Internal(format!(
+                    "an empty Avro batch could not be built: {why}"
+                ))),
+                _ => Ok(None),
+            };
+        }
+        Ok(Some(Decoded {
+            batch: concat_batches(&self.schema, &run.batches)?,
             bad,
-        })
+        }))
     }
 }
 
-/// A decoder and the batches it has given so far.
+/// A decoder and the batches it has given so far, in the table's types.
 struct Run<'a> {
     decoder: Decoder,
+    schema: &'a SchemaRef,
     batches: Vec<RecordBatch>,
     /// Rows in the decoder not yet flushed. Counted here: the decoder's capacity drops to 0
     /// when a new writer schema waits for the batch to go out, so it does not tell.
     unflushed: usize,
     /// Records decoded since the last flush, to decode again after a rebuild.
     since_flush: Vec<&'a [u8]>,
+    /// Whether the last flush decoded its rows but could not build their arrays.
+    unbuildable: bool,
 }
 
 impl<'a> Run<'a> {
     /// Decodes one record as exactly one row.
     fn push(&mut self, record: &'a [u8]) -> std::result::Result<(), String> {
-        let mut rows = 0;
+        let mut flushed = 0;
+        let pushed = self.decode_one(record, &mut flushed);
+        if pushed.is_err() {
+            // A batch that went out in the middle of this record holds its first rows.
+            self.drop_last_rows(flushed);
+        }
+        pushed
+    }
+
+    /// `flushed`: the rows of this record in batches flushed meanwhile.
+    fn decode_one(
+        &mut self,
+        record: &'a [u8],
+        flushed: &mut usize,
+    ) -> std::result::Result<(), String> {
         let mut position = 0;
         while position < record.len() {
             let consumed = self
@@ -187,13 +234,13 @@ impl<'a> Run<'a> {
             position += consumed;
             if self.decoder.batch_is_full() {
                 // Full, or a new writer schema waits for the old one's rows to go out.
-                rows += self.flush().map_err(|e| e.to_string())?;
+                *flushed += self.flush()?;
             } else if consumed == 0 || position < record.len() {
                 return Err("the record ends inside an Avro value or has bytes after it".into());
             }
         }
         let in_decoder = self.decoder.batch_size() - self.decoder.capacity();
-        rows += in_decoder - self.unflushed;
+        let rows = *flushed + in_decoder - self.unflushed;
         if rows != 1 {
             return Err(format!("the record holds {rows} Avro values, not one"));
         }
@@ -205,16 +252,38 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    fn drop_last_rows(&mut self, mut rows: usize) {
+        while rows > 0 {
+            let Some(last) = self.batches.pop() else {
+                return;
+            };
+            let keep = last.num_rows().saturating_sub(rows);
+            rows -= last.num_rows() - keep;
+            if keep > 0 {
+                self.batches.push(last.slice(0, keep));
+            }
+        }
+    }
+
     /// Flushes the decoder; returns how many of the flushed rows no earlier record counted.
-    fn flush(&mut self) -> Result<usize> {
+    fn flush(&mut self) -> std::result::Result<usize, String> {
         let mut rows = 0;
-        if let Some(batch) = self
-            .decoder
-            .flush()
-            .map_err(arrow::error::ArrowError::from)?
-        {
-            rows = batch.num_rows().saturating_sub(self.unflushed);
-            self.batches.push(batch);
+        let flushed = self.decoder.flush().map_err(|e| e.to_string());
+        let built = flushed.and_then(|batch| {
+            batch
+                .map(|b| to_table_types(&b, self.schema).map_err(|e| e.to_string()))
+                .transpose()
+        });
+        match built {
+            Ok(Some(batch)) => {
+                rows = batch.num_rows().saturating_sub(self.unflushed);
+                self.batches.push(batch);
+            }
+            Ok(None) => {}
+            Err(why) => {
+                self.unbuildable = true;
+                return Err(why);
+            }
         }
         self.unflushed = 0;
         self.since_flush.clear();
@@ -233,6 +302,7 @@ fn writer_schemas<'s>(
 fn build<'s>(
     reader: &str,
     writers: impl IntoIterator<Item = (u32, &'s str)>,
+    rows_per_batch: usize,
 ) -> std::result::Result<Decoder, String> {
     let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
     for (id, schema) in writers {
@@ -243,7 +313,7 @@ fn build<'s>(
     ReaderBuilder::new()
         .with_writer_schema_store(store)
         .with_reader_schema(AvroSchema::new(reader.to_string()))
-        .with_batch_size(ROWS_PER_BATCH)
+        .with_batch_size(rows_per_batch)
         .build_decoder()
         .map_err(|e| e.to_string())
 }
@@ -328,5 +398,54 @@ mod tests {
             "{bad:?}"
         );
         assert!(bad[1].1.contains("31-bit"), "{bad:?}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/avro_record.rs): an enum index past the symbols
+    /// decodes, and only building the batch's arrays fails; that record is bad, not the unit.
+    #[test]
+    fn an_enum_index_past_the_symbols_is_a_bad_record_not_the_unit() {
+        let schema = r#"{"type":"record","name":"r","fields":[
+            {"name":"kind","type":{"type":"enum","name":"k","symbols":["A","B"]}},
+            {"name":"n","type":"long"}]}"#;
+        let writers = BTreeMap::from([(3, Ok(schema.to_string()))]);
+        let decoder = AvroDecoder::new(schema, &writers).unwrap();
+        // Bodies: the enum index and the long, both zigzag (index 1 = 0x02, 4 = 0x08; n 5 = 0x0a).
+        let b = [0u8, 0, 0, 0, 3, 0x02, 0x0a];
+        let past = [0u8, 0, 0, 0, 3, 0x08, 0x0a];
+        let a = [0u8, 0, 0, 0, 3, 0x00, 0x02];
+        let decoded = decoder
+            .decode([Some(&b[..]), Some(&past[..]), Some(&a[..])])
+            .unwrap();
+        let kinds = arrow::compute::cast(decoded.batch.column(0), &DataType::Utf8).unwrap();
+        let kinds = kinds
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(kinds.iter().collect::<Vec<_>>(), [Some("B"), Some("A")]);
+        assert_eq!(decoded.bad.len(), 1, "{:?}", decoded.bad);
+        assert_eq!(decoded.bad[0].0, 1);
+        assert!(decoded.bad[0].1.contains("key 4"), "{:?}", decoded.bad);
+    }
+    /// Found by fuzzing: a record holding a second framed value under another writer schema
+    /// made the decoder send its batch out mid-record; the record was refused but its first
+    /// value had gone out with the batch.
+    #[test]
+    fn a_record_refused_after_its_batch_went_out_leaves_no_row() {
+        let schema = r#"{"type":"record","name":"r","fields":[{"name":"n","type":"long"}]}"#;
+        let writers = BTreeMap::from([(1, Ok(schema.to_string())), (2, Ok(schema.to_string()))]);
+        let decoder = AvroDecoder::new(schema, &writers).unwrap();
+        let good = [0u8, 0, 0, 0, 1, 0x06];
+        let two_values = [0u8, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x04];
+        let decoded = decoder
+            .decode([Some(&good[..]), Some(&two_values[..]), Some(&good[..])])
+            .unwrap();
+        let n = decoded
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>();
+        assert_eq!(n.unwrap().values().to_vec(), [3, 3]);
+        assert_eq!(decoded.bad.len(), 1, "{:?}", decoded.bad);
+        assert_eq!(decoded.bad[0].0, 1);
     }
 }
