@@ -562,33 +562,30 @@ async fn auto_compaction_keeps_every_row_once_and_the_files_few() {
 /// A reader that upserts by key (the loader) follows a table by versions: it must get every
 /// row added after the version it saw even when a compaction moved those rows into new files
 /// (`dataChange: false`) before it read them. It got none of them.
+/// Appends the numbers `n` as one commit to the window table `name`, without compaction.
+async fn append_numbers(lake: &Lake, name: &str, n: std::ops::Range<i64>) {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(n))]).unwrap();
+    let table = lake.table_or_new(Layer::Window, name).await.unwrap();
+    write_with_txns(
+        table,
+        vec![batch],
+        SaveMode::Append,
+        vec![],
+        &[],
+        NO_COMPACTION,
+        None,
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_reader_one_compaction_behind_gets_every_row_added_since() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let append = |ids: std::ops::Range<i64>| {
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int64Array::from_iter_values(ids))],
-        )
-        .unwrap();
-        let lake = lake.clone();
-        async move {
-            let table = lake.table_or_new(Layer::Window, "w").await.unwrap();
-            write_with_txns(
-                table,
-                vec![batch],
-                SaveMode::Append,
-                vec![],
-                &[],
-                NO_COMPACTION,
-                None,
-            )
-            .await
-            .unwrap()
-        }
-    };
+    let append = |n: std::ops::Range<i64>| append_numbers(&lake, "w", n);
     for i in 0..3 {
         append(i * 10..i * 10 + 10).await;
     }
@@ -646,25 +643,8 @@ async fn a_compaction_from_an_old_version_adds_no_row_twice() {
     // the second added every row again — seen in a chaos run.
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     for i in 0..4 {
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int64Array::from_iter_values(i * 10..i * 10 + 10))],
-        )
-        .unwrap();
-        let table = lake.table_or_new(Layer::Window, "t").await.unwrap();
-        write_with_txns(
-            table,
-            vec![batch],
-            SaveMode::Append,
-            vec![],
-            &[],
-            NO_COMPACTION,
-            None,
-        )
-        .await
-        .unwrap();
+        append_numbers(&lake, "t", i * 10..i * 10 + 10).await;
     }
     let first = lake.load_table(Layer::Window, "t").await.unwrap().unwrap();
     let second = first.clone();

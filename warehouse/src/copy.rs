@@ -45,6 +45,26 @@ enum Encoded {
     Json(Vec<Option<String>>),
 }
 
+impl Encoded {
+    /// The Arrow array behind the column; `None` for pre-rendered JSON.
+    fn array(&self) -> Option<&ArrayRef> {
+        match self {
+            Encoded::Bool(a)
+            | Encoded::I16(a)
+            | Encoded::I32(a)
+            | Encoded::I64(a)
+            | Encoded::F32(a)
+            | Encoded::F64(a)
+            | Encoded::Numeric(a, _)
+            | Encoded::Text(a)
+            | Encoded::Bytes(a)
+            | Encoded::Date(a)
+            | Encoded::Timestamp(a) => Some(a),
+            Encoded::Json(_) => None,
+        }
+    }
+}
+
 fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     Ok(arrow::compute::cast(array, to)?)
 }
@@ -166,8 +186,8 @@ const PG_MICROS: std::ops::Range<i64> = -211_813_488_000_000_000..9_223_371_331_
 /// Adds to `refused` the rows of `column` Postgres would not take.
 fn refuse(column: &Encoded, name: &str, required: bool, refused: &mut Vec<Refused>) {
     let mut add = |row: usize, reason: String| refused.push(Refused { row, reason });
-    let array = match column {
-        Encoded::Json(values) => {
+    let Some(array) = column.array() else {
+        if let Encoded::Json(values) = column {
             for (row, value) in values.iter().enumerate() {
                 match value {
                     None if required => add(row, null_in(name)),
@@ -176,19 +196,8 @@ fn refuse(column: &Encoded, name: &str, required: bool, refused: &mut Vec<Refuse
                     _ => {}
                 }
             }
-            return;
         }
-        Encoded::Bool(a)
-        | Encoded::I16(a)
-        | Encoded::I32(a)
-        | Encoded::I64(a)
-        | Encoded::F32(a)
-        | Encoded::F64(a)
-        | Encoded::Numeric(a, _)
-        | Encoded::Text(a)
-        | Encoded::Bytes(a)
-        | Encoded::Date(a)
-        | Encoded::Timestamp(a) => a,
+        return;
     };
     if required && array.null_count() > 0 {
         (0..array.len())
@@ -263,32 +272,19 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn write_value(column: &Encoded, row: usize, out: &mut Vec<u8>) {
-    let array = match column {
-        Encoded::Json(values) => {
-            match &values[row] {
-                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(json) => {
-                    // jsonb's binary form: a version byte, then the text.
-                    out.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
-                    out.push(1);
-                    out.extend_from_slice(json.as_bytes());
-                }
+    if let Encoded::Json(values) = column {
+        match &values[row] {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(json) => {
+                // jsonb's binary form: a version byte, then the text.
+                out.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
+                out.push(1);
+                out.extend_from_slice(json.as_bytes());
             }
-            return;
         }
-        Encoded::Bool(a)
-        | Encoded::I16(a)
-        | Encoded::I32(a)
-        | Encoded::I64(a)
-        | Encoded::F32(a)
-        | Encoded::F64(a)
-        | Encoded::Numeric(a, _)
-        | Encoded::Text(a)
-        | Encoded::Bytes(a)
-        | Encoded::Date(a)
-        | Encoded::Timestamp(a) => a,
-    };
-    if array.is_null(row) {
+        return;
+    }
+    if column.array().is_some_and(|a| a.is_null(row)) {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return;
     }

@@ -188,31 +188,13 @@ impl SilverJob {
         Ok(table)
     }
 
-    /// Empties silver (a refresh over commits without rows), recording `bronze_version`.
-    pub(super) async fn empty(
+    /// Commits no rows, recording `bronze_version`: `Append` advances the `txn` version for
+    /// increments that added no rows, `Overwrite` empties silver (a refresh over them).
+    pub(super) async fn commit_no_rows(
         &self,
         silver: DeltaTable,
         bronze_version: i64,
-    ) -> Result<DeltaTable> {
-        if silver.version().is_none() {
-            return Ok(silver);
-        }
-        let schema = silver.snapshot()?.snapshot().arrow_schema();
-        self.commit(
-            silver,
-            RecordBatch::new_empty(schema),
-            bronze_version,
-            SaveMode::Overwrite,
-            &self.settings.partition_by,
-        )
-        .await
-    }
-
-    /// Advances the `txn` version without data, for increments that added no rows.
-    pub(super) async fn record_progress(
-        &self,
-        silver: DeltaTable,
-        bronze_version: i64,
+        mode: SaveMode,
     ) -> Result<DeltaTable> {
         if silver.version().is_none() {
             // No table and nothing to write: the next unit looks at these commits again.
@@ -223,7 +205,7 @@ impl SilverJob {
             silver,
             RecordBatch::new_empty(schema),
             bronze_version,
-            SaveMode::Append,
+            mode,
             &self.settings.partition_by,
         )
         .await

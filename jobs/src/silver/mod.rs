@@ -555,13 +555,14 @@ impl SilverJob {
         if rows_in == 0 {
             // Commits that added no rows (OPTIMIZE, empty writes): record progress alone; a
             // refresh empties the tables it rebuilds.
-            let silver = if self.refresh {
+            let mode = if self.refresh {
                 self.write_quarantine(&[], &bronze_rows, &increment, true)
                     .await?;
-                self.empty(silver, increment.to).await?
+                SaveMode::Overwrite
             } else {
-                self.record_progress(silver, increment.to).await?
+                SaveMode::Append
             };
+            let silver = self.commit_no_rows(silver, increment.to, mode).await?;
             self.refresh = false;
             return Ok(UnitReport {
                 version_read: Some(increment.to),
