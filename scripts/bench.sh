@@ -28,7 +28,7 @@
 # active users sliding by 1 minute, 30-minute sessions) over the same N generated events, by
 # `lakectl run window`, by Spark Structured Streaming (PySpark, local[2], the silver rows as
 # a stream of JSON files, the same 2-minute watermark) and by Flink SQL's window table
-# functions (PyFlink's local mini-cluster, parallelism 2, the same files).
+# functions (PyFlink's local mini-cluster, parallelism 2, the same rows as one file).
 #
 # window_freshness: the user-activity pipeline continuous (generate at BENCH_WINDOW_RATE events/s
 # with event time = now, bronze, silver, windows, load) for BENCH_WINDOW_SECONDS; how soon a
@@ -265,6 +265,28 @@ if section avro; then
     "$WORK/ce-py.parquet" "$LAKECTL_SCHEMA_REGISTRY_URL" ce_avro
 fi
 
+# A JVM peer (PySpark, PyFlink): runs SCRIPT INPUT OUTPUT REPEAT times and adds its row.
+# The JVM is not a waited-for child: its CPU and RSS come from the script's own JSON report.
+measure_jvm() {
+  local section=$1 label=$2 python=$3 script=$4 input=$5
+  : >"$WORK/times"
+  for ((i = 1; i <= REPEAT; i++)); do
+    rm -rf "$WORK/jvm-out"
+    /usr/bin/time -f '%e' -o "$WORK/time" "$python" "$script" "$input" "$WORK/jvm-out" \
+      >"$WORK/jvm.json" 2>"$WORK/err" || {
+      log "$section/$label failed:"; tail -20 "$WORK/err" >&2; exit 1
+    }
+    echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/jvm.json")" >>"$WORK/times"
+  done
+  ROWS+=("$section|$label|$(median 1)|$(median 2)|$(median 3)")
+  log "$section/$label: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
+}
+
+# The rows per output of the last JVM peer run, as "name count, …".
+jvm_rows() {
+  "$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/jvm.json"
+}
+
 if section windows; then
   log "windows: $N user-activity events"
   WIN=$WORK/windows.toml
@@ -284,39 +306,19 @@ if section windows; then
   WIN_LAKECTL_ROWS=$(for w in "${WINDOWS[@]}"; do
     "${win[@]}" query "SELECT count(*) AS n FROM window.$w" | awk -v w="$w" '/^\| [0-9]/ {printf "%s %s, ", w, $2}'
   done)
-  SPARK_PY=$(bash scripts/python-env.sh spark)
-  : >"$WORK/times"
-  for ((i = 1; i <= REPEAT; i++)); do
-    rm -rf "$WORK/spark-out"
-    /usr/bin/time -f '%e' -o "$WORK/time" "$SPARK_PY" scripts/bench/spark_windows.py \
-      "$WORK/win-json" "$WORK/spark-out" >"$WORK/spark.json" 2>"$WORK/err" || {
-      log "windows/spark failed:"; tail -20 "$WORK/err" >&2; exit 1
-    }
-    # The JVM is not a waited-for child: its CPU and RSS come from the script's own report.
-    echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/spark.json")" >>"$WORK/times"
-  done
-  ROWS+=("windows|spark (structured streaming, local[2])|$(median 1)|$(median 2)|$(median 3)")
-  WIN_SPARK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/spark.json")
-  log "windows/spark: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
-  # Flink reads the same JSON files, with its window table functions, in one job. Its JSON
-  # format takes ISO-8601 times with a `Z` only (Polars wrote `+00:00`): a copy, not timed.
+  measure_jvm windows "spark (structured streaming, local[2])" "$(bash scripts/python-env.sh spark)" \
+    scripts/bench/spark_windows.py "$WORK/win-json"
+  WIN_SPARK_ROWS=$(jvm_rows)
+  # Flink reads the same rows, with its window table functions, in one job, as one file: its
+  # file source hands a directory's files to its readers in no time order, and its watermark
+  # then drops most rows as late. Its JSON format takes ISO-8601 times with a `Z` only (Polars
+  # wrote `+00:00`): a copy, not timed.
   FLINK_PY=$(bash scripts/python-env.sh flink)
   mkdir -p "$WORK/win-json-flink"
-  for f in "$WORK"/win-json/*.json; do
-    sed 's/+00:00"/Z"/g' "$f" >"$WORK/win-json-flink/${f##*/}"
-  done
-  : >"$WORK/times"
-  for ((i = 1; i <= REPEAT; i++)); do
-    rm -rf "$WORK/flink-out"
-    /usr/bin/time -f '%e' -o "$WORK/time" "$FLINK_PY" scripts/bench/flink_windows.py \
-      "$WORK/win-json-flink" "$WORK/flink-out" >"$WORK/flink.json" 2>"$WORK/err" || {
-      log "windows/flink failed:"; tail -20 "$WORK/err" >&2; exit 1
-    }
-    echo "$(cat "$WORK/time") $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["cpu_s"], d["peak_rss_kb"])' "$WORK/flink.json")" >>"$WORK/times"
-  done
-  ROWS+=("windows|flink (sql window functions, parallelism 2)|$(median 1)|$(median 2)|$(median 3)")
-  WIN_FLINK_ROWS=$("$PY" -c 'import json, sys; print(", ".join(f"{k} {v}" for k, v in json.load(open(sys.argv[1]))["rows"].items()))' "$WORK/flink.json")
-  log "windows/flink: median of $REPEAT: $(median 1)s, peak RSS $(($(median 3) / 1024)) MiB"
+  cat "$WORK"/win-json/*.json | sed 's/+00:00"/Z"/g' >"$WORK/win-json-flink/events.json"
+  measure_jvm windows "flink (sql window functions, parallelism 2)" "$FLINK_PY" \
+    scripts/bench/flink_windows.py "$WORK/win-json-flink"
+  WIN_FLINK_ROWS=$(jvm_rows)
 fi
 
 CLUSTER_ROWS=${BENCH_CLUSTER_ROWS:-10000000}
@@ -626,7 +628,7 @@ mkdir -p "$RESULTS"
       echo "Windows against Flink: lakectl $(calc %.2f "$f_wall / $l_wall")x the throughput at $(calc %.2f "$l_rss / $f_rss")x the peak memory."
       echo
     fi
-    echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included), Flink its three in one job at parallelism 2 (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ); Flink $WIN_FLINK_ROWS (it fires every window left at the end of its input; lakectl leaves the open ones open)."
+    echo "Windows: $N generated user-activity events, $WIN_ROWS after silver ($((WIN_BYTES / 1048576)) MiB as JSON); lakectl runs its three windows one after another in one process, Spark its three queries side by side on 2 cores (JVM start included), Flink its three in one job at parallelism 2 over the rows as one file in the order they were produced (JVM start included). Rows written: lakectl ${WIN_LAKECTL_ROWS%, }; Spark $WIN_SPARK_ROWS (Spark's distinct counts are approximate and its watermark is global per micro-batch, so its late rows differ); Flink $WIN_FLINK_ROWS (it fires every window left at the end of its input; lakectl leaves the open ones open)."
     echo
   fi
   if section cluster; then

@@ -1,5 +1,5 @@
 """The windows of pipelines/user_activity.toml in Apache Flink SQL (PyFlink's local
-mini-cluster), the way a Flink user writes them: the events as JSON files, a 2-minute
+mini-cluster), the way a Flink user writes them: the events as JSON, a 2-minute
 watermark, the TUMBLE, HOP and SESSION window table functions, exact COUNT(DISTINCT), the
 three queries in one job at parallelism 2 into JSON files. Flink's late rows are dropped
 silently. Prints JSON: rows written per query, and the CPU time and peak RSS of the Python
