@@ -74,7 +74,7 @@ fn the_same_seed_gives_the_same_bytes_and_another_seed_others() {
     }
 }
 
-/// The type a documented field has: what the README's sample record shows.
+/// The type a documented field has: what docs/produce-and-generate.md's sample record shows.
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     Str,

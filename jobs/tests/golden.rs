@@ -3,7 +3,7 @@
 //! schema, the topic's partition count), `input.ndjson` (silver's rows in arrival order, each
 //! with its `_commit`, `_partition` and `_offset`), `expected.csv` (the window table) and
 //! `quarantine.csv` (position, rule, and a text the reason must hold: the window bounds) —
-//! written by hand from the rule the README states, not from lakectl's output.
+//! written by hand from the rule docs/window.md states, not from lakectl's output.
 //!
 //! Each case runs on a `memory://` lake, no service needed, three ways that must all give the
 //! expected files: a unit per silver commit, every commit in one unit, and the partitions'
@@ -287,7 +287,7 @@ fn run_case(dir: &Path, cut: Cut) {
     let case = read_case(dir);
     let variant = format!("{cut:?}").to_lowercase();
     let (pipeline, source, window) = pipeline(&case, &variant);
-    let lake = Lake::from_config(&pipeline.lake).unwrap();
+    let lake = pipeline.lake.open().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

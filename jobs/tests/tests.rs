@@ -7,6 +7,7 @@ mod bronze;
 mod cli;
 mod cluster;
 mod customer_events;
+mod docs;
 mod flink;
 mod generate;
 mod golden;

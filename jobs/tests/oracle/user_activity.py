@@ -6,7 +6,7 @@ lakectl from what the generator wrote (its NDJSON file and truth file).
 Prints one JSON object: the late records of each window table as [partition, offset], the final
 watermark, and the rows of each window table (times in microseconds since the epoch).
 
-The definitions, as the README states them:
+The definitions, as docs/window.md states them:
 - Kafka partition of a record: murmur2(key) % PARTITIONS (Java client), key = user_id;
   its offset: its position among all records sent to that partition.
 - Silver keeps each clean or late record once: corrupt records and re-sent duplicates never
