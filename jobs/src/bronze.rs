@@ -42,6 +42,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::kind::JobKind;
+
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// How long client errors may go on before a unit gives up on the broker.
@@ -284,18 +286,10 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-/// The `[bronze.<table>]` section, or a user error naming the file.
-fn settings<'p>(pipeline: &'p Pipeline, table: &str) -> Result<&'p BronzeTable> {
-    pipeline.bronze.get(table).ok_or_else(|| {
-        Error::Input(format!(
-            "no [bronze.{table}] in {}",
-            pipeline.source_file.display()
-        ))
-    })
-}
-
 pub async fn lag(pipeline: &Pipeline, table: &str) -> Result<Vec<PartitionLag>> {
-    let topic = settings(pipeline, table)?.topic.clone();
+    let topic = crate::stage::settings(pipeline, "bronze", &pipeline.bronze, table)?
+        .topic
+        .clone();
     let config = lakehouse_core::kafka::client_config(&pipeline.kafka);
     let topic_for_kafka = topic.clone();
     let watermarks: Vec<(i32, i64, i64)> =
@@ -323,7 +317,7 @@ pub async fn lag(pipeline: &Pipeline, table: &str) -> Result<Vec<PartitionLag>> 
         .await
         .map_err(|e| Error::Internal(format!("watermark task: {e}")))??;
     let partitions: Vec<i32> = watermarks.iter().map(|w| w.0).collect();
-    let lake = Lake::from_config(&pipeline.lake)?;
+    let lake = pipeline.lake.open()?;
     let written = written_offsets(&lake, table, &topic, &partitions).await?;
     Ok(watermarks
         .into_iter()
@@ -451,8 +445,8 @@ pub struct BronzeJob {
 
 impl BronzeJob {
     pub fn new(pipeline: &Pipeline, table: &str, mode: Mode) -> Result<BronzeJob> {
-        let settings = settings(pipeline, table)?.clone();
-        let lake = Lake::from_config(&pipeline.lake)?;
+        let settings = crate::stage::settings(pipeline, "bronze", &pipeline.bronze, table)?.clone();
+        let lake = pipeline.lake.open()?;
         let mut config = lakehouse_core::kafka::client_config(&pipeline.kafka);
         // What exactly-once rests on: offsets live in the table, never in the group.
         config
@@ -497,7 +491,7 @@ impl BronzeJob {
             settings,
             mode,
             lake,
-            upkeep: Upkeep::of(&pipeline.lake),
+            upkeep: pipeline.lake.upkeep(),
             consumer: Arc::new(consumer),
             delta: None,
             kafka: pipeline.kafka.clone(),
@@ -849,11 +843,22 @@ impl Job for BronzeJob {
     }
 }
 
+/// `lakectl run bronze`.
+pub const KIND: JobKind = JobKind {
+    name: "bronze",
+    summary: "Kafka topics -> raw Delta tables under <lake>/bronze, exactly once (continuous unless --once)",
+    default_mode: Mode::Continuous,
+    full_refresh: false,
+    declared: |pipeline| pipeline.bronze.keys().cloned().collect(),
+    writes: |table| vec![(Layer::Bronze, table.to_string())],
+    run: |pipeline, tables, options| Box::pin(run_tables(pipeline, tables, options.mode)),
+};
+
 /// `lakectl run bronze [TABLE…]`: one job per table, run side by side on the shared runner.
 pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {
     let names = crate::stage::table_names(pipeline, "bronze", pipeline.bronze.keys(), tables)?;
     let cancel = lakehouse_core::runner::cancel_on_signals()?;
-    let run_log = lakehouse_core::run_log::RunLog::new(Lake::from_config(&pipeline.lake)?);
+    let run_log = lakehouse_core::run_log::RunLog::new(pipeline.lake.open()?);
     let runs = names.iter().map(|name| {
         let runner = lakehouse_core::Runner::new(&pipeline.name, mode, cancel.clone())
             .with_config(&pipeline.runner)

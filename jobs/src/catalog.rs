@@ -92,28 +92,16 @@ fn cluster_error(url: &str, e: cluster::Error) -> Error {
     }
 }
 
-/// Every table the pipeline declares, with the layer it lives in.
+/// Every table the pipeline's jobs write, with the layer it lives in, and lakectl's own logs.
 pub fn pipeline_tables(pipeline: &Pipeline) -> Vec<(Layer, String)> {
-    let mut tables: Vec<(Layer, String)> = Vec::new();
-    tables.extend(pipeline.bronze.keys().map(|t| (Layer::Bronze, t.clone())));
-    tables.extend(pipeline.silver.keys().map(|t| (Layer::Silver, t.clone())));
-    tables.extend(
-        pipeline
-            .silver
-            .keys()
-            .map(|t| (Layer::Quarantine, t.clone())),
-    );
-    tables.extend(pipeline.gold.keys().map(|t| (Layer::Gold, t.clone())));
-    tables.extend(pipeline.window.keys().map(|t| (Layer::Window, t.clone())));
-    tables.extend(
-        pipeline
-            .window
-            .keys()
-            .map(|t| (Layer::Quarantine, t.clone())),
-    );
-    tables.extend(
-        (pipeline.load.keys()).map(|t| (Layer::Quarantine, crate::load::quarantine_table(t))),
-    );
+    let mut tables: Vec<(Layer, String)> = crate::kind::kinds()
+        .iter()
+        .flat_map(|kind| {
+            (kind.declared)(pipeline)
+                .into_iter()
+                .flat_map(|t| (kind.writes)(&t))
+        })
+        .collect();
     tables.push((Layer::System, RUNS_TABLE.to_string()));
     tables.push((Layer::System, QUALITY_TABLE.to_string()));
     tables
@@ -149,7 +137,7 @@ pub async fn register(
 pub async fn query(pipeline: &Pipeline, sql: &str) -> Result<()> {
     let engine = Engine::of(pipeline);
     let ctx = engine.context().await?;
-    let lake = Lake::from_config(&pipeline.lake)?;
+    let lake = pipeline.lake.open()?;
     let available = register(&ctx, &engine, &lake, &pipeline_tables(pipeline)).await?;
     let df = lakehouse_core::sql::read_only(&ctx, sql)
         .await

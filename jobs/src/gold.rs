@@ -19,6 +19,7 @@ use lakehouse_core::storage::{write_with_txns, Upkeep};
 use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport};
 use tokio_util::sync::CancellationToken;
 
+use crate::kind::JobKind;
 use crate::stage;
 use tracing::{info, warn};
 
@@ -44,12 +45,7 @@ pub struct GoldJob {
 
 impl GoldJob {
     pub fn new(pipeline: &Pipeline, table: &str, force: bool) -> Result<GoldJob> {
-        let settings = pipeline.gold.get(table).ok_or_else(|| {
-            Error::Input(format!(
-                "no [gold.{table}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?;
+        let settings = crate::stage::settings(pipeline, "gold", &pipeline.gold, table)?;
         let candidates = crate::catalog::pipeline_tables(pipeline)
             .into_iter()
             .filter(|(layer, name)| !(*layer == Layer::Gold && name == table))
@@ -58,10 +54,10 @@ impl GoldJob {
             table: table.to_string(),
             sql: settings.sql.clone(),
             partition_by: settings.partition_by.clone(),
-            lake: Lake::from_config(&pipeline.lake)?,
+            lake: pipeline.lake.open()?,
             engine: crate::catalog::Engine::of(pipeline),
             candidates,
-            upkeep: Upkeep::of(&pipeline.lake),
+            upkeep: pipeline.lake.upkeep(),
             force,
         })
     }
@@ -196,6 +192,24 @@ impl Job for GoldJob {
         Ok(report)
     }
 }
+
+/// `lakectl run gold`.
+pub const KIND: JobKind = JobKind {
+    name: "gold",
+    summary: "SQL over silver and gold tables -> <lake>/gold, rebuilt only when an input moved",
+    default_mode: Mode::Once,
+    full_refresh: true,
+    declared: |pipeline| pipeline.gold.keys().cloned().collect(),
+    writes: |table| vec![(Layer::Gold, table.to_string())],
+    run: |pipeline, tables, options| {
+        Box::pin(run_tables(
+            pipeline,
+            tables,
+            options.mode,
+            options.full_refresh,
+        ))
+    },
+};
 
 /// `lakectl run gold [TABLE…]`: each table in turn on the shared runner.
 pub async fn run_tables(

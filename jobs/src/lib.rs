@@ -1,10 +1,13 @@
 //! lakectl's job types, one module each, plus the commands around them. A new job type is a
-//! new module here implementing `lakehouse_core::Job`, and one line in `main.rs`.
+//! new module here implementing `lakehouse_core::Job` with its [`kind::JobKind`], and one line
+//! in [`kind::kinds`] (docs/adding-a-job-type.md).
 
 pub mod bronze;
 pub mod catalog;
+mod columns;
 pub mod generate;
 pub mod gold;
+pub mod kind;
 pub mod load;
 pub mod maintenance;
 pub mod produce;

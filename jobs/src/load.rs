@@ -37,7 +37,8 @@ use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::silver::timestamp_type;
+use crate::columns::timestamp_type;
+use crate::kind::JobKind;
 use crate::stage;
 use tracing::{info, warn};
 use warehouse::{Copier, TableName};
@@ -96,21 +97,14 @@ pub struct LoadJob {
 
 impl LoadJob {
     pub fn new(pipeline: &Pipeline, name: &str) -> Result<LoadJob> {
-        let settings = pipeline.load.get(name).cloned().ok_or_else(|| {
-            Error::Input(format!(
-                "no [load.{name}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?;
-        let (layer, table) = (settings.source.split_once('.'))
-            .and_then(|(layer, t)| Some((Layer::from_folder(layer)?, t.to_string())))
-            .ok_or_else(|| Error::Internal("load sources are checked with the config".into()))?;
+        let settings = crate::stage::settings(pipeline, "load", &pipeline.load, name).cloned()?;
+        let (layer, table) = (settings.source.layer, settings.source.name.clone());
         let target_name = settings
             .target
             .clone()
-            .unwrap_or_else(|| settings.source.clone());
+            .unwrap_or_else(|| settings.source.to_string());
         let target = TableName::parse(&target_name, layer.folder());
-        let lake = Lake::from_config(&pipeline.lake)?;
+        let lake = pipeline.lake.open()?;
         Ok(LoadJob {
             pipeline: pipeline.name.clone(),
             run_id: String::new(),
@@ -220,7 +214,14 @@ impl LoadJob {
         let read = copied + held.len() as u64;
         self.write_quarantine(&held, version).await?;
         crash_point("load:after_quarantine");
-        warehouse::record_version(&mut tx, target, &self.settings.source, version, copied).await?;
+        warehouse::record_version(
+            &mut tx,
+            target,
+            self.settings.source.as_str(),
+            version,
+            copied,
+        )
+        .await?;
         crash_point("load:before_commit");
         tx.commit().await.map_err(warehouse::Error::from)?;
         info!(
@@ -267,7 +268,7 @@ impl LoadJob {
         version: i64,
         recorded: Option<i64>,
     ) -> Result<Vec<DataFile>> {
-        let name = &self.settings.source;
+        let name = self.settings.source.as_str();
         match (self.settings.mode, recorded) {
             (LoadMode::Replace, _) | (_, None) => table_files::live_since(source, name, None).await,
             (LoadMode::Append, Some(seen)) => {
@@ -414,6 +415,17 @@ impl Job for LoadJob {
         Ok(())
     }
 }
+
+/// `lakectl run load`.
+pub const KIND: JobKind = JobKind {
+    name: "load",
+    summary: "silver, gold and window tables -> PostgreSQL, exactly once (binary COPY, upsert by key); rows Postgres refuses to quarantine",
+    default_mode: Mode::Once,
+    full_refresh: false,
+    declared: |pipeline| pipeline.load.keys().cloned().collect(),
+    writes: |name| vec![(Layer::Quarantine, quarantine_table(name))],
+    run: |pipeline, tables, options| Box::pin(run_tables(pipeline, tables, options.mode)),
+};
 
 /// `lakectl run load [TABLE…]`: each load target in turn on the shared runner.
 pub async fn run_tables(pipeline: &Pipeline, tables: &[String], mode: Mode) -> Result<()> {

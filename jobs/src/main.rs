@@ -87,10 +87,13 @@ enum Command {
         /// Serve Prometheus metrics while the run lasts, on HOST:PORT: /metrics (OpenMetrics
         /// text: records, bytes, units, commits and their latency, consumer lag, watermarks,
         /// quarantined rows, retries), /healthz and /readyz. Also [runner] metrics_addr.
-        #[arg(long, global = true, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT")]
         metrics_addr: Option<std::net::SocketAddr>,
-        #[command(subcommand)]
-        stage: Stage,
+        /// The job type.
+        #[arg(value_parser = kind_parser())]
+        kind: String,
+        #[command(flatten)]
+        args: RunArgs,
     },
     /// Show the latest run of every job recorded in the lake, and each bronze table's lag.
     Status,
@@ -190,7 +193,7 @@ struct ProduceArgs {
 }
 
 const GENERATE_HELP: &str = "\
-Profiles (JSON shapes in the README):
+Profiles (JSON shapes in docs/produce-and-generate.md):
   user-activity    website visits: page_view, click, scroll, search, ...; key user_id
   customer-events  streaming-app events with nested device, location, content, subscription,
                    event_details and arrays; key user_id
@@ -294,53 +297,31 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-#[derive(Subcommand)]
-enum Stage {
-    /// Kafka topics -> raw Delta tables under <lake>/bronze (continuous unless --once).
-    Bronze(RunArgs),
-    /// Bronze -> typed, cleaned, deduplicated Delta tables under <lake>/silver, with
-    /// expectations, a quarantine table per table and a quality report (--once unless
-    /// --continuous).
-    Silver(RebuildArgs),
-    /// DataFusion SQL over silver (and other gold) tables -> Delta tables under <lake>/gold,
-    /// rebuilt only when an input table moved (--once unless --continuous).
-    Gold(RebuildArgs),
-    /// Event-time windows and sessions over silver tables that append -> Delta tables under
-    /// <lake>/window, exactly once, final when the watermark passes them; late rows go to
-    /// quarantine (--once unless --continuous). Semantics: README, "Windows, sessions and
-    /// watermarks".
-    Window(RunArgs),
-    /// New rows of silver/window tables that only append -> Kafka topics as JSON, each row
-    /// exactly once across crashes (positions in record headers; no Kafka transactions
-    /// needed) (--once unless --continuous).
-    Sink(RunArgs),
-    /// Silver/gold/window Delta tables -> PostgreSQL, exactly once (binary COPY, upsert by key, the
-    /// source version recorded in lakectl.load_state in the same transaction).
-    Load(RunArgs),
-}
-
 #[derive(Args)]
 struct RunArgs {
     /// Process what is available now, then exit (for Kafka: up to the high watermarks seen at
-    /// start). The default for every stage but bronze.
+    /// start). The default for every job type but bronze.
     #[arg(long, conflicts_with = "continuous")]
     once: bool,
     /// Keep processing new input as it arrives until Ctrl-C/SIGTERM. The default for bronze.
     #[arg(long)]
     continuous: bool,
-    /// Tables to run; all tables of the stage when none are named.
+    /// Rebuild from scratch (silver, gold): silver from the first bronze version, overwriting
+    /// silver and its quarantine (after a change of schema, cleaning SQL or expectations);
+    /// gold even when no input moved.
+    #[arg(long)]
+    full_refresh: bool,
+    /// Tables to run; all tables of the job type when none are named.
     tables: Vec<String>,
 }
 
-#[derive(Args)]
-struct RebuildArgs {
-    #[command(flatten)]
-    run: RunArgs,
-    /// Rebuild from scratch: silver from the first bronze version, overwriting silver and its
-    /// quarantine (after a change of schema, cleaning SQL or expectations); gold even when no
-    /// input moved.
-    #[arg(long)]
-    full_refresh: bool,
+/// The job types `run` takes, each with its summary for `--help`.
+fn kind_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        jobs::kind::kinds()
+            .iter()
+            .map(|k| clap::builder::PossibleValue::new(k.name).help(k.summary)),
+    )
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -558,41 +539,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run {
-            stage,
+            kind,
+            args,
             metrics_addr,
         } => {
             let pipeline = load_pipeline(cli.pipeline.as_deref(), &cli.set)?;
             if let Some(addr) = metrics_addr.or(pipeline.runner.metrics_addr) {
                 lakehouse_core::metrics::serve(addr).await?;
             }
-            match stage {
-                Stage::Bronze(args) => {
-                    let mode = args.mode(lakehouse_core::Mode::Continuous);
-                    jobs::bronze::run_tables(&pipeline, &args.tables, mode).await?
-                }
-                Stage::Silver(args) => {
-                    let mode = args.run.mode(lakehouse_core::Mode::Once);
-                    jobs::silver::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
-                        .await?
-                }
-                Stage::Load(args) => {
-                    let mode = args.mode(lakehouse_core::Mode::Once);
-                    jobs::load::run_tables(&pipeline, &args.tables, mode).await?
-                }
-                Stage::Gold(args) => {
-                    let mode = args.run.mode(lakehouse_core::Mode::Once);
-                    jobs::gold::run_tables(&pipeline, &args.run.tables, mode, args.full_refresh)
-                        .await?
-                }
-                Stage::Window(args) => {
-                    let mode = args.mode(lakehouse_core::Mode::Once);
-                    jobs::window::run_tables(&pipeline, &args.tables, mode).await?
-                }
-                Stage::Sink(args) => {
-                    let mode = args.mode(lakehouse_core::Mode::Once);
-                    jobs::sink::run_sinks(&pipeline, &args.tables, mode).await?
-                }
+            let kind = jobs::kind::kind(kind).expect("clap accepts only known job types");
+            if args.full_refresh && !kind.full_refresh {
+                let takers: Vec<&str> = (jobs::kind::kinds().iter())
+                    .filter(|k| k.full_refresh)
+                    .map(|k| k.name)
+                    .collect();
+                return Err(lakehouse_core::Error::Input(format!(
+                    "run {}: --full-refresh is for {} only",
+                    kind.name,
+                    takers.join(" and ")
+                ))
+                .into());
             }
+            let options = jobs::kind::RunOptions {
+                mode: args.mode(kind.default_mode),
+                full_refresh: args.full_refresh,
+            };
+            (kind.run)(&pipeline, &args.tables, options).await?;
         }
     }
     Ok(())

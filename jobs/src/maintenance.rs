@@ -4,31 +4,17 @@
 //! Both are safe next to a running writer: optimize commits a rewrite that conflicts with no
 //! append, and the `txn` versions bronze positions itself from live on in the log.
 
-use lakehouse_core::{lookup, storage, Error, Lake, Layer, Pipeline, Result};
+use lakehouse_core::storage::TableRef;
+use lakehouse_core::{lookup, storage, Error, Layer, Pipeline, Result};
 use parquet::basic::{Compression, ZstdLevel};
-
-/// Parses `bronze.books` into its layer and table.
-pub fn parse_table_ref(table: &str) -> Result<(Layer, String)> {
-    let (layer, name) = table.split_once('.').ok_or_else(|| {
-        Error::Input(format!(
-            "name the table as <layer>.<table>, e.g. bronze.books (got {table:?})"
-        ))
-    })?;
-    let layer = Layer::from_folder(layer).ok_or_else(|| {
-        Error::Input(format!(
-            "unknown layer {layer:?}: use bronze, silver, quarantine, gold or window"
-        ))
-    })?;
-    Ok((layer, name.to_string()))
-}
 
 /// The table `<layer>.<table>` names, which must exist, with its layer and name.
 async fn existing(
     pipeline: &Pipeline,
     table: &str,
 ) -> Result<(Layer, String, deltalake::DeltaTable)> {
-    let (layer, name) = parse_table_ref(table)?;
-    let lake = Lake::from_config(&pipeline.lake)?;
+    let TableRef { layer, name, .. } = TableRef::parse(table).map_err(Error::Input)?;
+    let lake = pipeline.lake.open()?;
     let delta = lake.load_table(layer, &name).await?.ok_or_else(|| {
         Error::Input(format!(
             "no table {} in the lake",
@@ -85,26 +71,4 @@ pub async fn vacuum(
         metrics.files_deleted.len()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_refs_name_layer_and_table() {
-        assert_eq!(
-            parse_table_ref("bronze.books").unwrap(),
-            (Layer::Bronze, "books".into())
-        );
-        assert_eq!(
-            parse_table_ref("gold.by_genre").unwrap(),
-            (Layer::Gold, "by_genre".into())
-        );
-        assert!(parse_table_ref("books").is_err());
-        assert!(parse_table_ref("platinum.books")
-            .unwrap_err()
-            .to_string()
-            .contains("platinum"));
-    }
 }

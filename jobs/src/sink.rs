@@ -40,6 +40,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::kind::JobKind;
 use crate::stage;
 use crate::topic_producer::TopicProducer;
 
@@ -68,21 +69,16 @@ pub struct SinkJob {
 
 impl SinkJob {
     pub fn new(pipeline: &Pipeline, name: &str) -> Result<SinkJob> {
-        let settings = pipeline.sink.get(name).cloned().ok_or_else(|| {
-            Error::Input(format!(
-                "no [sink.{name}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?;
-        let (source_layer, source_table) = crate::maintenance::parse_table_ref(&settings.source)?;
+        let settings = crate::stage::settings(pipeline, "sink", &pipeline.sink, name).cloned()?;
+        let (source_layer, source_table) = (settings.source.layer, settings.source.name.clone());
         Ok(SinkJob {
             name: name.to_string(),
             settings,
             source_layer,
             source_table,
-            lake: Lake::from_config(&pipeline.lake)?,
+            lake: pipeline.lake.open()?,
             kafka: pipeline.kafka.clone(),
-            upkeep: Upkeep::of(&pipeline.lake),
+            upkeep: pipeline.lake.upkeep(),
             lease: None,
         })
     }
@@ -90,7 +86,7 @@ impl SinkJob {
     async fn process(&mut self) -> Result<UnitReport> {
         let lease = match self.lease.take() {
             Some(lease) => lease,
-            None => Lease::acquire(&self.lake, &format!("sink-{}", self.name)).await?,
+            None => self.lake.lease(&format!("sink-{}", self.name)).await?,
         };
         let lease = self.lease.insert(lease);
         lease.check().await?;
@@ -125,7 +121,7 @@ impl SinkJob {
         // 1. the rows after what was sent
         let (files, to) = table_files::appended_since(
             &source,
-            &self.settings.source,
+            self.settings.source.as_str(),
             sent,
             latest,
             UnitLimit {
@@ -379,6 +375,18 @@ impl Job for SinkJob {
         Ok(())
     }
 }
+
+/// `lakectl run sink`.
+pub const KIND: JobKind = JobKind {
+    name: "sink",
+    summary:
+        "new rows of tables that only append -> Kafka topics as JSON, each row once across crashes",
+    default_mode: Mode::Once,
+    full_refresh: false,
+    declared: |pipeline| pipeline.sink.keys().cloned().collect(),
+    writes: |_| Vec::new(),
+    run: |pipeline, tables, options| Box::pin(run_sinks(pipeline, tables, options.mode)),
+};
 
 /// `lakectl run sink [NAME…]`: each sink on the shared runner.
 pub async fn run_sinks(pipeline: &Pipeline, names: &[String], mode: Mode) -> Result<()> {

@@ -1,9 +1,11 @@
 //! What every `lakectl run <stage>` shares: which tables to run, and running one job per table
 //! on the shared runner with run records and signal handling.
 
+use std::collections::BTreeMap;
+
 use lakehouse_core::quality::QualityReport;
 use lakehouse_core::run_log::RunLog;
-use lakehouse_core::{Error, Job, Lake, Mode, Pipeline, Result, RunRecord, Runner};
+use lakehouse_core::{Error, Job, Mode, Pipeline, Result, RunRecord, Runner};
 
 /// The tables named on the command line, or every table of `[<section>.*]` when none are.
 pub fn table_names<'p>(
@@ -26,6 +28,21 @@ pub fn table_names<'p>(
     Ok(names)
 }
 
+/// The settings of `[<section>.<name>]` in `tables`, or a user error naming the file.
+pub fn settings<'p, T>(
+    pipeline: &Pipeline,
+    section: &str,
+    tables: &'p BTreeMap<String, T>,
+    name: &str,
+) -> Result<&'p T> {
+    tables.get(name).ok_or_else(|| {
+        Error::Input(format!(
+            "no [{section}.{name}] in {}",
+            pipeline.source_file.display()
+        ))
+    })
+}
+
 /// Runs one job per table until a signal stops them: `--once` runs them in turn and stops at
 /// the first failure; continuous runs them side by side, each on a task of its own (until
 /// stopped), so that one's long unit does not hold back another's, and when one fails stops
@@ -39,7 +56,7 @@ pub async fn run_each<J: Job + 'static>(
     mut report: impl FnMut(&J, &Result<RunRecord>),
 ) -> Result<()> {
     let cancel = lakehouse_core::runner::cancel_on_signals()?;
-    let run_log = RunLog::new(Lake::from_config(&pipeline.lake)?);
+    let run_log = RunLog::new(pipeline.lake.open()?);
     let runner = || {
         Runner::new(&pipeline.name, mode, cancel.clone())
             .with_config(&pipeline.runner)

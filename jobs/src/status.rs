@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 
 use lakehouse_core::run_log::RunLog;
-use lakehouse_core::{Lake, Pipeline, Result, RunRecord};
+use lakehouse_core::{Pipeline, Result, RunRecord};
 
 pub async fn run(pipeline: &Pipeline) -> Result<()> {
-    let runs = RunLog::new(Lake::from_config(&pipeline.lake)?)
-        .read_all()
-        .await?;
+    let runs = RunLog::new(pipeline.lake.open()?).read_all().await?;
     let mut latest: BTreeMap<&str, &RunRecord> = BTreeMap::new();
     for run in &runs {
         latest.insert(&run.job, run);
@@ -18,6 +16,18 @@ pub async fn run(pipeline: &Pipeline) -> Result<()> {
         println!("no runs recorded yet in {}", pipeline.lake.uri);
     } else {
         print_runs(&latest);
+    }
+    let never: Vec<String> = crate::kind::kinds()
+        .iter()
+        .flat_map(|kind| {
+            (kind.declared)(pipeline)
+                .into_iter()
+                .map(|t| format!("{}:{t}", kind.name))
+        })
+        .filter(|job| !latest.contains_key(job.as_str()))
+        .collect();
+    if !never.is_empty() && !latest.is_empty() {
+        println!("never run: {}", never.join(", "));
     }
     for (table, settings) in &pipeline.bronze {
         println!("\nbronze.{table}: lag behind topic {:?}", settings.topic);

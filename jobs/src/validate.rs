@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lakehouse_core::{Error, Lake, Pipeline, Result};
+use lakehouse_core::{Error, Pipeline, Result};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,7 +45,7 @@ pub async fn run(pipeline: &Pipeline) -> Result<()> {
             })
         },
         async {
-            let result = match Lake::from_config(&pipeline.lake) {
+            let result = match pipeline.lake.open() {
                 Ok(lake) => within_timeout(lake.probe())
                     .await
                     .map(|()| "reachable".into()),

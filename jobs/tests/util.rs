@@ -270,7 +270,7 @@ impl TestPipeline {
     }
 
     pub fn lake(&self) -> lakehouse_core::Lake {
-        lakehouse_core::Lake::from_config(&self.pipeline().lake).unwrap()
+        self.pipeline().lake.open().unwrap()
     }
 
     pub fn create_topic(&self, partitions: i32) {

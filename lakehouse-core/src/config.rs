@@ -10,42 +10,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::error::ConfigError;
 use crate::quality::Expectation;
 use crate::schema::ColumnType;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read pipeline file: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Syntax errors, unknown keys, wrong types and missing keys, located in the file.
-    #[error("{}:{line}:{column}: {message}", file.display())]
-    Parse {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
-    #[error("command-line flag {flag}: {message}")]
-    Flag { flag: String, message: String },
-    /// Well-formed but unusable values, found after all layers are merged.
-    #[error("{}: `{key}`: {message}", file.display())]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error(
-        "{}: `{key}` looks like a secret; secrets are read from the environment, never from the pipeline file",
-        file.display()
-    )]
-    SecretInFile { file: PathBuf, key: String },
-}
+use crate::storage::{Lake, Layer, TableRef, Upkeep};
 
 /// A whole pipeline: where the lake is, how to reach the services, and its tables per layer.
 /// Its `Debug` leaves out what may hold a secret (the Postgres URL's password, storage keys,
@@ -106,6 +74,21 @@ pub struct LakeConfig {
     /// A writer compacts a table's small files after every this many commits (0: never).
     #[serde(default = "default_compact_every")]
     pub compact_every: u64,
+}
+
+impl LakeConfig {
+    /// Opens the lake, its writers keeping tables as `checkpoint_interval` and
+    /// `compact_every` say.
+    pub fn open(&self) -> crate::Result<Lake> {
+        Ok(Lake::open(&self.uri, &self.storage_options)?.with_upkeep(self.upkeep()))
+    }
+
+    pub fn upkeep(&self) -> Upkeep {
+        Upkeep {
+            checkpoint_interval: self.checkpoint_interval,
+            compact_every: self.compact_every,
+        }
+    }
 }
 
 /// Where read-only SQL runs (gold, `lakectl query`): in process, or on a Ballista cluster.
@@ -469,7 +452,7 @@ pub struct GoldTable {
 }
 
 /// Event-time windows over a silver table's new rows → `<lake>/window/<table>`. The exact
-/// semantics are in the README ("Windows, sessions and watermarks").
+/// semantics are in docs/window.md.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowTable {
@@ -542,7 +525,7 @@ pub enum WindowOutput {
 #[serde(deny_unknown_fields)]
 pub struct SinkTopic {
     /// `silver.<table>` (with `on_existing_key = "keep"`) or `window.<table>` (append).
-    pub source: String,
+    pub source: TableRef,
     pub topic: String,
     /// The column whose value is each record's key (and picks its partition).
     pub key: String,
@@ -579,8 +562,8 @@ pub enum LoadMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadTarget {
-    /// `silver.<table>` or `gold.<table>`.
-    pub source: String,
+    /// `silver.<table>`, `gold.<table>` or `window.<table>`.
+    pub source: TableRef,
     /// Postgres `schema.table`; defaults to the source name.
     pub target: Option<String>,
     #[serde(default)]
@@ -592,18 +575,12 @@ pub struct LoadTarget {
 fn default_lake_uri() -> String {
     "file://./lake".into()
 }
-/// Commits between Delta checkpoints when `lake.checkpoint_interval` is not set.
-pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 10;
-
 fn default_checkpoint_interval() -> u64 {
-    DEFAULT_CHECKPOINT_INTERVAL
+    Upkeep::DEFAULT.checkpoint_interval
 }
 
-/// Commits between a writer's compactions when `lake.compact_every` is not set.
-pub const DEFAULT_COMPACT_EVERY: u64 = 100;
-
 fn default_compact_every() -> u64 {
-    DEFAULT_COMPACT_EVERY
+    Upkeep::DEFAULT.compact_every
 }
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
@@ -986,7 +963,7 @@ impl Pipeline {
                 "must not exceed runner.max_backoff_ms".into(),
             ));
         }
-        crate::storage::LakeUri::parse(&self.lake.uri)
+        crate::lake_uri::LakeUri::parse(&self.lake.uri)
             .map_err(|message| invalid("lake.uri".into(), message))?;
         for (name, table) in &self.bronze {
             check_table_name("bronze", name).map_err(|m| invalid(format!("bronze.{name}"), m))?;
@@ -1090,10 +1067,11 @@ impl Pipeline {
                 .map_err(|(key, m)| invalid(key, m))?;
         }
         for (name, target) in &self.load {
-            let known = match target.source.split_once('.') {
-                Some(("silver", t)) => self.silver.contains_key(t),
-                Some(("gold", t)) => self.gold.contains_key(t),
-                Some(("window", t)) => self.window.contains_key(t),
+            let t = &target.source.name;
+            let known = match target.source.layer {
+                Layer::Silver => self.silver.contains_key(t),
+                Layer::Gold => self.gold.contains_key(t),
+                Layer::Window => self.window.contains_key(t),
                 _ => false,
             };
             if !known {
@@ -1101,7 +1079,7 @@ impl Pipeline {
                     format!("load.{name}.source"),
                     format!(
                         "{:?} is not a silver.<table>, gold.<table> or window.<table> of this pipeline",
-                        target.source
+                        target.source.as_str()
                     ),
                 ));
             }
@@ -1252,12 +1230,13 @@ impl Pipeline {
     fn validate_sink(&self, name: &str, sink: &SinkTopic) -> Result<(), (String, String)> {
         let key = |k: &str| format!("sink.{name}.{k}");
         check_table_name("sink", name).map_err(|m| (format!("sink.{name}"), m))?;
-        let appends = match sink.source.split_once('.') {
-            Some(("silver", t)) => self
+        let t = &sink.source.name;
+        let appends = match sink.source.layer {
+            Layer::Silver => self
                 .silver
                 .get(t)
                 .map(|s| s.on_existing_key == OnExistingKey::Keep),
-            Some(("window", t)) => self.window.get(t).map(|w| w.output == WindowOutput::Append),
+            Layer::Window => self.window.get(t).map(|w| w.output == WindowOutput::Append),
             _ => None,
         };
         match appends {
@@ -1265,7 +1244,7 @@ impl Pipeline {
                 key("source"),
                 format!(
                     "{:?} is not a silver.<table> or window.<table> of this pipeline",
-                    sink.source
+                    sink.source.as_str()
                 ),
             )),
             Some(false) => Err((

@@ -1,9 +1,44 @@
 //! One error type for the core crate. Every error knows whose fault it is and whether
 //! retrying can help, so the runner can decide on retries and the CLI on exit codes.
 
-use crate::config::ConfigError;
+use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pipeline file, environment variable or flag that cannot be used, and where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read pipeline file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax errors, unknown keys, wrong types and missing keys, located in the file.
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("command-line flag {flag}: {message}")]
+    Flag { flag: String, message: String },
+    /// Well-formed but unusable values, found after all layers are merged.
+    #[error("{}: `{key}`: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "{}: `{key}` looks like a secret; secrets are read from the environment, never from the pipeline file",
+        file.display()
+    )]
+    SecretInFile { file: PathBuf, key: String },
+}
 
 /// Whose fault an error is. Decides the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

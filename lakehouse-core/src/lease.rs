@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::storage::Lake;
 
 /// How often a holder renews its claim.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
@@ -76,14 +75,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the claim on `job`, or fails (the user's to resolve) naming the process that
-    /// holds it.
-    pub async fn acquire(lake: &Lake, job: &str) -> Result<Lease> {
-        let folder = lake.path(&format!("_lakectl/leases/{job}"));
-        Lease::acquire_in(lake.store().clone(), folder, job).await
-    }
-
-    /// [`Lease::acquire`] with the claims in `folder` of `store`.
+    /// Takes the claim on `job`, kept in `folder` of `store`, or fails (the user's to resolve)
+    /// naming the process that holds it. [`Lake::lease`](crate::Lake::lease) keeps a job's
+    /// claims in the lake.
     pub async fn acquire_in(store: Arc<dyn ObjectStore>, folder: Path, job: &str) -> Result<Lease> {
         let epoch = match newest(&store, &folder).await? {
             None => 0,
@@ -264,23 +258,23 @@ fn process_start(pid: u32) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn lake() -> (tempfile::TempDir, Lake) {
+    fn lake() -> (tempfile::TempDir, crate::Lake) {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let lake = crate::Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         (dir, lake)
     }
 
     #[tokio::test]
     async fn a_second_claim_is_refused_while_the_first_is_held_and_taken_once_released() {
         let (_dir, lake) = lake();
-        let first = Lease::acquire(&lake, "sink-x").await.unwrap();
+        let first = lake.lease("sink-x").await.unwrap();
         first.check().await.unwrap();
-        let err = Lease::acquire(&lake, "sink-x").await.err().unwrap();
+        let err = lake.lease("sink-x").await.err().unwrap();
         assert!(err.to_string().contains("already running"), "{err}");
         assert!(err.to_string().contains(&std::process::id().to_string()));
-        Lease::acquire(&lake, "sink-y").await.unwrap();
+        lake.lease("sink-y").await.unwrap();
         first.release().await;
-        let second = Lease::acquire(&lake, "sink-x").await.unwrap();
+        let second = lake.lease("sink-x").await.unwrap();
         assert_eq!(second.epoch, 1);
         second.check().await.unwrap();
     }
@@ -288,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_of_a_dead_process_is_free_and_its_holder_learns_it_lost_it() {
         let (_dir, lake) = lake();
-        let held = Lease::acquire(&lake, "sink-x").await.unwrap();
+        let held = lake.lease("sink-x").await.unwrap();
         // As a process killed with kill -9 leaves it: this pid, another start time.
         let dead = Claim {
             started: Some(0),
@@ -298,7 +292,7 @@ mod tests {
             .put(&file(&held.folder, held.epoch), encode(&dead).unwrap())
             .await
             .unwrap();
-        let taker = Lease::acquire(&lake, "sink-x").await.unwrap();
+        let taker = lake.lease("sink-x").await.unwrap();
         assert_eq!(taker.epoch, 1);
         let err = held.check().await.unwrap_err();
         assert!(err.to_string().contains("took over"), "{err}");

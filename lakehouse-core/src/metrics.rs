@@ -7,7 +7,7 @@
 //! table="books"`). The runner records units,
 //! records, bytes, commits and retries for every job type; the Delta commit paths time their
 //! commits; bronze reports consumer lag, windows their watermark and the rows of their open windows, silver and
-//! windows what they quarantined per rule. The names are listed in the README.
+//! windows what they quarantined per rule. The names are listed in docs/operations.md.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -11,8 +11,70 @@ use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::runner::{Outcome, RunRecord};
 use crate::storage::{Lake, Layer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Cancelled,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Succeeded, Outcome::Cancelled, Outcome::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One run of one job, as kept in `<lake>/_lakectl/runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub job: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub units: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// First and last input versions read, and last output version written.
+    pub first_version_read: Option<i64>,
+    pub last_version_read: Option<i64>,
+    pub last_version_written: Option<i64>,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub(crate) fn start(pipeline: &str, job: &str) -> RunRecord {
+        let now = Utc::now();
+        RunRecord {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            pipeline: pipeline.to_string(),
+            job: job.to_string(),
+            started_at: now,
+            ended_at: now,
+            units: 0,
+            rows_in: 0,
+            rows_out: 0,
+            first_version_read: None,
+            last_version_read: None,
+            last_version_written: None,
+            outcome: Outcome::Failed,
+            error: None,
+        }
+    }
+}
 
 pub const RUNS_TABLE: &str = "runs";
 

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RunnerConfig;
 use crate::error::{Error, Result};
-use crate::run_log::RunLog;
+use crate::run_log::{Outcome, RunLog, RunRecord};
 use crate::telemetry::Progress;
 
 /// What one unit of work did.
@@ -60,79 +60,17 @@ pub enum Mode {
     Continuous,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Cancelled,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Failed => "failed",
-        }
+/// Adds one unit of work to the run's record.
+fn absorb(record: &mut RunRecord, unit: &UnitReport) {
+    record.units += 1;
+    record.rows_in += unit.rows_in;
+    record.rows_out += unit.rows_out;
+    if unit.version_read.is_some() {
+        record.first_version_read = record.first_version_read.or(unit.version_read);
+        record.last_version_read = unit.version_read;
     }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        [Outcome::Succeeded, Outcome::Cancelled, Outcome::Failed]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-    }
-}
-
-/// One run of one job, as kept in `<lake>/_lakectl/runs`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub pipeline: String,
-    pub job: String,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: DateTime<Utc>,
-    pub units: u64,
-    pub rows_in: u64,
-    pub rows_out: u64,
-    /// First and last input versions read, and last output version written.
-    pub first_version_read: Option<i64>,
-    pub last_version_read: Option<i64>,
-    pub last_version_written: Option<i64>,
-    pub outcome: Outcome,
-    pub error: Option<String>,
-}
-
-impl RunRecord {
-    fn start(pipeline: &str, job: &str) -> RunRecord {
-        let now = Utc::now();
-        RunRecord {
-            run_id: uuid::Uuid::new_v4().to_string(),
-            pipeline: pipeline.to_string(),
-            job: job.to_string(),
-            started_at: now,
-            ended_at: now,
-            units: 0,
-            rows_in: 0,
-            rows_out: 0,
-            first_version_read: None,
-            last_version_read: None,
-            last_version_written: None,
-            outcome: Outcome::Failed,
-            error: None,
-        }
-    }
-
-    fn absorb(&mut self, unit: &UnitReport) {
-        self.units += 1;
-        self.rows_in += unit.rows_in;
-        self.rows_out += unit.rows_out;
-        if unit.version_read.is_some() {
-            self.first_version_read = self.first_version_read.or(unit.version_read);
-            self.last_version_read = unit.version_read;
-        }
-        if unit.version_written.is_some() {
-            self.last_version_written = unit.version_written;
-        }
+    if unit.version_written.is_some() {
+        record.last_version_written = unit.version_written;
     }
 }
 
@@ -258,7 +196,7 @@ impl Runner {
                 return Ok(Outcome::Cancelled);
             };
             crate::metrics::unit_finished(&record.job, &unit, record.units == 0);
-            record.absorb(&unit);
+            absorb(record, &unit);
             progress.update(|| {
                 format!(
                     "{} units, {} rows in, {} rows out",
@@ -482,11 +420,14 @@ mod tests {
     fn record_tracks_version_range() {
         let mut r = RunRecord::start("p", "j");
         for (read, written) in [(Some(3), Some(10)), (None, None), (Some(5), Some(11))] {
-            r.absorb(&UnitReport {
-                version_read: read,
-                version_written: written,
-                ..Default::default()
-            });
+            absorb(
+                &mut r,
+                &UnitReport {
+                    version_read: read,
+                    version_written: written,
+                    ..Default::default()
+                },
+            );
         }
         assert_eq!(
             (

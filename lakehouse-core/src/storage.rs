@@ -16,6 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::lake_uri::LakeUri;
 use crate::lease::Lease;
 
 /// The medallion layers; each is a folder under the lake root.
@@ -63,58 +64,48 @@ impl fmt::Display for Layer {
     }
 }
 
-/// A parsed lake URI: always absolute and always ending in `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LakeUri(Url);
+/// A table named `<layer>.<table>` (`silver.books`), parsed once where it is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct TableRef {
+    pub layer: Layer,
+    pub name: String,
+    text: String,
+}
 
-impl LakeUri {
-    /// Accepts `file://./rel`, `file:///abs`, a bare path, `s3://bucket[/prefix]` and `memory://`.
-    /// Relative local paths resolve against the working directory.
-    pub fn parse(uri: &str) -> std::result::Result<LakeUri, String> {
-        let uri = uri.trim();
-        let local = |path: &str| -> std::result::Result<Url, String> {
-            let path = std::path::Path::new(if path.is_empty() { "." } else { path });
-            let absolute = if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| format!("cannot resolve {path:?}: {e}"))?
-                    .join(path)
-            };
-            Url::from_directory_path(&absolute)
-                .map_err(|_| format!("{} is not a usable folder path", absolute.display()))
-        };
-        let url = if let Some(path) = uri.strip_prefix("file://") {
-            local(path)?
-        } else if !uri.contains("://") {
-            local(uri)?
-        } else {
-            let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
-            match url.scheme() {
-                "s3" | "s3a" if url.host_str().is_some_and(|h| !h.is_empty()) => url,
-                "s3" | "s3a" => return Err(format!("{uri:?} names no bucket")),
-                "memory" => Url::parse("memory:///").expect("static URL"),
-                other => {
-                    return Err(format!(
-                        "unsupported scheme {other:?}; use file://, s3:// or memory://"
-                    ))
-                }
-            }
-        };
-        Ok(LakeUri(with_trailing_slash(url)))
+impl TableRef {
+    pub fn parse(text: &str) -> std::result::Result<TableRef, String> {
+        let (layer, name) = text.split_once('.').ok_or_else(|| {
+            format!("name the table as <layer>.<table>, e.g. silver.books (got {text:?})")
+        })?;
+        let layer = Layer::from_folder(layer).ok_or_else(|| {
+            format!("unknown layer {layer:?} in {text:?}: use bronze, silver, quarantine, gold or window")
+        })?;
+        Ok(TableRef {
+            layer,
+            name: name.to_string(),
+            text: text.to_string(),
+        })
     }
 
-    pub fn url(&self) -> &Url {
-        &self.0
+    /// `<layer>.<table>`, as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
-fn with_trailing_slash(mut url: Url) -> Url {
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
+impl TryFrom<String> for TableRef {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<TableRef, String> {
+        TableRef::parse(&text)
     }
-    url
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// The lake of one pipeline: its root and the object store behind it.
@@ -157,7 +148,7 @@ impl fmt::Debug for Lake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Options hold secrets: never print them.
         f.debug_struct("Lake")
-            .field("root", &self.root.0.as_str())
+            .field("root", &self.root.url().as_str())
             .finish()
     }
 }
@@ -173,11 +164,11 @@ impl Lake {
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
         let bucket_root = {
-            let mut url = root.0.clone();
+            let mut url = root.url().clone();
             url.set_path("/");
             url
         };
-        let store: Arc<dyn ObjectStore> = if root.0.scheme() == "memory" {
+        let store: Arc<dyn ObjectStore> = if root.url().scheme() == "memory" {
             // One store per process: a job and the test that checks it open their own handles.
             static MEMORY: OnceLock<Arc<InMemory>> = OnceLock::new();
             MEMORY.get_or_init(Arc::default).clone()
@@ -192,18 +183,19 @@ impl Lake {
             options,
             store,
             known: Arc::default(),
-            upkeep: Upkeep {
-                checkpoint_interval: crate::config::DEFAULT_CHECKPOINT_INTERVAL,
-                compact_every: crate::config::DEFAULT_COMPACT_EVERY,
-            },
+            upkeep: Upkeep::DEFAULT,
         })
     }
 
-    pub fn from_config(config: &crate::config::LakeConfig) -> Result<Lake> {
-        Ok(Lake {
-            upkeep: Upkeep::of(config),
-            ..Lake::open(&config.uri, &config.storage_options)?
-        })
+    /// The same lake, its writers keeping tables with `upkeep`.
+    pub fn with_upkeep(self, upkeep: Upkeep) -> Lake {
+        Lake { upkeep, ..self }
+    }
+
+    /// Takes the claim on `job` (one process at a time), kept in `_lakectl/leases/<job>/`.
+    pub async fn lease(&self, job: &str) -> Result<Lease> {
+        let folder = self.path(&format!("_lakectl/leases/{job}"));
+        Lease::acquire_in(self.store().clone(), folder, job).await
     }
 
     pub fn root(&self) -> &Url {
@@ -425,12 +417,11 @@ pub struct Upkeep {
 }
 
 impl Upkeep {
-    pub fn of(config: &crate::config::LakeConfig) -> Upkeep {
-        Upkeep {
-            checkpoint_interval: config.checkpoint_interval,
-            compact_every: config.compact_every,
-        }
-    }
+    /// `lake.checkpoint_interval` and `lake.compact_every` when the pipeline says nothing.
+    pub const DEFAULT: Upkeep = Upkeep {
+        checkpoint_interval: 10,
+        compact_every: 100,
+    };
 }
 
 /// Auto compaction writes files up to this size, from files below it. Big enough that a
@@ -597,40 +588,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_file_uris_become_absolute_folders() {
-        let cwd = std::env::current_dir().unwrap();
-        let uri = LakeUri::parse("file://./lake").unwrap();
-        assert_eq!(uri.url().scheme(), "file");
-        assert_eq!(uri.url().to_file_path().unwrap(), cwd.join("./lake"));
-        assert!(uri.url().path().ends_with('/'));
+    fn table_refs_parse_once_and_name_what_is_wrong() {
+        let t = TableRef::parse("window.page_views").unwrap();
         assert_eq!(
-            LakeUri::parse("lake")
-                .unwrap()
-                .url()
-                .to_file_path()
-                .unwrap(),
-            cwd.join("lake")
+            (t.layer, t.name.as_str(), t.as_str()),
+            (Layer::Window, "page_views", "window.page_views")
         );
-        assert_eq!(
-            LakeUri::parse("/tmp/l").unwrap().url().as_str(),
-            "file:///tmp/l/"
-        );
-    }
-
-    #[test]
-    fn s3_and_memory_uris_parse_and_others_are_refused() {
-        assert_eq!(
-            LakeUri::parse("s3://lake/p").unwrap().url().as_str(),
-            "s3://lake/p/"
-        );
-        assert_eq!(
-            LakeUri::parse("memory://").unwrap().url().as_str(),
-            "memory:///"
-        );
-        assert!(LakeUri::parse("s3:///nobucket").is_err());
-        assert!(LakeUri::parse("gs://b/x")
+        assert!(TableRef::parse("books")
             .unwrap_err()
-            .contains("unsupported scheme"));
+            .contains("<layer>.<table>"));
+        assert!(TableRef::parse("platinum.books")
+            .unwrap_err()
+            .contains("unknown layer \"platinum\""));
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn s3_lake(uri: &str) -> Option<Lake> {
     };
     let pipeline = Pipeline::load(&file, &env, &[]).unwrap();
     assert_eq!(pipeline.lake.uri, uri);
-    Some(Lake::from_config(&pipeline.lake).unwrap())
+    Some(pipeline.lake.open().unwrap())
 }
 
 async fn object_round_trip(lake: &Lake) {

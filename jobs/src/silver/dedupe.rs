@@ -107,7 +107,7 @@ impl SilverJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::silver::timestamp_type;
+    use crate::columns::timestamp_type;
     use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use std::sync::Arc;

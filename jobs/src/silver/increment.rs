@@ -8,32 +8,16 @@ use arrow::array::{
     Array, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type};
 use chrono::Utc;
 use deltalake::DeltaTable;
 use lakehouse_core::table_files::{self, DataFile, UnitLimit};
 use lakehouse_core::Result;
 
-use super::{timestamp_type, with_column};
+use crate::columns::{quarantine_schema, with_column};
 
 /// Bronze columns silver reads.
 pub(super) const BRONZE_COLUMNS: [&str; 4] = ["value", "_partition", "_offset", "_kafka_ts"];
-
-/// The quarantine table: the raw record, where it came from, and why it is here.
-pub fn quarantine_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("_bronze_version", DataType::Int64, false),
-        Field::new("_partition", DataType::Int32, false),
-        Field::new("_offset", DataType::Int64, false),
-        Field::new("_kafka_ts", timestamp_type(), true),
-        // Lossy only for values that are not UTF-8; bronze keeps the exact bytes.
-        Field::new("raw_value", DataType::Utf8, true),
-        Field::new("rule", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("_quarantined_at", timestamp_type(), false),
-    ]))
-}
 
 /// The bronze commits one unit consumes: versions `after + 1 ..= to`.
 pub(super) struct Increment {

@@ -45,8 +45,6 @@ mod increment;
 mod merge;
 mod parse;
 
-pub use increment::quarantine_schema;
-
 use dedupe::one_per_key;
 use increment::{
     origin_at, plan_increment, read_increment, BronzeRows, Origin, Quarantined, Rebuild,
@@ -55,9 +53,9 @@ use increment::{
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{BooleanArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::Field;
 use async_trait::async_trait;
 use chrono::Utc;
 use datafusion::datasource::MemTable;
@@ -76,6 +74,8 @@ use lakehouse_core::{Error, Job, Lake, Layer, Mode, Pipeline, Result, UnitReport
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Engine;
+use crate::columns::{timestamp_type, with_column};
+use crate::kind::JobKind;
 use crate::stage;
 use tracing::info;
 
@@ -95,31 +95,6 @@ pub fn txn_app_id(table: &str) -> String {
 /// and learns how many there are here, not from the broker.
 pub fn partitions_app_id(table: &str) -> String {
     format!("{}:partitions", txn_app_id(table))
-}
-
-pub(crate) fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-/// `batch` with one more column at the end.
-pub(crate) fn with_column(
-    batch: &RecordBatch,
-    field: Field,
-    column: ArrayRef,
-) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut columns = batch.columns().to_vec();
-    fields.push(field);
-    columns.push(column);
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
 }
 
 /// Appends the lineage columns to the cleaning SQL's SELECT, so users write plain SQL and
@@ -178,12 +153,8 @@ pub struct SilverJob {
 
 impl SilverJob {
     pub fn new(pipeline: &Pipeline, table: &str, full_refresh: bool) -> Result<SilverJob> {
-        let settings = pipeline.silver.get(table).cloned().ok_or_else(|| {
-            Error::Input(format!(
-                "no [silver.{table}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?;
+        let settings =
+            crate::stage::settings(pipeline, "silver", &pipeline.silver, table).cloned()?;
         let sql = match (&settings.sql, &settings.sql_file) {
             (Some(sql), _) => Some((
                 sql.clone(),
@@ -198,7 +169,7 @@ impl SilverJob {
             }
             (None, None) => None,
         };
-        let lake = Lake::from_config(&pipeline.lake)?;
+        let lake = pipeline.lake.open()?;
         let topic = (pipeline.bronze.get(&settings.source)).map(|b| b.topic.clone());
         let avro = match settings.format {
             RecordFormat::Json => None,
@@ -236,7 +207,7 @@ impl SilverJob {
             engine: Engine::of(pipeline),
             quality: QualityLog::new(lake.clone()),
             lake,
-            upkeep: Upkeep::of(&pipeline.lake),
+            upkeep: pipeline.lake.upkeep(),
             run_id: String::new(),
             refresh: full_refresh,
             rebuild: None,
@@ -663,6 +634,19 @@ impl Job for SilverJob {
         Ok(())
     }
 }
+
+/// `lakectl run silver`.
+pub const KIND: JobKind = JobKind {
+    name: "silver",
+    summary: "bronze -> typed, cleaned, deduplicated Delta tables under <lake>/silver, with expectations, quarantine and a quality report",
+    default_mode: Mode::Once,
+    full_refresh: true,
+    declared: |pipeline| pipeline.silver.keys().cloned().collect(),
+    writes: |table| crate::kind::table_and_quarantine(Layer::Silver, table),
+    run: |pipeline, tables, options| {
+        Box::pin(run_tables(pipeline, tables, options.mode, options.full_refresh))
+    },
+};
 
 /// `lakectl run silver [TABLE…]`: each table in turn on the shared runner; prints each run's
 /// quality report, failed runs' too.

@@ -68,7 +68,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::catalog::Engine;
-use crate::silver::{quarantine_schema, timestamp_type, with_column};
+use crate::columns::{quarantine_schema, timestamp_type, with_column};
+use crate::kind::JobKind;
 use crate::stage;
 use assign::{Fixed, SessionRule, Watermarks};
 use open::{Arrived, FinalSession, OpenRows};
@@ -158,12 +159,8 @@ struct Arrivals {
 
 impl WindowJob {
     pub fn new(pipeline: &Pipeline, table: &str) -> Result<WindowJob> {
-        let settings = pipeline.window.get(table).cloned().ok_or_else(|| {
-            Error::Input(format!(
-                "no [window.{table}] in {}",
-                pipeline.source_file.display()
-            ))
-        })?;
+        let settings =
+            crate::stage::settings(pipeline, "window", &pipeline.window, table).cloned()?;
         let (windows, keys) = match (&settings.tumble, &settings.hop, &settings.session) {
             (Some(size), _, _) => (
                 Windows::Fixed(Fixed {
@@ -195,7 +192,7 @@ impl WindowJob {
                 ))
             }
         };
-        let lake = Lake::from_config(&pipeline.lake)?;
+        let lake = pipeline.lake.open()?;
         let topic = (pipeline.silver.get(&settings.source))
             .and_then(|silver| pipeline.bronze.get(&silver.source))
             .map(|bronze| bronze.topic.clone());
@@ -220,7 +217,7 @@ impl WindowJob {
             caught_up_at: None,
             pipeline: pipeline.name.clone(),
             run_id: String::new(),
-            upkeep: Upkeep::of(&pipeline.lake),
+            upkeep: pipeline.lake.upkeep(),
             report: QualityReport::default(),
         })
     }
@@ -1213,6 +1210,17 @@ impl Job for WindowJob {
         }
     }
 }
+
+/// `lakectl run window`.
+pub const KIND: JobKind = JobKind {
+    name: "window",
+    summary: "event-time windows and sessions over silver tables that append -> <lake>/window, final when the watermark passes; late rows to quarantine (docs/window.md)",
+    default_mode: Mode::Once,
+    full_refresh: false,
+    declared: |pipeline| pipeline.window.keys().cloned().collect(),
+    writes: |table| crate::kind::table_and_quarantine(Layer::Window, table),
+    run: |pipeline, tables, options| Box::pin(run_tables(pipeline, tables, options.mode)),
+};
 
 /// `lakectl run window [TABLE…]`: each window table on the shared runner; prints what each
 /// run emitted and its late-row counts.
